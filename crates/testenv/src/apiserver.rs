@@ -1,0 +1,138 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::certs::ClusterPki;
+use crate::kubeconfig::admin_kubeconfig;
+use crate::process::ManagedProcess;
+use crate::{Binaries, TestEnvError, ports::free_port};
+
+/// One "cluster": a real kube-apiserver with RBAC, its own serving CA, an admin identity and a
+/// service-account issuer (so TokenRequest and TokenReview work, as OpenBao's Kubernetes auth needs).
+pub struct TestCluster {
+    pub name: String,
+    /// `https://127.0.0.1:<port>`: what peers and OpenBao use to reach this API server.
+    pub server: String,
+    /// PEM of the CA that signed the serving certificate.
+    pub ca_pem: String,
+    /// An admin kubeconfig (client certificate in `system:masters`).
+    pub kubeconfig: PathBuf,
+    pub(crate) process: ManagedProcess,
+}
+
+impl TestCluster {
+    pub(crate) fn start(
+        bins: &Binaries,
+        dir: &Path,
+        name: &str,
+        etcd_url: &str,
+    ) -> Result<Self, TestEnvError> {
+        let cdir = dir.join(name);
+        std::fs::create_dir_all(&cdir).map_err(TestEnvError::io(&cdir))?;
+        let pki = ClusterPki::generate(name)?;
+        let write = |file: &str, content: &str| -> Result<PathBuf, TestEnvError> {
+            let path = cdir.join(file);
+            std::fs::write(&path, content).map_err(TestEnvError::io(&path))?;
+            Ok(path)
+        };
+        let ca = write("ca.crt", &pki.ca_pem)?;
+        let serving_cert = write("apiserver.crt", &pki.serving_cert_pem)?;
+        let serving_key = write("apiserver.key", &pki.serving_key_pem)?;
+        let sa_key = write("sa.key", &pki.sa_private_pem)?;
+        let sa_pub = write("sa.pub", &pki.sa_public_pem)?;
+
+        let port = free_port().map_err(TestEnvError::io(&cdir))?;
+        let server = format!("https://127.0.0.1:{port}");
+        let args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--etcd-prefix=/{name}"),
+            format!("--cert-dir={}", cdir.display()),
+            format!("--tls-cert-file={}", serving_cert.display()),
+            format!("--tls-private-key-file={}", serving_key.display()),
+            format!("--client-ca-file={}", ca.display()),
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".to_string(),
+            "--advertise-address=127.0.0.1".to_string(),
+            "--endpoint-reconciler-type=none".to_string(),
+            "--service-cluster-ip-range=10.96.0.0/16".to_string(),
+            "--authorization-mode=RBAC".to_string(),
+            // No controller manager runs, so nothing would create the `default` ServiceAccount pods need.
+            "--disable-admission-plugins=ServiceAccount".to_string(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
+            format!("--service-account-key-file={}", sa_pub.display()),
+            format!("--service-account-signing-key-file={}", sa_key.display()),
+            "--allow-privileged=true".to_string(),
+            "--enable-priority-and-fairness=false".to_string(),
+            "--v=0".to_string(),
+        ];
+        let mut process = ManagedProcess::spawn(
+            &format!("kube-apiserver {name}"),
+            &bins.kube_apiserver,
+            &args,
+            cdir.join("kube-apiserver.log"),
+        )?;
+        let kubeconfig = dir.join(format!("kubeconfig-{name}"));
+        std::fs::write(
+            &kubeconfig,
+            admin_kubeconfig(
+                name,
+                &server,
+                &pki.ca_pem,
+                &pki.admin_cert_pem,
+                &pki.admin_key_pem,
+            ),
+        )
+        .map_err(TestEnvError::io(&kubeconfig))?;
+
+        let client = readiness_client(&pki)?;
+        let readyz = format!("{server}/readyz");
+        process.wait_ready(Duration::from_secs(120), || {
+            client
+                .get(&readyz)
+                .send()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            server,
+            ca_pem: pki.ca_pem,
+            kubeconfig,
+            process,
+        })
+    }
+
+    /// A kube client with admin rights on this cluster.
+    pub async fn client(&self) -> Result<kube::Client, TestEnvError> {
+        let config = self.config().await?;
+        kube::Client::try_from(config).map_err(|e| TestEnvError::Kube(e.to_string()))
+    }
+
+    pub async fn config(&self) -> Result<kube::Config, TestEnvError> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig)
+            .map_err(|e| TestEnvError::Kube(e.to_string()))?;
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| TestEnvError::Kube(e.to_string()))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+}
+
+fn readiness_client(pki: &ClusterPki) -> Result<reqwest::blocking::Client, TestEnvError> {
+    let err = |e: reqwest::Error| TestEnvError::Kube(e.to_string());
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).map_err(err)?;
+    let identity = reqwest::Identity::from_pem(
+        format!("{}{}", pki.admin_cert_pem, pki.admin_key_pem).as_bytes(),
+    )
+    .map_err(err)?;
+    reqwest::blocking::Client::builder()
+        .tls_certs_only([ca])
+        .identity(identity)
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(err)
+}

@@ -1,0 +1,80 @@
+//! The long-running half of `scripts/dev-env up`: starts OpenBao and N clusters, writes `env.sh`, kubeconfigs and
+//! `mesh.yaml` into DIR, then waits for SIGTERM/SIGINT and stops everything it started.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use meshtrust_testenv::{TestEnv, mesh_file};
+
+fn usage() -> ExitCode {
+    eprintln!("usage: meshtrust-devenv serve --clusters N --dir DIR");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("serve") {
+        return usage();
+    }
+    let mut clusters = 2usize;
+    let mut dir: Option<PathBuf> = None;
+    let mut it = args.iter().skip(1);
+    while let Some(flag) = it.next() {
+        match (flag.as_str(), it.next()) {
+            ("--clusters", Some(n)) => match n.parse() {
+                Ok(n) if (1..=26).contains(&n) => clusters = n,
+                _ => {
+                    eprintln!("--clusters takes a number from 1 to 26, got {n:?}");
+                    return ExitCode::from(2);
+                }
+            },
+            ("--dir", Some(d)) => dir = Some(PathBuf::from(d)),
+            _ => return usage(),
+        }
+    }
+    let Some(dir) = dir else { return usage() };
+    match serve(clusters, dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshtrust-devenv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(clusters: usize, dir: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    let env = TestEnv::builder().clusters(clusters).dir(&dir).start()?;
+    let env_sh = format!(
+        "# written by scripts/dev-env; source it to talk to the local OpenBao\nexport BAO_ADDR={}\nexport BAO_TOKEN={}\nexport VAULT_ADDR=$BAO_ADDR\nexport VAULT_TOKEN=$BAO_TOKEN\nalias bao={}\n",
+        env.bao.addr,
+        env.bao.root_token,
+        meshtrust_testenv::Binaries::locate()?.bao.display(),
+    );
+    std::fs::write(dir.join("env.sh"), env_sh)?;
+    std::fs::write(dir.join("mesh.yaml"), mesh_file(&env))?;
+    let pids: Vec<String> = env.pids().iter().map(u32::to_string).collect();
+    std::fs::write(dir.join("children.pids"), pids.join("\n") + "\n")?;
+    std::fs::write(dir.join("ready"), "")?;
+    eprintln!(
+        "meshtrust-devenv: ready ({} clusters) in {}",
+        clusters,
+        dir.display()
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    let _ = std::fs::remove_file(dir.join("ready"));
+    drop(env);
+    eprintln!("meshtrust-devenv: stopped");
+    Ok(())
+}

@@ -1,0 +1,65 @@
+use std::path::{Path, PathBuf};
+
+use crate::TestEnvError;
+
+/// Pinned versions; `scripts/build-k8s` builds exactly these.
+pub const K8S_VERSION: &str = "v1.34.4";
+pub const ETCD_VERSION: &str = "v3.6.5";
+pub const OPENBAO_VERSION: &str = "2.7.2";
+
+/// Where the real server binaries live: `$MESHTRUST_CACHE` (default `~/.cache/meshtrust`), filled by
+/// `scripts/build-k8s` and `scripts/install-openbao`.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub kube_apiserver: PathBuf,
+    pub etcd: PathBuf,
+    pub bao: PathBuf,
+}
+
+impl Binaries {
+    pub fn cache_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("MESHTRUST_CACHE") {
+            return PathBuf::from(dir);
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        home.join(".cache").join("meshtrust")
+    }
+
+    /// Finds every binary, or names the command that provides the missing one.
+    pub fn locate() -> Result<Self, TestEnvError> {
+        let cache = Self::cache_dir();
+        let kube_apiserver = cache
+            .join("bin")
+            .join(format!("kube-apiserver-{K8S_VERSION}"));
+        let etcd = cache.join("bin").join(format!("etcd-{ETCD_VERSION}"));
+        let bao = std::env::var_os("MESHTRUST_BAO")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache.join("bin").join(format!("bao-{OPENBAO_VERSION}")));
+        require(
+            &kube_apiserver,
+            "kube-apiserver",
+            "scripts/build-k8s apiserver",
+        )?;
+        require(&etcd, "etcd", "scripts/build-k8s etcd")?;
+        require(&bao, "bao (OpenBao)", "scripts/install-openbao")?;
+        Ok(Self {
+            kube_apiserver,
+            etcd,
+            bao,
+        })
+    }
+}
+
+fn require(path: &Path, what: &'static str, fix: &'static str) -> Result<(), TestEnvError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(TestEnvError::MissingBinary {
+            what,
+            path: path.to_path_buf(),
+            fix,
+        })
+    }
+}

@@ -1,0 +1,25 @@
+use crate::TestEnv;
+
+/// The `mesh.yaml` for an environment: every cluster with its admin kubeconfig, its own network and the API
+/// address peers use. The OpenBao address and token come from `env.sh` (BAO_ADDR/BAO_TOKEN).
+pub fn mesh_file(env: &TestEnv) -> String {
+    let mut out = String::from(
+        "# written by scripts/dev-env: a local mesh of real API servers and a real OpenBao dev server.\n\
+         # Reference: docs/mesh-file.md\n\
+         apiVersion: meshtrust.dev/v1\n\
+         kind: Mesh\n\
+         meshID: local-mesh\n\
+         openbao:\n  address: ",
+    );
+    out.push_str(&env.bao.addr);
+    out.push_str("\nclusters:\n");
+    for c in &env.clusters {
+        out.push_str(&format!(
+            "  - name: {name}\n    kubeconfig: {kc}\n    network: network-{name}\n    apiServer: {server}\n",
+            name = c.name,
+            kc = c.kubeconfig.file_name().and_then(|f| f.to_str()).unwrap_or_default(),
+            server = c.server,
+        ));
+    }
+    out
+}

@@ -1,0 +1,92 @@
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::TestEnvError;
+
+/// A server process owned by the test environment. Dropping it kills it and reaps it, so no test leaves an
+/// orphan behind. It is started under `setpriv --pdeathsig SIGKILL`, so it also dies if its owner is killed
+/// without unwinding (the signal follows the spawning thread, which is the thread that owns the environment).
+pub(crate) struct ManagedProcess {
+    pub(crate) name: String,
+    pub(crate) log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ManagedProcess {
+    pub(crate) fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+    ) -> Result<Self, TestEnvError> {
+        let out = File::create(&log).map_err(TestEnvError::io(&log))?;
+        let err = out.try_clone().map_err(TestEnvError::io(&log))?;
+        let child = Command::new("setpriv")
+            .arg("--pdeathsig")
+            .arg("KILL")
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(TestEnvError::io(program))?;
+        Ok(Self {
+            name: name.to_string(),
+            log,
+            child: Some(child),
+        })
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Polls `ready` until it returns true, failing early if the process exits.
+    pub(crate) fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), TestEnvError> {
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(TestEnvError::ExitedEarly {
+                    what: self.name.clone(),
+                    status: status.to_string(),
+                    log: self.log.clone(),
+                });
+            }
+            if ready() {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(TestEnvError::NotReady {
+                    what: self.name.clone(),
+                    secs: timeout.as_secs(),
+                    log: self.log.clone(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the process: SIGKILL and reap. Test servers keep no state worth a graceful shutdown.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
