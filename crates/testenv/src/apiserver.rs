@@ -85,14 +85,9 @@ impl TestCluster {
         )
         .map_err(TestEnvError::io(&kubeconfig))?;
 
-        let client = readiness_client(&pki)?;
         let readyz = format!("{server}/readyz");
         process.wait_ready(Duration::from_secs(120), || {
-            client
-                .get(&readyz)
-                .send()
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
+            crate::probe::http_ok(Some(&pki), &readyz)
         })?;
         Ok(Self {
             name: name.to_string(),
@@ -120,19 +115,4 @@ impl TestCluster {
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }
-}
-
-fn readiness_client(pki: &ClusterPki) -> Result<reqwest::blocking::Client, TestEnvError> {
-    let err = |e: reqwest::Error| TestEnvError::Kube(e.to_string());
-    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).map_err(err)?;
-    let identity = reqwest::Identity::from_pem(
-        format!("{}{}", pki.admin_cert_pem, pki.admin_key_pem).as_bytes(),
-    )
-    .map_err(err)?;
-    reqwest::blocking::Client::builder()
-        .tls_certs_only([ca])
-        .identity(identity)
-        .timeout(Duration::from_secs(3))
-        .build()
-        .map_err(err)
 }

@@ -29,16 +29,8 @@ impl Etcd {
         ];
         let mut process = ManagedProcess::spawn("etcd", &bins.etcd, &args, dir.join("etcd.log"))?;
         let health = format!("{url}/health");
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| TestEnvError::Kube(e.to_string()))?;
         process.wait_ready(Duration::from_secs(30), || {
-            client
-                .get(&health)
-                .send()
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
+            crate::probe::http_ok(None, &health)
         })?;
         Ok(Self { url, process })
     }

@@ -15,6 +15,7 @@ mod kubeconfig;
 mod mesh_file;
 mod openbao;
 mod ports;
+mod probe;
 mod process;
 
 pub use apiserver::TestCluster;

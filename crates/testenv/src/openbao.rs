@@ -56,16 +56,8 @@ impl OpenBaoServer {
 
     fn wait_ready(&mut self) -> Result<(), TestEnvError> {
         let health = format!("{}/v1/sys/health", self.addr);
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| TestEnvError::Kube(e.to_string()))?;
         self.process.wait_ready(Duration::from_secs(30), || {
-            client
-                .get(&health)
-                .send()
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
+            crate::probe::http_ok(None, &health)
         })
     }
 

@@ -49,7 +49,7 @@ impl ManagedProcess {
     pub(crate) fn wait_ready(
         &mut self,
         timeout: Duration,
-        mut ready: impl FnMut() -> bool,
+        ready: impl Fn() -> bool + Sync,
     ) -> Result<(), TestEnvError> {
         let start = Instant::now();
         loop {
@@ -62,7 +62,7 @@ impl ManagedProcess {
                     log: self.log.clone(),
                 });
             }
-            if ready() {
+            if std::thread::scope(|s| s.spawn(&ready).join().unwrap_or(false)) {
                 return Ok(());
             }
             if start.elapsed() > timeout {
