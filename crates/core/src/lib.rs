@@ -1,1 +1,12 @@
+//! meshtrust's pure core: the mesh file, the observed state as plain facts, and the planner that turns
+//! (desired, observed) into a plan. Nothing here does IO or reads a clock; the ports it defines are
+//! implemented by the OpenBao and Kubernetes clients.
 #![forbid(unsafe_code)]
+
+pub mod duration;
+pub mod facts;
+pub mod mesh;
+pub mod plan;
+pub mod planner;
+pub mod ports;
+pub mod secret;

@@ -1,0 +1,105 @@
+//! What meshtrust observed, reduced to plain facts the planner can compare. The engine derives them from
+//! OpenBao answers and Kubernetes objects; the planner never sees PEM or keys.
+
+use std::collections::BTreeMap;
+
+use crate::mesh::{KeySpec, SecretFormat};
+
+/// A certificate, summarised. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertFacts {
+    pub serial: String,
+    /// SHA-256 of the DER, lowercase hex: what operators compare across clusters.
+    pub fingerprint: String,
+    pub subject_cn: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub key: Option<KeySpec>,
+    pub is_ca: bool,
+}
+
+/// A root issuer in the PKI mount that meshtrust created (`meshtrust-root-<generation>`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RootIssuerFacts {
+    pub generation: u32,
+    pub issuer_id: String,
+    pub cert: CertFacts,
+    /// True when OpenBao holds the key internally (not exported, not importable back out).
+    pub key_internal: bool,
+}
+
+impl RootIssuerFacts {
+    pub fn issuer_name(&self) -> String {
+        root_issuer_name(self.generation)
+    }
+}
+
+pub fn root_issuer_name(generation: u32) -> String {
+    format!("meshtrust-root-{generation}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum MountFacts {
+    Absent,
+    Present { kind: String, max_lease_ttl: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OpenBaoFacts {
+    pub pki_mount: MountFacts,
+    /// meshtrust's root issuers, oldest generation first.
+    pub roots: Vec<RootIssuerFacts>,
+    /// Other issuers found in the mount (not meshtrust's): reported, never touched.
+    pub foreign_issuers: usize,
+    /// shared-root mode: the bundle kept in KV, if present.
+    pub shared_root: Option<CertFacts>,
+}
+
+impl OpenBaoFacts {
+    pub fn root_by_fingerprint(&self, fingerprint: &str) -> Option<&RootIssuerFacts> {
+        self.roots
+            .iter()
+            .find(|r| r.cert.fingerprint == fingerprint)
+    }
+
+    pub fn newest_root(&self) -> Option<&RootIssuerFacts> {
+        self.roots.iter().max_by_key(|r| r.generation)
+    }
+}
+
+/// What `istio-system/cacerts` holds in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum CacertsFacts {
+    Absent,
+    /// Present but without meshtrust's managed-by label: never touched unless adopted.
+    Unmanaged,
+    Managed(CacertsState),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CacertsState {
+    pub format: SecretFormat,
+    /// The signing CA istiod uses (`ca-cert.pem`), if it parsed.
+    pub ca_cert: Option<CertFacts>,
+    /// Fingerprint of the certificate that signed `ca_cert` (taken from the chain and verified).
+    pub issuer_fingerprint: Option<String>,
+    /// Fingerprints of the roots in `root-cert.pem`, in file order.
+    pub trusted_roots: Vec<String>,
+    /// Everything wrong with the bundle as istiod would see it (missing key, key/cert mismatch, broken chain ...).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterFacts {
+    pub namespace_exists: bool,
+    pub cacerts: CacertsFacts,
+}
+
+/// Everything observed in one run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Observed {
+    pub openbao: OpenBaoFacts,
+    pub clusters: BTreeMap<String, ClusterFacts>,
+    /// The clock reading taken when observing, so that planning itself reads no clock.
+    pub now: i64,
+}

@@ -1,0 +1,182 @@
+//! A plan: named, explainable changes, in the order they must run. `meshtrust plan` prints it like
+//! `terraform plan`; `--output json` gives the same to machines.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::duration::Span;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Op {
+    fn symbol(self) -> char {
+        match self {
+            Op::Create => '+',
+            Op::Update => '~',
+            Op::Delete => '-',
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Target {
+    OpenBao,
+    Cluster { name: String },
+}
+
+/// What to do. Roots are named by generation (`meshtrust-root-<n>`) so that a change can refer to a root that
+/// an earlier change in the same plan creates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum Action {
+    EnablePkiMount {
+        mount: String,
+        max_lease_ttl: Span,
+    },
+    TunePkiMount {
+        mount: String,
+        max_lease_ttl: Span,
+    },
+    GenerateRoot {
+        mount: String,
+        generation: u32,
+    },
+    CreateSharedRoot {
+        kv_path: String,
+    },
+    CreateNamespace {
+        cluster: String,
+        namespace: String,
+    },
+    /// New key and intermediate signed by root `signing`; `root-cert.pem` holds the `trust` roots.
+    IssueIntermediate {
+        cluster: String,
+        signing: u32,
+        trust: Vec<u32>,
+        adopt: bool,
+    },
+    /// Keep the intermediate, rewrite `root-cert.pem` to hold exactly the `trust` roots.
+    UpdateTrustBundle {
+        cluster: String,
+        trust: Vec<u32>,
+    },
+    /// shared-root mode: the cluster's CA is the shared root itself.
+    WriteSharedRoot {
+        cluster: String,
+        adopt: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub target: Target,
+    pub op: Op,
+    /// The object, as a person names it: `Secret istio-system/cacerts`, `PKI mount pki`.
+    pub resource: String,
+    pub summary: String,
+    pub reason: String,
+    pub action: Action,
+}
+
+/// A change that must not be made without the operator's say-so (for example, taking over a `cacerts` that
+/// meshtrust does not manage). It fails `apply` until resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocker {
+    pub target: Target,
+    pub resource: String,
+    pub reason: String,
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub blockers: Vec<Blocker>,
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.blockers.is_empty()
+    }
+
+    fn count(&self, op: Op) -> usize {
+        self.changes.iter().filter(|c| c.op == op).count()
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::OpenBao => f.write_str("OpenBao"),
+            Target::Cluster { name } => write!(f, "cluster {name}"),
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "  {} {}: {}\n      because {}",
+            self.op.symbol(),
+            self.resource,
+            self.summary,
+            self.reason
+        )
+    }
+}
+
+impl fmt::Display for Plan {
+    /// Groups changes by target in first-seen order, like `terraform plan`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for w in &self.warnings {
+            writeln!(f, "WARNING: {w}")?;
+        }
+        if self.is_empty() {
+            return writeln!(
+                f,
+                "No changes. OpenBao and every cluster match the mesh file."
+            );
+        }
+        let mut targets: Vec<&Target> = Vec::new();
+        for c in &self.changes {
+            if !targets.contains(&&c.target) {
+                targets.push(&c.target);
+            }
+        }
+        for t in targets {
+            writeln!(f, "{t}")?;
+            for c in self.changes.iter().filter(|c| &c.target == t) {
+                writeln!(f, "{c}")?;
+            }
+        }
+        for b in &self.blockers {
+            writeln!(
+                f,
+                "BLOCKED {} {}: {}\n      fix: {}",
+                b.target, b.resource, b.reason, b.fix
+            )?;
+        }
+        writeln!(
+            f,
+            "Plan: {} to create, {} to update, {} to delete{}.",
+            self.count(Op::Create),
+            self.count(Op::Update),
+            self.count(Op::Delete),
+            if self.blockers.is_empty() {
+                String::new()
+            } else {
+                format!(", {} blocked", self.blockers.len())
+            }
+        )
+    }
+}

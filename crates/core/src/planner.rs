@@ -1,0 +1,454 @@
+//! The planning core: (mesh file, observed facts) → plan. Pure: no IO and no clock (the observation carries
+//! the time it was taken), so every branch is tested here without servers.
+//!
+//! Root rotation is derived from what is observed, so it survives crashes and needs no extra state:
+//! the newest `meshtrust-root-<n>` issuer is the target. While some cluster does not yet trust it, every
+//! cluster's `root-cert.pem` gains it (phase 1, same intermediates). Once all trust it, intermediates are
+//! re-issued from it (phase 2). Once all are signed by it, older roots leave `root-cert.pem` (phase 3).
+//! Each phase is one `apply`, so no cluster ever stops trusting another.
+
+use std::collections::BTreeSet;
+
+use crate::duration::{Span, humanize};
+use crate::facts::{
+    CacertsFacts, CacertsState, ClusterFacts, MountFacts, Observed, root_issuer_name,
+};
+use crate::mesh::{CaMode, ClusterSettings, Mesh};
+use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Take over a `cacerts` that meshtrust does not manage.
+    pub adopt: bool,
+}
+
+const ABSENT_CLUSTER: ClusterFacts = ClusterFacts {
+    namespace_exists: false,
+    cacerts: CacertsFacts::Absent,
+};
+
+pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
+    let mut plan = Plan::default();
+    match mesh.ca.mode {
+        CaMode::BaoPki => plan_bao_pki(mesh, observed, options, &mut plan),
+        CaMode::SharedRoot => plan_shared_root(mesh, observed, options, &mut plan),
+    }
+    plan
+}
+
+fn cacerts_resource(cluster: &ClusterSettings) -> String {
+    format!("Secret {}/cacerts", cluster.istio_namespace)
+}
+
+fn cluster_target(cluster: &ClusterSettings) -> Target {
+    Target::Cluster {
+        name: cluster.name.clone(),
+    }
+}
+
+fn names(generations: &[u32]) -> String {
+    generations
+        .iter()
+        .map(|g| root_issuer_name(*g))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+fn ensure_namespace(cluster: &ClusterSettings, facts: &ClusterFacts, plan: &mut Plan) {
+    if !facts.namespace_exists {
+        plan.changes.push(Change {
+            target: cluster_target(cluster),
+            op: Op::Create,
+            resource: format!("Namespace {}", cluster.istio_namespace),
+            summary: format!("labelled topology.istio.io/network={}", cluster.network),
+            reason: "it does not exist yet and cacerts lives in it".into(),
+            action: Action::CreateNamespace {
+                cluster: cluster.name.clone(),
+                namespace: cluster.istio_namespace.clone(),
+            },
+        });
+    }
+}
+
+fn unmanaged_blocker(cluster: &ClusterSettings) -> Blocker {
+    Blocker {
+        target: cluster_target(cluster),
+        resource: cacerts_resource(cluster),
+        reason: "exists and is not managed by meshtrust (no app.kubernetes.io/managed-by=meshtrust label); meshtrust never overwrites it".into(),
+        fix: "check that nothing else (cert-manager, an ExternalSecret) writes it, then rerun with --adopt to let meshtrust take it over".into(),
+    }
+}
+
+fn restart_warning(cluster: &ClusterSettings) -> String {
+    format!(
+        "cluster {}: istiod reads a new cacerts only at start; if istiod already runs there, restart it after apply (kubectl -n {} rollout restart deployment/istiod)",
+        cluster.name, cluster.istio_namespace
+    )
+}
+
+fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &mut Plan) {
+    let bao = &observed.openbao;
+    let mount = mesh.openbao.pki_mount.clone();
+    // The mount's max TTL bounds every certificate it signs: make room for the root's lifetime.
+    let wanted_ttl = mesh.ca.root.ttl;
+    match &bao.pki_mount {
+        MountFacts::Absent => plan.changes.push(Change {
+            target: Target::OpenBao,
+            op: Op::Create,
+            resource: format!("PKI mount {mount}"),
+            summary: format!("max lease TTL {wanted_ttl}"),
+            reason: "no secrets engine is mounted there".into(),
+            action: Action::EnablePkiMount { mount: mount.clone(), max_lease_ttl: wanted_ttl },
+        }),
+        MountFacts::Present { kind, .. } if kind != "pki" => {
+            plan.blockers.push(Blocker {
+                target: Target::OpenBao,
+                resource: format!("mount {mount}"),
+                reason: format!("is a {kind:?} mount, not pki"),
+                fix: "set openbao.pkiMount in the mesh file to a free path or to a PKI mount".into(),
+            });
+            return;
+        }
+        MountFacts::Present { max_lease_ttl, .. } if *max_lease_ttl < wanted_ttl.seconds() => plan.changes.push(Change {
+            target: Target::OpenBao,
+            op: Op::Update,
+            resource: format!("PKI mount {mount}"),
+            summary: format!("max lease TTL {} -> {wanted_ttl}", Span(*max_lease_ttl)),
+            reason: "the root and intermediate lifetimes need a longer max TTL than the mount allows".into(),
+            action: Action::TunePkiMount { mount: mount.clone(), max_lease_ttl: wanted_ttl },
+        }),
+        MountFacts::Present { .. } => {}
+    }
+
+    let newest = match bao.newest_root() {
+        Some(root) => root.generation,
+        None => {
+            plan.changes.push(Change {
+                target: Target::OpenBao,
+                op: Op::Create,
+                resource: format!("root CA issuer {mount}/{}", root_issuer_name(1)),
+                summary: format!(
+                    "internal root \"{}\", {}, ttl {} (the key never leaves OpenBao)",
+                    mesh.ca.root.common_name, mesh.ca.root.key, mesh.ca.root.ttl
+                ),
+                reason: "the PKI mount holds no meshtrust root yet".into(),
+                action: Action::GenerateRoot {
+                    mount: mount.clone(),
+                    generation: 1,
+                },
+            });
+            1
+        }
+    };
+    let generation_of =
+        |fingerprint: &str| bao.root_by_fingerprint(fingerprint).map(|r| r.generation);
+
+    let states: Vec<&CacertsState> = mesh
+        .clusters
+        .iter()
+        .filter_map(
+            |c| match observed.clusters.get(&c.name).map(|f| &f.cacerts) {
+                Some(CacertsFacts::Managed(state)) => Some(state),
+                _ => None,
+            },
+        )
+        .collect();
+    let trusted_generations = |s: &CacertsState| -> Vec<Option<u32>> {
+        s.trusted_roots.iter().map(|fp| generation_of(fp)).collect()
+    };
+    let issuer_generation =
+        |s: &CacertsState| s.issuer_fingerprint.as_deref().and_then(generation_of);
+
+    let all_trust_newest = states
+        .iter()
+        .all(|s| trusted_generations(s).contains(&Some(newest)));
+    let all_signed_by_newest = states.iter().all(|s| issuer_generation(s) == Some(newest));
+    let mut in_use: BTreeSet<u32> = BTreeSet::new();
+    for s in &states {
+        in_use.extend(trusted_generations(s).into_iter().flatten());
+        in_use.extend(issuer_generation(s));
+    }
+    let trust: Vec<u32> = if all_signed_by_newest {
+        vec![newest]
+    } else {
+        in_use
+            .iter()
+            .copied()
+            .chain([newest])
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    // A cluster that has no intermediate yet gets one from a root every cluster already trusts.
+    let default_signing = if all_trust_newest {
+        newest
+    } else {
+        in_use.iter().next().copied().unwrap_or(newest)
+    };
+    let rotating = trust.len() > 1;
+    if rotating {
+        plan.warnings.push(format!(
+            "root rotation in progress ({}): istiod needs ISTIO_MULTIROOT_MESH=true to accept a changed root-cert.pem without a restart",
+            names(&trust)
+        ));
+    }
+
+    for cluster in &mesh.clusters {
+        let facts = observed
+            .clusters
+            .get(&cluster.name)
+            .unwrap_or(&ABSENT_CLUSTER);
+        ensure_namespace(cluster, facts, plan);
+        let issue = |signing: u32, op: Op, reason: String, adopt: bool| {
+            let mut trust = trust.clone();
+            if !trust.contains(&signing) {
+                trust.push(signing);
+                trust.sort_unstable();
+            }
+            Change {
+                target: cluster_target(cluster),
+                op,
+                resource: cacerts_resource(cluster),
+                summary: format!(
+                    "new {} intermediate \"{}\" signed by {}; root-cert.pem = {}",
+                    mesh.ca.intermediate.key,
+                    cluster.intermediate_common_name(&mesh.mesh_id),
+                    root_issuer_name(signing),
+                    names(&trust)
+                ),
+                reason,
+                action: Action::IssueIntermediate {
+                    cluster: cluster.name.clone(),
+                    signing,
+                    trust,
+                    adopt,
+                },
+            }
+        };
+        match &facts.cacerts {
+            CacertsFacts::Absent => {
+                plan.changes.push(issue(
+                    default_signing,
+                    Op::Create,
+                    "it does not exist".into(),
+                    false,
+                ));
+                plan.warnings.push(restart_warning(cluster));
+            }
+            CacertsFacts::Unmanaged if options.adopt => {
+                plan.changes.push(issue(
+                    default_signing,
+                    Op::Update,
+                    "--adopt: taking over a cacerts meshtrust did not write".into(),
+                    true,
+                ));
+                plan.warnings.push(restart_warning(cluster));
+            }
+            CacertsFacts::Unmanaged => plan.blockers.push(unmanaged_blocker(cluster)),
+            CacertsFacts::Managed(state) => {
+                let current = issuer_generation(state);
+                if let Some(reason) = reissue_reason(
+                    mesh,
+                    cluster,
+                    state,
+                    observed.now,
+                    current,
+                    newest,
+                    all_trust_newest,
+                ) {
+                    let signing = if all_trust_newest {
+                        newest
+                    } else {
+                        current.unwrap_or(default_signing)
+                    };
+                    plan.changes.push(issue(signing, Op::Update, reason, false));
+                } else if trusted_generations(state)
+                    != trust.iter().map(|g| Some(*g)).collect::<Vec<_>>()
+                {
+                    let reason = if trust.contains(&newest)
+                        && !trusted_generations(state).contains(&Some(newest))
+                    {
+                        format!(
+                            "root rotation phase 1: every cluster must trust {} before any intermediate moves to it",
+                            root_issuer_name(newest)
+                        )
+                    } else if all_signed_by_newest {
+                        format!(
+                            "root rotation phase 3: every cluster now signs with {}; older roots are dropped",
+                            root_issuer_name(newest)
+                        )
+                    } else {
+                        "root-cert.pem differs from the roots the mesh trusts".into()
+                    };
+                    plan.changes.push(Change {
+                        target: cluster_target(cluster),
+                        op: Op::Update,
+                        resource: cacerts_resource(cluster),
+                        summary: format!("root-cert.pem = {} (intermediate kept)", names(&trust)),
+                        reason,
+                        action: Action::UpdateTrustBundle {
+                            cluster: cluster.name.clone(),
+                            trust: trust.clone(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Why an existing managed intermediate must be replaced, if it must.
+fn reissue_reason(
+    mesh: &Mesh,
+    cluster: &ClusterSettings,
+    state: &CacertsState,
+    now: i64,
+    current: Option<u32>,
+    newest: u32,
+    all_trust_newest: bool,
+) -> Option<String> {
+    if !state.problems.is_empty() {
+        return Some(format!(
+            "the bundle is not usable by istiod: {}",
+            state.problems.join("; ")
+        ));
+    }
+    let Some(cert) = &state.ca_cert else {
+        return Some("ca-cert.pem does not parse".into());
+    };
+    if state.format != mesh.ca.secret_format {
+        return Some(
+            format!(
+                "the mesh file asks for the {:?} key layout",
+                mesh.ca.secret_format
+            )
+            .to_lowercase(),
+        );
+    }
+    let Some(current) = current else {
+        return Some(format!(
+            "the intermediate was signed by a root OpenBao does not hold (serial {}); re-issuing from the mesh's root",
+            cert.serial
+        ));
+    };
+    let remaining = cert.not_after - now;
+    let renew_before = mesh.ca.intermediate.renew_before.seconds() as i64;
+    if remaining < renew_before {
+        return Some(if remaining <= 0 {
+            format!(
+                "the intermediate (serial {}) expired {} ago",
+                cert.serial,
+                humanize(-remaining)
+            )
+        } else {
+            format!(
+                "the intermediate (serial {}) expires in {}, within renewBefore {}",
+                cert.serial,
+                humanize(remaining),
+                mesh.ca.intermediate.renew_before
+            )
+        });
+    }
+    if cert.key != Some(mesh.ca.intermediate.key) {
+        let have = cert
+            .key
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| "an unknown key type".into());
+        return Some(format!(
+            "its key is {have}; the mesh file asks for {}",
+            mesh.ca.intermediate.key
+        ));
+    }
+    let expected_cn = cluster.intermediate_common_name(&mesh.mesh_id);
+    if cert.subject_cn != expected_cn {
+        return Some(format!(
+            "its subject is \"{}\", expected \"{expected_cn}\"",
+            cert.subject_cn
+        ));
+    }
+    if all_trust_newest && current != newest {
+        return Some(format!(
+            "root rotation phase 2: every cluster trusts {}, so intermediates move to it",
+            root_issuer_name(newest)
+        ));
+    }
+    None
+}
+
+fn plan_shared_root(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &mut Plan) {
+    plan.warnings.push(format!(
+        "ca.mode shared-root copies the ROOT KEY into every cluster's cacerts (seed 001's design). Anyone who can read istio-system Secrets in any cluster can mint identities for the whole mesh. Prefer ca.mode bao-pki, where the root key never leaves OpenBao. (KV: {}/{})",
+        mesh.openbao.kv_mount, mesh.ca.shared_root_kv_path
+    ));
+    let shared = observed.openbao.shared_root.as_ref();
+    if shared.is_none() {
+        plan.changes.push(Change {
+            target: Target::OpenBao,
+            op: Op::Create,
+            resource: format!(
+                "KV {}/{}",
+                mesh.openbao.kv_mount, mesh.ca.shared_root_kv_path
+            ),
+            summary: format!(
+                "shared root bundle \"{}\", {}, ttl {}",
+                mesh.ca.root.common_name, mesh.ca.root.key, mesh.ca.root.ttl
+            ),
+            reason: "no shared root bundle is stored yet (written create-only with check-and-set)"
+                .into(),
+            action: Action::CreateSharedRoot {
+                kv_path: mesh.ca.shared_root_kv_path.clone(),
+            },
+        });
+    }
+    for cluster in &mesh.clusters {
+        let facts = observed
+            .clusters
+            .get(&cluster.name)
+            .unwrap_or(&ABSENT_CLUSTER);
+        ensure_namespace(cluster, facts, plan);
+        let write = |op: Op, reason: String, adopt: bool| Change {
+            target: cluster_target(cluster),
+            op,
+            resource: cacerts_resource(cluster),
+            summary: "the shared root as the cluster's CA (root key included)".into(),
+            reason,
+            action: Action::WriteSharedRoot {
+                cluster: cluster.name.clone(),
+                adopt,
+            },
+        };
+        match &facts.cacerts {
+            CacertsFacts::Absent => {
+                plan.changes
+                    .push(write(Op::Create, "it does not exist".into(), false))
+            }
+            CacertsFacts::Unmanaged if options.adopt => plan.changes.push(write(
+                Op::Update,
+                "--adopt: taking over a cacerts meshtrust did not write".into(),
+                true,
+            )),
+            CacertsFacts::Unmanaged => plan.blockers.push(unmanaged_blocker(cluster)),
+            CacertsFacts::Managed(state) => {
+                let reason = if !state.problems.is_empty() {
+                    Some(format!(
+                        "the bundle is not usable by istiod: {}",
+                        state.problems.join("; ")
+                    ))
+                } else if state.format != mesh.ca.secret_format {
+                    Some("the mesh file asks for another key layout".to_string())
+                } else {
+                    match (shared, &state.ca_cert) {
+                        (Some(root), Some(cert)) if root.fingerprint == cert.fingerprint => None,
+                        _ => Some("it does not hold the shared root stored in OpenBao".to_string()),
+                    }
+                };
+                if let Some(reason) = reason {
+                    plan.changes.push(write(Op::Update, reason, false));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

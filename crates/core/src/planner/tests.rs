@@ -1,0 +1,391 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::*;
+use crate::facts::{CertFacts, OpenBaoFacts, RootIssuerFacts};
+use crate::mesh::{KeySpec, KeyType, SecretFormat};
+
+const NOW: i64 = 1_800_000_000;
+const DAY: i64 = 86_400;
+
+fn mesh(extra: &str) -> Mesh {
+    let text = format!(
+        "apiVersion: meshtrust.dev/v1\nkind: Mesh\n{extra}clusters:\n  - name: cluster-a\n    kubeconfig: a\n  - name: cluster-b\n    kubeconfig: b\n"
+    );
+    Mesh::from_yaml(&text, "mesh.yaml", PathBuf::from("/")).expect("valid mesh")
+}
+
+fn root(generation: u32) -> RootIssuerFacts {
+    RootIssuerFacts {
+        generation,
+        issuer_id: format!("id-{generation}"),
+        cert: CertFacts {
+            serial: format!("r{generation}"),
+            fingerprint: format!("root-fp-{generation}"),
+            subject_cn: "root".into(),
+            not_before: NOW - DAY,
+            not_after: NOW + 3650 * DAY,
+            key: Some(KeySpec {
+                key_type: KeyType::Rsa,
+                bits: 4096,
+            }),
+            is_ca: true,
+        },
+        key_internal: true,
+    }
+}
+
+fn intermediate(
+    cluster: &str,
+    signed_by: u32,
+    trust: &[u32],
+    expires_in_days: i64,
+) -> ClusterFacts {
+    ClusterFacts {
+        namespace_exists: true,
+        cacerts: CacertsFacts::Managed(CacertsState {
+            format: SecretFormat::Istio,
+            ca_cert: Some(CertFacts {
+                serial: format!("{cluster}-{signed_by}"),
+                fingerprint: format!("int-{cluster}-{signed_by}"),
+                subject_cn: format!("{cluster} intermediate CA (mesh1)"),
+                not_before: NOW - DAY,
+                not_after: NOW + expires_in_days * DAY,
+                key: Some(KeySpec {
+                    key_type: KeyType::Ec,
+                    bits: 256,
+                }),
+                is_ca: true,
+            }),
+            issuer_fingerprint: Some(format!("root-fp-{signed_by}")),
+            trusted_roots: trust.iter().map(|g| format!("root-fp-{g}")).collect(),
+            problems: vec![],
+        }),
+    }
+}
+
+fn observed(roots: Vec<RootIssuerFacts>, clusters: Vec<(&str, ClusterFacts)>) -> Observed {
+    Observed {
+        openbao: OpenBaoFacts {
+            pki_mount: MountFacts::Present {
+                kind: "pki".into(),
+                max_lease_ttl: 87600 * 3600,
+            },
+            roots,
+            foreign_issuers: 0,
+            shared_root: None,
+        },
+        clusters: clusters
+            .into_iter()
+            .map(|(n, f)| (n.to_string(), f))
+            .collect::<BTreeMap<_, _>>(),
+        now: NOW,
+    }
+}
+
+fn actions(plan: &Plan) -> Vec<&Action> {
+    plan.changes.iter().map(|c| &c.action).collect()
+}
+
+#[test]
+fn empty_openbao_and_clusters_plan_everything_in_order() {
+    let mut obs = observed(vec![], vec![]);
+    obs.openbao.pki_mount = MountFacts::Absent;
+    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    let a = actions(&plan);
+    assert!(matches!(a[0], Action::EnablePkiMount { .. }));
+    assert!(matches!(a[1], Action::GenerateRoot { generation: 1, .. }));
+    assert!(matches!(a[2], Action::CreateNamespace { .. }));
+    assert_eq!(
+        a[3],
+        &Action::IssueIntermediate {
+            cluster: "cluster-a".into(),
+            signing: 1,
+            trust: vec![1],
+            adopt: false
+        }
+    );
+    assert_eq!(plan.changes.len(), 6);
+    assert!(plan.warnings.iter().any(|w| w.contains("restart")));
+    let text = plan.to_string();
+    assert!(
+        text.contains("Plan: 6 to create, 0 to update, 0 to delete."),
+        "{text}"
+    );
+}
+
+#[test]
+fn consistent_mesh_plans_nothing() {
+    let obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 300)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    assert!(plan.is_empty(), "{plan}");
+    assert!(plan.to_string().contains("No changes"));
+}
+
+#[test]
+fn short_mount_ttl_is_tuned() {
+    let mut obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 300)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    obs.openbao.pki_mount = MountFacts::Present {
+        kind: "pki".into(),
+        max_lease_ttl: 768 * 3600,
+    };
+    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    assert!(matches!(actions(&plan)[..], [Action::TunePkiMount { .. }]));
+}
+
+#[test]
+fn wrong_mount_type_blocks() {
+    let mut obs = observed(vec![], vec![]);
+    obs.openbao.pki_mount = MountFacts::Present {
+        kind: "kv".into(),
+        max_lease_ttl: 0,
+    };
+    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    assert_eq!(plan.blockers.len(), 1);
+    assert!(plan.blockers[0].fix.contains("pkiMount"));
+}
+
+#[test]
+fn renewal_inside_renew_before_reissues_from_the_same_root() {
+    let obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 10)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    assert_eq!(
+        actions(&plan),
+        vec![&Action::IssueIntermediate {
+            cluster: "cluster-a".into(),
+            signing: 1,
+            trust: vec![1],
+            adopt: false
+        }]
+    );
+    assert!(
+        plan.changes[0].reason.contains("within renewBefore"),
+        "{}",
+        plan.changes[0].reason
+    );
+}
+
+#[test]
+fn expired_intermediate_is_reissued() {
+    let obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], -2)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    assert!(plan.changes[0].reason.contains("expired"));
+}
+
+#[test]
+fn unmanaged_cacerts_blocks_unless_adopted() {
+    let unmanaged = ClusterFacts {
+        namespace_exists: true,
+        cacerts: CacertsFacts::Unmanaged,
+    };
+    let obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", unmanaged),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let blocked = plan(&mesh(""), &obs, PlanOptions::default());
+    assert!(blocked.changes.is_empty());
+    assert!(blocked.blockers[0].fix.contains("--adopt"));
+    let adopted = plan(&mesh(""), &obs, PlanOptions { adopt: true });
+    assert!(matches!(
+        adopted.changes[0].action,
+        Action::IssueIntermediate { adopt: true, .. }
+    ));
+}
+
+#[test]
+fn broken_bundle_key_change_or_foreign_root_reissue() {
+    let mut broken = intermediate("cluster-a", 1, &[1], 300);
+    if let CacertsFacts::Managed(s) = &mut broken.cacerts {
+        s.problems
+            .push("ca-key.pem does not match ca-cert.pem".into());
+    }
+    let obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", broken),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let p = plan(&mesh(""), &obs, PlanOptions::default());
+    assert!(p.changes[0].reason.contains("does not match"));
+
+    let obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 300)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let p = plan(
+        &mesh("ca:\n  intermediate:\n    keyType: rsa\n    keyBits: 2048\n"),
+        &obs,
+        PlanOptions::default(),
+    );
+    assert_eq!(p.changes.len(), 2);
+    assert!(p.changes[0].reason.contains("RSA-2048"));
+
+    let p = plan(
+        &mesh("ca:\n  secretFormat: tls\n"),
+        &obs,
+        PlanOptions::default(),
+    );
+    assert_eq!(p.changes.len(), 2);
+
+    // OpenBao was reset: the clusters' root is unknown.
+    let obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 7, &[7], 300)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let p = plan(&mesh(""), &obs, PlanOptions::default());
+    assert!(p.changes[0].reason.contains("does not hold"), "{p}");
+}
+
+/// Walks a rotation from root 1 to root 2, applying each plan to the facts as apply would, and checks after
+/// every phase that every cluster still trusts every other cluster's issuer.
+#[test]
+fn root_rotation_runs_three_phases_without_a_trust_gap() {
+    let mesh = mesh("");
+    let mut obs = observed(
+        vec![root(1), root(2)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 300)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let mut phases = Vec::new();
+    for _ in 0..5 {
+        let p = plan(&mesh, &obs, PlanOptions::default());
+        if p.is_empty() {
+            break;
+        }
+        phases.push(
+            p.changes
+                .iter()
+                .map(|c| c.reason.clone())
+                .collect::<Vec<_>>(),
+        );
+        for change in &p.changes {
+            let (cluster, signing, trust) = match &change.action {
+                Action::IssueIntermediate {
+                    cluster,
+                    signing,
+                    trust,
+                    ..
+                } => (cluster, Some(*signing), trust),
+                Action::UpdateTrustBundle { cluster, trust } => (cluster, None, trust),
+                other => panic!("unexpected {other:?}"),
+            };
+            let facts = obs.clusters.get_mut(cluster).expect("cluster");
+            let CacertsFacts::Managed(state) = &mut facts.cacerts else {
+                panic!()
+            };
+            state.trusted_roots = trust.iter().map(|g| format!("root-fp-{g}")).collect();
+            if let Some(g) = signing {
+                state.issuer_fingerprint = Some(format!("root-fp-{g}"));
+            }
+        }
+        // No trust gap: every cluster trusts the root that signed every other cluster's intermediate.
+        for a in obs.clusters.values() {
+            for b in obs.clusters.values() {
+                let (CacertsFacts::Managed(sa), CacertsFacts::Managed(sb)) =
+                    (&a.cacerts, &b.cacerts)
+                else {
+                    panic!()
+                };
+                let issuer = sb.issuer_fingerprint.clone().expect("issuer");
+                assert!(
+                    sa.trusted_roots.contains(&issuer),
+                    "trust gap after phase {}",
+                    phases.len()
+                );
+            }
+        }
+    }
+    assert_eq!(phases.len(), 3, "{phases:?}");
+    assert!(phases[0].iter().all(|r| r.contains("phase 1")));
+    assert!(phases[1].iter().all(|r| r.contains("phase 2")));
+    assert!(phases[2].iter().all(|r| r.contains("phase 3")));
+    let CacertsFacts::Managed(done) = &obs.clusters["cluster-a"].cacerts else {
+        panic!()
+    };
+    assert_eq!(done.trusted_roots, vec!["root-fp-2".to_string()]);
+}
+
+#[test]
+fn new_cluster_during_rotation_is_signed_by_a_root_everyone_trusts() {
+    let mut obs = observed(
+        vec![root(1), root(2)],
+        vec![("cluster-a", intermediate("cluster-a", 1, &[1], 300))],
+    );
+    obs.clusters.insert(
+        "cluster-b".into(),
+        ClusterFacts {
+            namespace_exists: true,
+            cacerts: CacertsFacts::Absent,
+        },
+    );
+    let p = plan(&mesh(""), &obs, PlanOptions::default());
+    let issue = p
+        .changes
+        .iter()
+        .find(|c| matches!(c.action, Action::IssueIntermediate { .. }))
+        .expect("issue");
+    assert_eq!(
+        issue.action,
+        Action::IssueIntermediate {
+            cluster: "cluster-b".into(),
+            signing: 1,
+            trust: vec![1, 2],
+            adopt: false
+        }
+    );
+}
+
+#[test]
+fn shared_root_mode_warns_and_copies_the_root() {
+    let mesh = mesh("ca:\n  mode: shared-root\n");
+    let obs = observed(vec![], vec![]);
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert!(p.warnings[0].contains("ROOT KEY"));
+    assert!(matches!(
+        p.changes[0].action,
+        Action::CreateSharedRoot { .. }
+    ));
+    assert_eq!(
+        p.changes
+            .iter()
+            .filter(|c| matches!(c.action, Action::WriteSharedRoot { .. }))
+            .count(),
+        2
+    );
+}
