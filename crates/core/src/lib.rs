@@ -10,3 +10,4 @@ pub mod plan;
 pub mod planner;
 pub mod ports;
 pub mod secret;
+pub mod verify;

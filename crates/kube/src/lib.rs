@@ -1,1 +1,8 @@
+//! Kubernetes access for meshtrust: connecting to a cluster from a kubeconfig (or in-cluster), and the core's
+//! `Cluster` port over kube-rs with conditional writes (resourceVersion preconditions).
 #![forbid(unsafe_code)]
+
+mod connect;
+mod port;
+
+pub use connect::{ConnectError, KubeCluster, connect};

@@ -82,7 +82,7 @@ pub fn cert_facts(cert: &X509Certificate<'_>, der: &[u8]) -> CertFacts {
         .flatten()
         .is_some_and(|bc| bc.value.ca);
     CertFacts {
-        serial: cert.raw_serial_as_string(),
+        serial: normalize_serial(&cert.raw_serial_as_string()),
         fingerprint: hex::encode(Sha256::digest(der)),
         subject_cn,
         not_before: cert.validity().not_before.timestamp(),
@@ -90,6 +90,15 @@ pub fn cert_facts(cert: &X509Certificate<'_>, der: &[u8]) -> CertFacts {
         key: key_spec(cert),
         is_ca,
     }
+}
+
+/// DER keeps a leading zero byte on serials whose top bit is set; OpenBao prints them without it.
+fn normalize_serial(serial: &str) -> String {
+    let mut s = serial;
+    while let Some(rest) = s.strip_prefix("00:") {
+        s = rest;
+    }
+    s.to_string()
 }
 
 fn key_spec(cert: &X509Certificate<'_>) -> Option<KeySpec> {

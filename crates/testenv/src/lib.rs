@@ -22,5 +22,5 @@ pub use apiserver::TestCluster;
 pub use binaries::Binaries;
 pub use env::{TestEnv, TestEnvBuilder, cluster_name};
 pub use error::TestEnvError;
-pub use mesh_file::mesh_file;
+pub use mesh_file::{mesh_file, mesh_file_with};
 pub use openbao::OpenBaoServer;

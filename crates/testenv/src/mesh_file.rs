@@ -3,6 +3,11 @@ use crate::TestEnv;
 /// The `mesh.yaml` for an environment: every cluster with its admin kubeconfig, its own network and the API
 /// address peers use. The OpenBao address and token come from `env.sh` (BAO_ADDR/BAO_TOKEN).
 pub fn mesh_file(env: &TestEnv) -> String {
+    mesh_file_with(env, "")
+}
+
+/// The same, with `extra` top-level YAML (for example a `ca:` section) inserted before `clusters:`.
+pub fn mesh_file_with(env: &TestEnv, extra: &str) -> String {
     let mut out = String::from(
         "# written by scripts/dev-env: a local mesh of real API servers and a real OpenBao dev server.\n\
          # Reference: docs/mesh-file.md\n\
@@ -12,7 +17,9 @@ pub fn mesh_file(env: &TestEnv) -> String {
          openbao:\n  address: ",
     );
     out.push_str(&env.bao.addr);
-    out.push_str("\nclusters:\n");
+    out.push('\n');
+    out.push_str(extra);
+    out.push_str("clusters:\n");
     for c in &env.clusters {
         out.push_str(&format!(
             "  - name: {name}\n    kubeconfig: {kc}\n    network: network-{name}\n    apiServer: {server}\n",

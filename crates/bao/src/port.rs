@@ -1,0 +1,262 @@
+//! The core's `OpenBao` port over the HTTP API.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use meshtrust_core::duration::Span;
+use meshtrust_core::mesh::KeyType;
+use meshtrust_core::ports::{
+    ErrorKind, GenerateOutcome, IssuerInfo, KeyInfo, KvEntry, MountInfo, OpenBao, PortResult,
+    RootRequest, SignRequest, SignedCertificate,
+};
+use meshtrust_core::secret::SecretBytes;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::OpenBaoClient;
+use crate::client::{check, error, messages};
+
+fn list() -> Method {
+    Method::from_bytes(b"LIST").unwrap_or(Method::GET)
+}
+
+fn str_field(body: &Value, pointer: &str, operation: &str) -> PortResult<String> {
+    body.pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            error(
+                ErrorKind::Invalid,
+                operation,
+                format!("the answer has no {pointer} field"),
+            )
+        })
+}
+
+#[async_trait]
+impl OpenBao for OpenBaoClient {
+    async fn mount(&self, path: &str) -> PortResult<Option<MountInfo>> {
+        let op = format!("GET sys/mounts/{path}");
+        let response = self
+            .call(Method::GET, &format!("sys/mounts/{path}"), None)
+            .await?;
+        // OpenBao answers 400 ("no matching mount") rather than 404 for a free path.
+        if response.status == StatusCode::NOT_FOUND
+            || (response.status == StatusCode::BAD_REQUEST && {
+                let m = messages(&response.body).to_lowercase();
+                m.contains("no matching mount") || m.contains("no secret engine mount")
+            })
+        {
+            return Ok(None);
+        }
+        let body = check(&op, response)?;
+        let data = body.get("data").unwrap_or(&body);
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let tune = self
+            .call_ok(Method::GET, &format!("sys/mounts/{path}/tune"), None)
+            .await?;
+        let tune = tune.get("data").unwrap_or(&tune);
+        let max_lease_ttl = tune
+            .get("max_lease_ttl")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        Ok(Some(MountInfo {
+            kind,
+            max_lease_ttl,
+        }))
+    }
+
+    async fn enable_mount(
+        &self,
+        path: &str,
+        kind: &str,
+        max_lease_ttl: Option<Span>,
+    ) -> PortResult<()> {
+        let mut body = json!({ "type": kind });
+        if let Some(ttl) = max_lease_ttl {
+            body["config"] = json!({ "max_lease_ttl": ttl.to_string() });
+        }
+        if kind == "kv" {
+            body["options"] = json!({ "version": "2" });
+        }
+        self.call_ok(Method::POST, &format!("sys/mounts/{path}"), Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    async fn tune_mount(&self, path: &str, max_lease_ttl: Span) -> PortResult<()> {
+        let body = json!({ "max_lease_ttl": max_lease_ttl.to_string() });
+        self.call_ok(
+            Method::POST,
+            &format!("sys/mounts/{path}/tune"),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn list_issuers(&self, pki: &str) -> PortResult<Vec<IssuerInfo>> {
+        let response = self.call(list(), &format!("{pki}/issuers"), None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(vec![]);
+        }
+        let body = check(&format!("LIST {pki}/issuers"), response)?;
+        let Some(info) = body.pointer("/data/key_info").and_then(Value::as_object) else {
+            return Ok(vec![]);
+        };
+        let mut issuers = Vec::new();
+        for (id, meta) in info {
+            let op = format!("GET {pki}/issuer/{id}");
+            let detail = self
+                .call_ok(Method::GET, &format!("{pki}/issuer/{id}"), None)
+                .await?;
+            issuers.push(IssuerInfo {
+                issuer_id: id.clone(),
+                issuer_name: meta
+                    .get("issuer_name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                key_id: meta
+                    .get("key_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                certificate_pem: str_field(&detail, "/data/certificate", &op)?,
+            });
+        }
+        Ok(issuers)
+    }
+
+    async fn key_info(&self, pki: &str, key_id: &str) -> PortResult<KeyInfo> {
+        let op = format!("GET {pki}/key/{key_id}");
+        let body = self
+            .call_ok(Method::GET, &format!("{pki}/key/{key_id}"), None)
+            .await?;
+        Ok(KeyInfo {
+            key_type: str_field(&body, "/data/key_type", &op)?,
+            internal: body.pointer("/data/private_key").is_none(),
+        })
+    }
+
+    async fn generate_root(&self, pki: &str, request: &RootRequest) -> PortResult<GenerateOutcome> {
+        let op = format!("POST {pki}/issuers/generate/root/internal");
+        let body = json!({
+            "common_name": request.common_name,
+            "organization": request.organization,
+            "issuer_name": request.issuer_name,
+            "key_type": match request.key.key_type { KeyType::Rsa => "rsa", KeyType::Ec => "ec" },
+            "key_bits": request.key.bits,
+            "ttl": request.ttl.to_string(),
+            "exclude_cn_from_sans": true,
+        });
+        let response = self
+            .call(
+                Method::POST,
+                &format!("{pki}/issuers/generate/root/internal"),
+                Some(&body),
+            )
+            .await?;
+        // Issuer names are unique per mount and OpenBao checks them under its issuers lock: the loser of a
+        // race gets this error, which is exactly "someone else created it".
+        if response.status == StatusCode::BAD_REQUEST
+            && messages(&response.body).contains("issuer name already in use")
+        {
+            return Ok(GenerateOutcome::AlreadyExists);
+        }
+        check(&op, response).map(|_| GenerateOutcome::Created)
+    }
+
+    async fn sign_intermediate(
+        &self,
+        pki: &str,
+        issuer: &str,
+        request: &SignRequest,
+    ) -> PortResult<SignedCertificate> {
+        let path = format!("{pki}/issuer/{issuer}/sign-intermediate");
+        let op = format!("POST {path}");
+        let body = json!({
+            "csr": request.csr_pem,
+            "common_name": request.common_name,
+            "organization": request.organization,
+            "ttl": request.ttl.to_string(),
+            "max_path_length": 0,
+            "exclude_cn_from_sans": true,
+            "format": "pem",
+        });
+        let answer = self.call_ok(Method::POST, &path, Some(&body)).await?;
+        Ok(SignedCertificate {
+            certificate_pem: str_field(&answer, "/data/certificate", &op)?,
+            issuing_ca_pem: str_field(&answer, "/data/issuing_ca", &op)?,
+            serial: str_field(&answer, "/data/serial_number", &op)?,
+        })
+    }
+
+    async fn kv_get(&self, mount: &str, path: &str) -> PortResult<Option<KvEntry>> {
+        let api = format!("{mount}/data/{path}");
+        let response = self.call(Method::GET, &api, None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = check(&format!("GET {api}"), response)?;
+        let version = body
+            .pointer("/data/metadata/version")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let Some(fields) = body.pointer("/data/data").and_then(Value::as_object) else {
+            // A deleted (soft) version: data is null.
+            return Ok(None);
+        };
+        let data = fields
+            .iter()
+            .map(|(k, v)| {
+                let text = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                (k.clone(), SecretBytes::new(text))
+            })
+            .collect();
+        Ok(Some(KvEntry { data, version }))
+    }
+
+    async fn kv_put(
+        &self,
+        mount: &str,
+        path: &str,
+        data: &BTreeMap<String, SecretBytes>,
+        cas: u64,
+    ) -> PortResult<u64> {
+        let api = format!("{mount}/data/{path}");
+        let op = format!("POST {api}");
+        let mut fields = serde_json::Map::new();
+        for (k, v) in data {
+            let text = v
+                .expose_str()
+                .ok_or_else(|| error(ErrorKind::Invalid, &op, format!("field {k} is not UTF-8")))?;
+            fields.insert(k.clone(), Value::String(text.to_string()));
+        }
+        let body = json!({ "options": { "cas": cas }, "data": fields });
+        let response = self.call(Method::POST, &api, Some(&body)).await?;
+        if response.status == StatusCode::BAD_REQUEST
+            && messages(&response.body).contains("check-and-set")
+        {
+            return Err(error(
+                ErrorKind::Conflict,
+                &op,
+                format!(
+                    "check-and-set at version {cas} failed: someone else wrote {mount}/{path} first"
+                ),
+            ));
+        }
+        let answer = check(&op, response)?;
+        Ok(answer
+            .pointer("/data/version")
+            .and_then(Value::as_u64)
+            .unwrap_or(0))
+    }
+}

@@ -1,0 +1,85 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Shared trust and cross-cluster discovery for multi-cluster Istio, with OpenBao as the only source of truth.
+///
+/// OpenBao credentials come from BAO_ADDR/BAO_TOKEN (or VAULT_ADDR/VAULT_TOKEN), like the bao CLI.
+#[derive(Debug, Parser)]
+#[command(name = "meshtrust", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    /// More log output on stderr (-v info, -vv debug). MESHTRUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The mesh file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "mesh.yaml",
+        env = "MESHTRUST_MESH"
+    )]
+    pub mesh: PathBuf,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what apply would change in OpenBao and in every cluster, and why. Writes nothing.
+    Plan(PlanArgs),
+    /// Make OpenBao and every cluster match the mesh file. A second run with nothing to do writes nothing.
+    Apply(PlanArgs),
+    /// Check that the mesh is consistent (same roots everywhere, valid chains, keys match, not expiring).
+    /// Exits non-zero on any finding.
+    Verify(VerifyArgs),
+    /// CA operations.
+    Ca(CaArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// Take over an existing istio-system/cacerts that meshtrust does not manage.
+    #[arg(long)]
+    pub adopt: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {}
+
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    #[command(subcommand)]
+    pub command: CaCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Rotate the root CA in phases, without a trust gap: (1) every cluster trusts old + new root,
+    /// (2) intermediates are re-issued from the new root, (3) the old root is dropped.
+    RotateRoot(RotateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RotateArgs {
+    /// Run one phase and stop; run the command again for the next phase.
+    #[arg(long)]
+    pub step: bool,
+    /// Wait this long between phases, so istiod can hand the new bundle to workloads (e.g. 24h in production).
+    #[arg(long, default_value = "0s")]
+    pub phase_wait: String,
+}

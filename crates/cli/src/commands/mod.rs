@@ -1,0 +1,4 @@
+pub mod apply;
+pub mod ca;
+pub mod plan;
+pub mod verify;

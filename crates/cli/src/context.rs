@@ -1,0 +1,64 @@
+//! Turning the global flags into a ready engine: the mesh file, the OpenBao client, one client per cluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use meshtrust_bao::{OpenBaoClient, OpenBaoConfig};
+use meshtrust_core::mesh::Mesh;
+use meshtrust_core::ports::Cluster;
+use meshtrust_engine::Engine;
+use meshtrust_kube::connect;
+
+use crate::args::Global;
+use crate::error::CliError;
+
+pub fn load_mesh(global: &Global) -> Result<Mesh, CliError> {
+    let path = &global.mesh;
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::MeshFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let base = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(std::path::Path::new("."));
+    Ok(Mesh::from_yaml(
+        &text,
+        &path.display().to_string(),
+        base.to_path_buf(),
+    )?)
+}
+
+pub struct Context {
+    pub engine: Engine,
+    pub bao: OpenBaoClient,
+}
+
+pub async fn connect_all(global: &Global) -> Result<Context, CliError> {
+    let mesh = load_mesh(global)?;
+    let config = OpenBaoConfig::from_env(
+        mesh.openbao.address.as_deref(),
+        mesh.openbao.namespace.as_deref(),
+    )?;
+    let bao = OpenBaoClient::new(config)?;
+    let mut clusters: BTreeMap<String, Arc<dyn Cluster>> = BTreeMap::new();
+    for c in &mesh.clusters {
+        let kube = connect(&c.name, c.kubeconfig.as_deref(), c.context.as_deref()).await?;
+        clusters.insert(c.name.clone(), Arc::new(kube));
+    }
+    Ok(Context {
+        engine: Engine::new(mesh, Arc::new(bao.clone()), clusters),
+        bao,
+    })
+}
+
+/// The wall clock, read by the drivers only; the planner gets the reading.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}

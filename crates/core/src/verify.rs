@@ -1,0 +1,125 @@
+//! Consistency checks over observed facts: what `meshtrust verify` reports. Pure, like the planner.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::duration::humanize;
+use crate::facts::{CacertsFacts, Observed};
+use crate::mesh::{CaMode, Mesh};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub cluster: String,
+    pub object: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+fn short(fp: &str) -> &str {
+    fp.get(..16).unwrap_or(fp)
+}
+
+pub fn verify_trust(mesh: &Mesh, observed: &Observed) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut states = Vec::new();
+    for cluster in &mesh.clusters {
+        let object = format!("Secret {}/cacerts", cluster.istio_namespace);
+        let finding = |problem: String, fix: &str| Finding {
+            cluster: cluster.name.clone(),
+            object: object.clone(),
+            problem,
+            fix: fix.to_string(),
+        };
+        match observed.clusters.get(&cluster.name).map(|f| &f.cacerts) {
+            None | Some(CacertsFacts::Absent) => {
+                findings.push(finding("is missing, so istiod signs with a self-signed CA no peer trusts".into(), "run `meshtrust apply`"))
+            }
+            Some(CacertsFacts::Unmanaged) => findings.push(finding(
+                "is not managed by meshtrust".into(),
+                "run `meshtrust apply --adopt` to manage it, or remove the cluster from the mesh file",
+            )),
+            Some(CacertsFacts::Managed(state)) => {
+                for p in &state.problems {
+                    findings.push(finding(p.clone(), "run `meshtrust apply` to re-issue a valid bundle"));
+                }
+                if let Some(cert) = &state.ca_cert {
+                    let remaining = cert.not_after - observed.now;
+                    let renew_before = mesh.ca.intermediate.renew_before.seconds() as i64;
+                    if remaining <= 0 {
+                        findings.push(finding(
+                            format!("the CA certificate (serial {}) expired {} ago", cert.serial, humanize(-remaining)),
+                            "run `meshtrust apply` to renew it now",
+                        ));
+                    } else if mesh.ca.mode == CaMode::BaoPki && remaining < renew_before {
+                        findings.push(finding(
+                            format!(
+                                "the intermediate (serial {}) expires in {}, within renewBefore {}",
+                                cert.serial,
+                                humanize(remaining),
+                                mesh.ca.intermediate.renew_before
+                            ),
+                            "run `meshtrust apply` (or let the agent) renew it",
+                        ));
+                    }
+                }
+                if mesh.ca.mode == CaMode::BaoPki {
+                    for fp in &state.trusted_roots {
+                        if observed.openbao.root_by_fingerprint(fp).is_none() {
+                            findings.push(finding(
+                                format!("root-cert.pem holds a root OpenBao does not know (sha256 {})", short(fp)),
+                                "run `meshtrust apply` to rewrite it from OpenBao",
+                            ));
+                        }
+                    }
+                }
+                states.push((cluster.name.clone(), object.clone(), state));
+            }
+        }
+    }
+    // Cross-cluster trust: every cluster's issuer must be in every other cluster's root-cert.pem.
+    for (name, object, state) in &states {
+        for (peer, _, peer_state) in &states {
+            if let Some(issuer) = &peer_state.issuer_fingerprint
+                && !state.trusted_roots.contains(issuer)
+            {
+                findings.push(Finding {
+                    cluster: name.clone(),
+                    object: object.clone(),
+                    problem: format!(
+                        "does not trust the root (sha256 {}) that signed {peer}'s CA; workloads from {peer} fail with `unknown authority`",
+                        short(issuer)
+                    ),
+                    fix: "run `meshtrust apply` so every cluster holds the mesh's roots".into(),
+                });
+            }
+        }
+    }
+    let bundles: BTreeSet<&Vec<String>> = states.iter().map(|(_, _, s)| &s.trusted_roots).collect();
+    if bundles.len() > 1 {
+        let detail: Vec<String> = states
+            .iter()
+            .map(|(n, _, s)| {
+                format!(
+                    "{n}: {}",
+                    s.trusted_roots
+                        .iter()
+                        .map(|f| short(f))
+                        .collect::<Vec<_>>()
+                        .join("+")
+                )
+            })
+            .collect();
+        findings.push(Finding {
+            cluster: "*".into(),
+            object: "root-cert.pem".into(),
+            problem: format!(
+                "clusters hold different root bundles ({})",
+                detail.join(", ")
+            ),
+            fix: "run `meshtrust apply`; during `ca rotate-root` this is expected between phases"
+                .into(),
+        });
+    }
+    findings
+}

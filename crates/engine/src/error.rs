@@ -1,0 +1,29 @@
+use meshtrust_core::plan::Blocker;
+use meshtrust_core::ports::{ErrorKind, PortError};
+use meshtrust_pki::PkiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("{context}: {source}")]
+    Pki { context: String, source: PkiError },
+    #[error("the plan is blocked:\n{}", .0.iter().map(|b| format!("  - {} {}: {}\n    fix: {}", b.target, b.resource, b.reason, b.fix)).collect::<Vec<_>>().join("\n"))]
+    Blocked(Vec<Blocker>),
+    /// Something OpenBao or a cluster holds contradicts what meshtrust expects, and writing would make it worse.
+    #[error("{0}")]
+    Inconsistent(String),
+    #[error("cluster {0} is in the plan but not connected")]
+    UnknownCluster(String),
+}
+
+impl EngineError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, EngineError::Port(e) if e.kind == ErrorKind::Conflict)
+    }
+
+    pub(crate) fn pki(context: impl Into<String>) -> impl FnOnce(PkiError) -> Self {
+        let context = context.into();
+        move |source| EngineError::Pki { context, source }
+    }
+}

@@ -1,0 +1,166 @@
+//! Reading the actual state: OpenBao's PKI mount and roots (or the shared root), and each cluster's `cacerts`.
+//! Facts go to the planner; the material (PEMs, the Secrets as read) stays here for `apply`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use meshtrust_core::facts::{
+    CacertsFacts, ClusterFacts, MountFacts, Observed, OpenBaoFacts, RootIssuerFacts,
+};
+use meshtrust_core::mesh::{CaMode, Mesh};
+use meshtrust_core::ports::{Cluster, KvEntry, OpenBao, SecretObject};
+use meshtrust_pki::cacerts::inspect;
+use meshtrust_pki::parse_certs;
+
+use crate::{CACERTS, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// Facts for the planner plus the material apply needs.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub facts: Observed,
+    /// Root certificates by generation.
+    pub roots_pem: BTreeMap<u32, String>,
+    /// Each cluster's `cacerts` as read (with its resourceVersion), if present.
+    pub cacerts: BTreeMap<String, Option<SecretObject>>,
+    /// shared-root mode: the KV entry as read.
+    pub shared_root: Option<KvEntry>,
+}
+
+fn generation_of(issuer_name: &str) -> Option<u32> {
+    issuer_name.strip_prefix("meshtrust-root-")?.parse().ok()
+}
+
+pub(crate) async fn observe_roots(
+    bao: &dyn OpenBao,
+    pki: &str,
+) -> Result<(Vec<RootIssuerFacts>, usize, BTreeMap<u32, String>), EngineError> {
+    let mut roots = Vec::new();
+    let mut pems = BTreeMap::new();
+    let mut foreign = 0;
+    for issuer in bao.list_issuers(pki).await? {
+        let Some(generation) = generation_of(&issuer.issuer_name) else {
+            foreign += 1;
+            continue;
+        };
+        let cert = parse_certs(
+            &issuer.certificate_pem,
+            &format!("OpenBao issuer {}", issuer.issuer_name),
+        )
+        .map_err(EngineError::pki("reading OpenBao's root"))?
+        .remove(0);
+        let key_internal = match bao.key_info(pki, &issuer.key_id).await {
+            Ok(info) => info.internal,
+            Err(_) => false,
+        };
+        pems.insert(generation, cert.pem.clone());
+        roots.push(RootIssuerFacts {
+            generation,
+            issuer_id: issuer.issuer_id,
+            cert: cert.facts,
+            key_internal,
+        });
+    }
+    roots.sort_by_key(|r| r.generation);
+    Ok((roots, foreign, pems))
+}
+
+pub async fn observe(
+    mesh: &Mesh,
+    bao: &dyn OpenBao,
+    clusters: &BTreeMap<String, Arc<dyn Cluster>>,
+    now: i64,
+) -> Result<Observation, EngineError> {
+    let mut openbao = OpenBaoFacts {
+        pki_mount: MountFacts::Absent,
+        roots: vec![],
+        foreign_issuers: 0,
+        shared_root: None,
+    };
+    let mut roots_pem = BTreeMap::new();
+    let mut shared_root = None;
+    match mesh.ca.mode {
+        CaMode::BaoPki => {
+            if let Some(mount) = bao.mount(&mesh.openbao.pki_mount).await? {
+                openbao.pki_mount = MountFacts::Present {
+                    kind: mount.kind.clone(),
+                    max_lease_ttl: mount.max_lease_ttl,
+                };
+                if mount.kind == "pki" {
+                    let (roots, foreign, pems) =
+                        observe_roots(bao, &mesh.openbao.pki_mount).await?;
+                    openbao.roots = roots;
+                    openbao.foreign_issuers = foreign;
+                    roots_pem = pems;
+                }
+            }
+        }
+        CaMode::SharedRoot => {
+            shared_root = bao
+                .kv_get(&mesh.openbao.kv_mount, &mesh.ca.shared_root_kv_path)
+                .await?;
+            if let Some(entry) = &shared_root {
+                let pem = entry
+                    .data
+                    .get(meshtrust_pki::shared_root::ROOT_CERT_FIELD)
+                    .and_then(|v| v.expose_str())
+                    .ok_or_else(|| {
+                        EngineError::Inconsistent(format!(
+                            "KV {}/{} has no root-cert.pem field; it is not a shared root bundle. Move it away or set ca.sharedRootKvPath",
+                            mesh.openbao.kv_mount, mesh.ca.shared_root_kv_path
+                        ))
+                    })?;
+                let cert = parse_certs(pem, "shared root root-cert.pem")
+                    .map_err(EngineError::pki("reading the shared root from KV"))?;
+                openbao.shared_root = Some(cert[0].facts.clone());
+            }
+        }
+    }
+
+    let lookups = mesh.clusters.iter().map(|settings| async move {
+        let cluster = clusters
+            .get(&settings.name)
+            .ok_or_else(|| EngineError::UnknownCluster(settings.name.clone()))?;
+        let namespace_exists = cluster.namespace_exists(&settings.istio_namespace).await?;
+        let secret = if namespace_exists {
+            cluster
+                .get_secret(&settings.istio_namespace, CACERTS)
+                .await?
+        } else {
+            None
+        };
+        let cacerts = match &secret {
+            None => CacertsFacts::Absent,
+            Some(s)
+                if s.labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY_VALUE) =>
+            {
+                CacertsFacts::Unmanaged
+            }
+            Some(s) => CacertsFacts::Managed(inspect(&s.data, now)),
+        };
+        Ok::<_, EngineError>((
+            settings.name.clone(),
+            ClusterFacts {
+                namespace_exists,
+                cacerts,
+            },
+            secret,
+        ))
+    });
+    let mut facts_by_cluster = BTreeMap::new();
+    let mut cacerts = BTreeMap::new();
+    for result in futures::future::join_all(lookups).await {
+        let (name, facts, secret) = result?;
+        facts_by_cluster.insert(name.clone(), facts);
+        cacerts.insert(name, secret);
+    }
+    Ok(Observation {
+        facts: Observed {
+            openbao,
+            clusters: facts_by_cluster,
+            now,
+        },
+        roots_pem,
+        cacerts,
+        shared_root,
+    })
+}

@@ -1,0 +1,80 @@
+//! The engine's entry points: observe → plan → apply, retried from the top when a conditional write loses a
+//! race, so that two concurrent runs both end in the same consistent state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use meshtrust_core::mesh::Mesh;
+use meshtrust_core::plan::{Change, Plan};
+use meshtrust_core::planner::{PlanOptions, plan};
+use meshtrust_core::ports::{Cluster, OpenBao};
+
+use crate::EngineError;
+use crate::apply::{AppliedChange, ApplyReport};
+use crate::observe::{Observation, observe};
+
+pub struct Engine {
+    pub(crate) mesh: Mesh,
+    pub(crate) bao: Arc<dyn OpenBao>,
+    pub(crate) clusters: BTreeMap<String, Arc<dyn Cluster>>,
+}
+
+const CONFLICT_RETRIES: usize = 5;
+
+impl Engine {
+    pub fn new(
+        mesh: Mesh,
+        bao: Arc<dyn OpenBao>,
+        clusters: BTreeMap<String, Arc<dyn Cluster>>,
+    ) -> Self {
+        Self {
+            mesh,
+            bao,
+            clusters,
+        }
+    }
+
+    pub fn mesh(&self) -> &Mesh {
+        self.mesh_ref()
+    }
+
+    pub(crate) fn cluster(&self, name: &str) -> Result<&Arc<dyn Cluster>, EngineError> {
+        self.clusters
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownCluster(name.to_string()))
+    }
+
+    pub async fn observe(&self, now: i64) -> Result<Observation, EngineError> {
+        observe(&self.mesh, self.bao.as_ref(), &self.clusters, now).await
+    }
+
+    pub async fn plan(
+        &self,
+        now: i64,
+        options: PlanOptions,
+    ) -> Result<(Plan, Observation), EngineError> {
+        let observation = self.observe(now).await?;
+        Ok((plan(&self.mesh, &observation.facts, options), observation))
+    }
+
+    /// Plans and applies until nothing conflicts. `now` is read once per attempt by the caller's clock.
+    pub async fn converge(
+        &self,
+        clock: &(dyn Fn() -> i64 + Send + Sync),
+        options: PlanOptions,
+        progress: &mut (dyn FnMut(&Change, &AppliedChange) + Send),
+    ) -> Result<(Plan, ApplyReport), EngineError> {
+        let mut attempt = 0;
+        loop {
+            let (plan, observation) = self.plan(clock(), options).await?;
+            match self.apply(&plan, &observation, progress).await {
+                Ok(report) => return Ok((plan, report)),
+                Err(e) if e.is_conflict() && attempt < CONFLICT_RETRIES => {
+                    tracing::info!(error = %e, attempt, "a conditional write lost a race; observing again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
