@@ -65,10 +65,19 @@ impl Engine {
         progress: &mut (dyn FnMut(&Change, &AppliedChange) + Send),
     ) -> Result<(Plan, ApplyReport), EngineError> {
         let mut attempt = 0;
+        let mut earlier: Vec<AppliedChange> = Vec::new();
         loop {
             let (plan, observation) = self.plan(clock(), options).await?;
-            match self.apply(&plan, &observation, progress).await {
-                Ok(report) => return Ok((plan, report)),
+            let mut recorder = |change: &Change, applied: &AppliedChange| {
+                earlier.push(applied.clone());
+                progress(change, applied);
+            };
+            match self.apply(&plan, &observation, &mut recorder).await {
+                Ok(mut report) => {
+                    // Report every change made, including those of attempts that later lost a race.
+                    report.applied = earlier;
+                    return Ok((plan, report));
+                }
                 Err(e) if e.is_conflict() && attempt < CONFLICT_RETRIES => {
                     tracing::info!(error = %e, attempt, "a conditional write lost a race; observing again");
                     attempt += 1;

@@ -136,7 +136,7 @@ pub fn inspect(data: &BTreeMap<String, SecretBytes>, now: i64) -> CacertsState {
     let cert_text = text(cert_key);
     let key_text = text(key_key);
     let root_text = text(root_key);
-    let chain_text = chain_key.and_then(|k| text(k));
+    let chain_text = chain_key.and_then(&mut text);
     if data.contains_key("istio-generated") {
         state
             .problems

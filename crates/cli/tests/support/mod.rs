@@ -1,0 +1,142 @@
+//! Helpers for the CLI's tests against real servers: a test environment, a mesh file for it, and the real
+//! `meshtrust` binary run with the environment's OpenBao credentials.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use meshtrust_testenv::{TestEnv, mesh_file_with};
+
+pub struct Mesh {
+    pub env: TestEnv,
+    pub file: PathBuf,
+}
+
+impl Mesh {
+    pub fn start(clusters: usize, extra: &str) -> Mesh {
+        let env = TestEnv::builder()
+            .clusters(clusters)
+            .start()
+            .expect("test environment");
+        let file = env.dir().join("mesh.yaml");
+        std::fs::write(&file, mesh_file_with(&env, extra)).expect("write mesh file");
+        Mesh { env, file }
+    }
+
+    pub fn rewrite(&self, extra: &str) {
+        std::fs::write(&self.file, mesh_file_with(&self.env, extra)).expect("write mesh file");
+    }
+
+    /// Runs `meshtrust <args> --mesh <file>`.
+    pub fn meshtrust(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+            .args(args)
+            .arg("--mesh")
+            .arg(&self.file)
+            .env("BAO_ADDR", &self.env.bao.addr)
+            .env("BAO_TOKEN", &self.env.bao.root_token)
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .expect("run meshtrust")
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.meshtrust(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "meshtrust {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+
+    pub async fn secret(&self, cluster: usize, namespace: &str, name: &str) -> Option<Secret> {
+        let client = self.env.clusters[cluster].client().await.expect("client");
+        Api::<Secret>::namespaced(client, namespace)
+            .get_opt(name)
+            .await
+            .expect("get secret")
+    }
+
+    pub async fn cacerts(&self, cluster: usize) -> Secret {
+        self.secret(cluster, "istio-system", "cacerts")
+            .await
+            .expect("cacerts exists")
+    }
+
+    /// `bao <args>` against the environment's OpenBao, as an independent checker.
+    pub fn bao(&self, args: &[&str]) -> String {
+        let out = self.env.bao.cli().args(args).output().expect("run bao");
+        assert!(
+            out.status.success(),
+            "bao {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+pub fn field(secret: &Secret, key: &str) -> String {
+    let data = secret.data.as_ref().expect("data");
+    String::from_utf8(
+        data.get(key)
+            .unwrap_or_else(|| panic!("{key} missing"))
+            .0
+            .clone(),
+    )
+    .expect("utf8")
+}
+
+/// `openssl verify` of the CA cert against root-cert.pem with cert-chain.pem as untrusted intermediates,
+/// the same roles Go's x509.Verify gives them in istiod.
+pub fn openssl_verify(secret: &Secret) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    for key in ["ca-cert.pem", "root-cert.pem", "cert-chain.pem"] {
+        std::fs::write(dir.path().join(key), field(secret, key)).expect("write");
+    }
+    let out = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(dir.path().join("root-cert.pem"))
+        .arg("-untrusted")
+        .arg(dir.path().join("cert-chain.pem"))
+        .arg(dir.path().join("ca-cert.pem"))
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl verify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The public key of a PEM key or certificate, via openssl (independent of meshtrust's own check).
+pub fn openssl_pubkey(pem: &str, is_cert: bool) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("in.pem");
+    std::fs::write(&path, pem).expect("write");
+    let args: Vec<&str> = if is_cert {
+        vec!["x509", "-pubkey", "-noout", "-in"]
+    } else {
+        vec!["pkey", "-pubout", "-in"]
+    };
+    let out = std::process::Command::new("openssl")
+        .args(&args)
+        .arg(&path)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).to_string()
+}

@@ -1,0 +1,357 @@
+//! The trust capability against the real OpenBao and real API servers: root CA in OpenBao, per-cluster
+//! intermediates in Istio's cacerts format, idempotence, renewal, rotation, adoption and shared-root mode.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use support::{Mesh, field, openssl_pubkey, openssl_verify};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_builds_verifiable_cacerts_and_a_second_apply_writes_nothing() {
+    let mesh = Mesh::start(2, "");
+    let plan = mesh.json(&["plan"]);
+    assert_eq!(
+        plan["changes"].as_array().expect("changes").len(),
+        6,
+        "{plan}"
+    );
+    // plan writes nothing
+    assert!(mesh.secret(0, "istio-system", "cacerts").await.is_none());
+
+    mesh.ok(&["apply"]);
+    let a = mesh.cacerts(0).await;
+    let b = mesh.cacerts(1).await;
+    for s in [&a, &b] {
+        assert!(openssl_verify(s).contains("OK"));
+        assert_eq!(
+            openssl_pubkey(&field(s, "ca-key.pem"), false),
+            openssl_pubkey(&field(s, "ca-cert.pem"), true)
+        );
+        assert_eq!(
+            s.metadata.labels.as_ref().expect("labels")["app.kubernetes.io/managed-by"],
+            "meshtrust"
+        );
+        assert!(s.type_.is_none() || s.type_.as_deref() == Some("Opaque"));
+        let chain = field(s, "cert-chain.pem");
+        assert!(
+            chain.starts_with(field(s, "ca-cert.pem").trim_end()),
+            "intermediate first in cert-chain.pem"
+        );
+        for key in [
+            "ca-cert.pem",
+            "ca-key.pem",
+            "root-cert.pem",
+            "cert-chain.pem",
+        ] {
+            assert!(field(s, key).ends_with('\n'), "{key} ends with a newline");
+        }
+    }
+    assert_eq!(
+        field(&a, "root-cert.pem"),
+        field(&b, "root-cert.pem"),
+        "root-cert.pem is byte-identical"
+    );
+    assert!(mesh.ok(&["verify"]).contains("OK"));
+
+    // The root key is internal to OpenBao: one key, and no API answer carries private material.
+    let keys = mesh.bao(&["list", "-format=json", "pki/keys"]);
+    let keys: Vec<String> = serde_json::from_str(&keys).expect("keys");
+    assert_eq!(keys.len(), 1);
+    let key = mesh.bao(&["read", "-format=json", &format!("pki/key/{}", keys[0])]);
+    assert!(!key.contains("private_key"), "{key}");
+    assert!(key.contains("\"key_type\": \"rsa\""), "{key}");
+    let issuer = mesh.bao(&["read", "-format=json", "pki/issuer/meshtrust-root-1"]);
+    assert!(!issuer.contains("PRIVATE KEY"));
+
+    // Idempotence: the second plan is empty and apply changes no resourceVersion.
+    let before = (
+        a.metadata.resource_version.clone(),
+        b.metadata.resource_version.clone(),
+    );
+    let second = mesh.json(&["apply"]);
+    assert_eq!(second["applied"], json!([]), "{second}");
+    assert_eq!(second["plan"]["changes"], json!([]));
+    let after = (
+        mesh.cacerts(0).await.metadata.resource_version,
+        mesh.cacerts(1).await.metadata.resource_version,
+    );
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_reissues_under_the_same_root() {
+    // renewBefore 118s of a 120s lifetime: due two seconds after issue.
+    let mesh = Mesh::start(
+        1,
+        "ca:\n  intermediate:\n    ttl: 120s\n    renewBefore: 118s\n",
+    );
+    mesh.ok(&["apply"]);
+    let first = mesh.cacerts(0).await;
+    assert!(
+        mesh.json(&["plan"])["changes"]
+            .as_array()
+            .expect("changes")
+            .is_empty()
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let plan = mesh.json(&["plan"]);
+    let reason = plan["changes"][0]["reason"]
+        .as_str()
+        .expect("reason")
+        .to_string();
+    assert!(reason.contains("within renewBefore"), "{reason}");
+    mesh.ok(&["apply"]);
+    let second = mesh.cacerts(0).await;
+    assert_ne!(
+        field(&first, "ca-cert.pem"),
+        field(&second, "ca-cert.pem"),
+        "a new intermediate"
+    );
+    assert_ne!(
+        field(&first, "ca-key.pem"),
+        field(&second, "ca-key.pem"),
+        "with a new key"
+    );
+    assert_eq!(
+        field(&first, "root-cert.pem"),
+        field(&second, "root-cert.pem"),
+        "under the same root"
+    );
+    openssl_verify(&second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_rotation_keeps_overlapping_trust_through_three_phases() {
+    let mesh = Mesh::start(2, "");
+    mesh.ok(&["apply"]);
+    let old_root = field(&mesh.cacerts(0).await, "root-cert.pem");
+    let old_int = field(&mesh.cacerts(0).await, "ca-cert.pem");
+
+    // Phase 1: both roots trusted, same intermediates.
+    let out = mesh.ok(&["ca", "rotate-root", "--step"]);
+    assert!(out.contains("phase 1"), "{out}");
+    for i in 0..2 {
+        let s = mesh.cacerts(i).await;
+        let roots = field(&s, "root-cert.pem");
+        assert_eq!(roots.matches("BEGIN CERTIFICATE").count(), 2);
+        assert!(
+            roots.starts_with(&old_root),
+            "old root bytes kept first (istiod < 1.31 compares bytes)"
+        );
+        openssl_verify(&s);
+    }
+    assert_eq!(field(&mesh.cacerts(0).await, "ca-cert.pem"), old_int);
+    assert!(
+        mesh.ok(&["verify"]).contains("OK"),
+        "phase 1 leaves a consistent mesh"
+    );
+
+    // Phase 2: new intermediates from the new root, both roots still trusted.
+    let out = mesh.ok(&["ca", "rotate-root", "--step"]);
+    assert!(out.contains("phase 2"), "{out}");
+    let s = mesh.cacerts(0).await;
+    assert_ne!(field(&s, "ca-cert.pem"), old_int);
+    assert_eq!(
+        field(&s, "root-cert.pem")
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2
+    );
+    openssl_verify(&s);
+
+    // Phase 3: old root dropped everywhere.
+    let out = mesh.ok(&["ca", "rotate-root"]);
+    assert!(out.contains("phase 3"), "{out}");
+    assert!(out.contains("Rotation complete"), "{out}");
+    let a = mesh.cacerts(0).await;
+    let b = mesh.cacerts(1).await;
+    assert_eq!(
+        field(&a, "root-cert.pem")
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        1
+    );
+    assert_ne!(field(&a, "root-cert.pem"), old_root);
+    assert_eq!(field(&a, "root-cert.pem"), field(&b, "root-cert.pem"));
+    openssl_verify(&a);
+    openssl_verify(&b);
+    assert!(mesh.ok(&["verify"]).contains("OK"));
+    assert!(
+        mesh.json(&["plan"])["changes"]
+            .as_array()
+            .expect("changes")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmanaged_cacerts_is_never_overwritten_without_adopt() {
+    let mesh = Mesh::start(1, "");
+    let client = mesh.env.clusters[0].client().await.expect("client");
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "istio-system"}})).expect("ns");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("ns");
+    let foreign: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cacerts", "namespace": "istio-system"},
+        "stringData": {"ca-cert.pem": "someone else's"}
+    }))
+    .expect("secret");
+    let secrets: Api<Secret> = Api::namespaced(client, "istio-system");
+    secrets
+        .create(&PostParams::default(), &foreign)
+        .await
+        .expect("create");
+
+    let out = mesh.meshtrust(&["apply"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not managed by meshtrust") && stderr.contains("--adopt"),
+        "{stderr}"
+    );
+    let untouched = mesh.cacerts(0).await;
+    assert_eq!(field(&untouched, "ca-cert.pem"), "someone else's");
+
+    mesh.ok(&["apply", "--adopt"]);
+    let adopted = mesh.cacerts(0).await;
+    openssl_verify(&adopted);
+    assert!(mesh.ok(&["verify"]).contains("OK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_root_mode_reproduces_seed_001_with_a_warning() {
+    let mesh = Mesh::start(2, "ca:\n  mode: shared-root\n");
+    let out = mesh.meshtrust(&["apply"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("WARNING") && stdout.contains("ROOT KEY"),
+        "{stdout}"
+    );
+
+    let kv: serde_json::Value =
+        serde_json::from_str(&mesh.bao(&["kv", "get", "-format=json", "secret/istio/ca"]))
+            .expect("kv");
+    assert_eq!(kv["data"]["metadata"]["version"], 1);
+    let stored = kv["data"]["data"].as_object().expect("fields");
+    let fields: BTreeMap<_, _> = stored
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+        .collect();
+    assert!(fields["key.pem"].contains("PRIVATE KEY"));
+    let a = mesh.cacerts(0).await;
+    let b = mesh.cacerts(1).await;
+    assert_eq!(field(&a, "ca-cert.pem"), fields["root-cert.pem"]);
+    assert_eq!(a.data, b.data, "every cluster holds the same bundle");
+    let cert = openssl_x509_text(&field(&a, "ca-cert.pem"));
+    assert!(
+        cert.contains("Public-Key: (4096 bit)"),
+        "RSA-4096 like seed 001"
+    );
+    assert!(mesh.ok(&["verify"]).contains("OK"));
+    // Re-running does not regenerate: KV stays at version 1 and nothing is written.
+    assert_eq!(mesh.json(&["apply"])["applied"], json!([]));
+    let kv: serde_json::Value =
+        serde_json::from_str(&mesh.bao(&["kv", "get", "-format=json", "secret/istio/ca"]))
+            .expect("kv");
+    assert_eq!(kv["data"]["metadata"]["version"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_layout_is_written_and_verified() {
+    let mesh = Mesh::start(1, "ca:\n  secretFormat: tls\n");
+    mesh.ok(&["apply"]);
+    let s = mesh.cacerts(0).await;
+    let keys: Vec<&String> = s.data.as_ref().expect("data").keys().collect();
+    assert_eq!(keys, vec!["ca.crt", "tls.crt", "tls.key"]);
+    assert_eq!(
+        field(&s, "tls.crt").matches("BEGIN CERTIFICATE").count(),
+        1,
+        "tls.crt holds only the intermediate"
+    );
+    assert!(mesh.ok(&["verify"]).contains("OK"));
+    // Switching layout re-issues into the other form.
+    mesh.rewrite("");
+    mesh.ok(&["apply"]);
+    openssl_verify(&mesh.cacerts(0).await);
+}
+
+/// Two applies started together on an empty OpenBao must agree on one root, every time.
+#[test]
+fn concurrent_applies_on_an_empty_openbao_create_exactly_one_root() {
+    let mut mesh = Mesh::start(2, "");
+    let mut contested = 0;
+    for round in 1..=20 {
+        if round > 1 {
+            mesh.env.bao.restart_empty().expect("fresh OpenBao");
+        }
+        let spawn = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+                .args(["apply", "--output", "json", "--mesh"])
+                .arg(&mesh.file)
+                .env("BAO_ADDR", &mesh.env.bao.addr)
+                .env("BAO_TOKEN", &mesh.env.bao.root_token)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn meshtrust")
+        };
+        let (first, second) = (spawn(), spawn());
+        let mut generated = 0;
+        for child in [first, second] {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            let tried_root = report["applied"].as_array().is_some_and(|a| {
+                a.iter().any(|c| {
+                    c["resource"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("root CA issuer"))
+                })
+            });
+            generated += usize::from(tried_root);
+        }
+        contested += usize::from(generated == 2);
+        let issuers: Vec<String> =
+            serde_json::from_str(&mesh.bao(&["list", "-format=json", "pki/issuers"]))
+                .expect("issuers");
+        assert_eq!(issuers.len(), 1, "round {round}: exactly one root issuer");
+        let keys: Vec<String> =
+            serde_json::from_str(&mesh.bao(&["list", "-format=json", "pki/keys"])).expect("keys");
+        assert_eq!(keys.len(), 1, "round {round}: no orphaned key");
+        assert!(mesh.ok(&["verify"]).contains("OK"), "round {round}");
+    }
+    eprintln!("{contested} of 20 rounds had both applies try to create the root");
+    assert!(
+        contested > 0,
+        "the race was never exercised: both applies must try to create the root at least once"
+    );
+}
+
+fn openssl_x509_text(pem: &str) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("c.pem");
+    std::fs::write(&path, pem).expect("write");
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&path)
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
