@@ -182,9 +182,7 @@ async fn secrets_round_trip_and_anonymous_requests_are_refused() {
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.split_whitespace().nth(2).is_none_or(|state| state != "Z")
-        })
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|state| state != "Z"))
         .unwrap_or(false)
 }
 
