@@ -59,6 +59,10 @@ impl OpenBaoClient {
         })
     }
 
+    pub fn namespace(&self) -> Option<&str> {
+        self.config.namespace.as_deref()
+    }
+
     pub fn address(&self) -> &str {
         &self.config.address
     }
@@ -86,13 +90,25 @@ impl OpenBaoClient {
         path: &str,
         body: Option<&Value>,
     ) -> PortResult<Response> {
+        self.call_in(self.config.namespace.as_deref(), method, path, body)
+            .await
+    }
+
+    /// A call in an explicit namespace (`None`: the root namespace), for managing namespaces themselves.
+    pub async fn call_in(
+        &self,
+        namespace: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> PortResult<Response> {
         let operation = format!("{method} {path}");
         let url = format!("{}/v1/{path}", self.config.address);
         let mut request = self
             .http
             .request(method, &url)
             .header("X-Vault-Token", &self.config.token);
-        if let Some(ns) = &self.config.namespace {
+        if let Some(ns) = namespace {
             request = request.header("X-Vault-Namespace", ns);
         }
         if let Some(body) = body {

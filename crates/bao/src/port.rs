@@ -184,8 +184,10 @@ impl OpenBao for OpenBaoClient {
             "common_name": request.common_name,
             "organization": request.organization,
             "ttl": request.ttl.to_string(),
-            "max_path_length": 0,
-            "exclude_cn_from_sans": true,
+            // Strings, because policy parameter constraints compare request values with the policy's
+            // strings: the agents' policies allow exactly "0" and "true".
+            "max_path_length": "0",
+            "exclude_cn_from_sans": "true",
             "format": "pem",
         });
         let answer = self.call_ok(Method::POST, &path, Some(&body)).await?;
@@ -258,5 +260,87 @@ impl OpenBao for OpenBaoClient {
             .pointer("/data/version")
             .and_then(Value::as_u64)
             .unwrap_or(0))
+    }
+
+    async fn namespace_exists(&self, namespace: &str) -> PortResult<bool> {
+        let (parent, leaf) = split_namespace(namespace);
+        let response = self
+            .call_in(parent, Method::GET, &format!("sys/namespaces/{leaf}"), None)
+            .await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        check(&format!("GET sys/namespaces/{leaf}"), response).map(|_| true)
+    }
+
+    async fn create_namespace(&self, namespace: &str) -> PortResult<()> {
+        let (parent, leaf) = split_namespace(namespace);
+        let response = self
+            .call_in(
+                parent,
+                Method::POST,
+                &format!("sys/namespaces/{leaf}"),
+                None,
+            )
+            .await?;
+        check(&format!("POST sys/namespaces/{leaf}"), response).map(|_| ())
+    }
+
+    async fn auth_mount(&self, path: &str) -> PortResult<Option<String>> {
+        let body = self.call_ok(Method::GET, "sys/auth", None).await?;
+        let mounts = body.get("data").unwrap_or(&body);
+        Ok(mounts
+            .get(format!("{path}/"))
+            .and_then(|m| m.get("type"))
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
+    async fn enable_auth(&self, path: &str, kind: &str) -> PortResult<()> {
+        self.call_ok(
+            Method::POST,
+            &format!("sys/auth/{path}"),
+            Some(&json!({ "type": kind })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn read(&self, path: &str) -> PortResult<Option<Value>> {
+        let response = self.call(Method::GET, path, None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = check(&format!("GET {path}"), response)?;
+        Ok(body.get("data").cloned())
+    }
+
+    async fn write(&self, path: &str, body: &Value) -> PortResult<()> {
+        self.call_ok(Method::POST, path, Some(body))
+            .await
+            .map(|_| ())
+    }
+
+    async fn read_policy(&self, name: &str) -> PortResult<Option<String>> {
+        Ok(self
+            .read(&format!("sys/policies/acl/{name}"))
+            .await?
+            .and_then(|d| d.get("policy").and_then(Value::as_str).map(str::to_string)))
+    }
+
+    async fn write_policy(&self, name: &str, text: &str) -> PortResult<()> {
+        self.write(
+            &format!("sys/policies/acl/{name}"),
+            &json!({ "policy": text }),
+        )
+        .await
+    }
+}
+
+/// `team/prod` → (Some("team"), "prod"); `prod` → (None, "prod").
+fn split_namespace(namespace: &str) -> (Option<&str>, &str) {
+    match namespace.rsplit_once('/') {
+        Some((parent, leaf)) => (Some(parent), leaf),
+        None => (None, namespace),
     }
 }

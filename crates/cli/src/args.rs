@@ -49,6 +49,30 @@ pub enum Command {
     Verify(VerifyArgs),
     /// CA operations.
     Ca(CaArgs),
+    /// OpenBao helpers.
+    Bao(BaoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BaoArgs {
+    #[command(subcommand)]
+    pub command: BaoCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BaoCommand {
+    /// Print the least-privilege policies apply writes (one per cluster's agent, and the admin's), as HCL.
+    Policies(PoliciesArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PoliciesArgs {
+    /// Print only the admin policy (pipe it to `bao policy write meshtrust-admin -`).
+    #[arg(long, conflicts_with = "cluster")]
+    pub admin: bool,
+    /// Print only this cluster's agent policy.
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             Command::Apply(args) => commands::apply::run(&cli.global, args).await,
             Command::Verify(args) => commands::verify::run(&cli.global, args).await,
             Command::Ca(args) => commands::ca::run(&cli.global, args).await,
+            Command::Bao(args) => commands::bao::run(&cli.global, args),
         }
     });
     match result {

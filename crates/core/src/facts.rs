@@ -53,6 +53,44 @@ pub struct OpenBaoFacts {
     pub foreign_issuers: usize,
     /// shared-root mode: the bundle kept in KV, if present.
     pub shared_root: Option<CertFacts>,
+    /// OpenBao's configuration as meshtrust manages it (namespace, mounts, auth, policies).
+    pub config: BaoConfigFacts,
+}
+
+/// What OpenBao holds of meshtrust's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BaoConfigFacts {
+    /// `None` when the mesh file sets no namespace.
+    pub namespace_exists: Option<bool>,
+    pub kv_mount: Option<MountFacts>,
+    /// Per cluster name.
+    pub auth: BTreeMap<String, AuthFacts>,
+    /// Policy name → its text, `None` if absent.
+    pub policies: BTreeMap<String, Option<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AuthFacts {
+    /// The auth method type at the mount path, if anything is mounted there.
+    pub kind: Option<String>,
+    pub kubernetes_host: Option<String>,
+    pub kubernetes_ca_cert: Option<String>,
+    pub role: Option<RoleFacts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoleFacts {
+    pub service_account_names: Vec<String>,
+    pub service_account_namespaces: Vec<String>,
+    pub policies: Vec<String>,
+    pub token_ttl: u64,
+}
+
+/// How a cluster's API server is reached and trusted, from its kubeconfig.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterApiFacts {
+    pub server: String,
+    pub ca_pem: Option<String>,
 }
 
 impl OpenBaoFacts {
@@ -93,6 +131,7 @@ pub struct CacertsState {
 pub struct ClusterFacts {
     pub namespace_exists: bool,
     pub cacerts: CacertsFacts,
+    pub api: ClusterApiFacts,
 }
 
 /// Everything observed in one run.

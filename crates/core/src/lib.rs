@@ -3,11 +3,13 @@
 //! implemented by the OpenBao and Kubernetes clients.
 #![forbid(unsafe_code)]
 
+pub mod bao_plan;
 pub mod duration;
 pub mod facts;
 pub mod mesh;
 pub mod plan;
 pub mod planner;
+pub mod policy;
 pub mod ports;
 pub mod secret;
 pub mod verify;

@@ -24,7 +24,26 @@ struct RawMesh {
     #[serde(default)]
     ca: RawCa,
     #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    remote_secrets: RawRemoteSecrets,
+    #[serde(default)]
     clusters: Vec<RawCluster>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAgent {
+    service_account: Option<String>,
+    namespace: Option<String>,
+    token_ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRemoteSecrets {
+    kv_path: Option<String>,
+    index_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -188,12 +207,32 @@ impl ClusterSettings {
     }
 }
 
+/// The meshtrust agent's identity in every cluster, as OpenBao's Kubernetes auth role binds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentSettings {
+    pub service_account: String,
+    pub namespace: String,
+    /// Lifetime of the OpenBao token an agent gets at login.
+    pub token_ttl: Span,
+}
+
+/// Where remote secrets are published in KV (paths under the KV mount).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteSecretSettings {
+    /// `<kv>/<kvPath>/<cluster>`: seed 000's `kv/istio/remote-secrets/cluster-a`.
+    pub kv_path: String,
+    /// One KV entry whose version moves on every publish, so a poll costs one request.
+    pub index_path: String,
+}
+
 /// A validated mesh file with every default filled in.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Mesh {
     pub mesh_id: String,
     pub openbao: OpenBaoSettings,
     pub ca: CaSettings,
+    pub agent: AgentSettings,
+    pub remote_secrets: RemoteSecretSettings,
     pub clusters: Vec<ClusterSettings>,
     /// Relative kubeconfig paths are resolved against this directory (the mesh file's).
     #[serde(skip)]
@@ -476,6 +515,53 @@ impl Mesh {
             );
         }
 
+        let agent = AgentSettings {
+            service_account: raw
+                .agent
+                .service_account
+                .unwrap_or_else(|| "meshtrust-agent".into()),
+            namespace: raw.agent.namespace.unwrap_or_else(|| "istio-system".into()),
+            token_ttl: c.span("agent.tokenTtl", raw.agent.token_ttl.as_deref(), "1h"),
+        };
+        for (path, value) in [
+            ("agent.serviceAccount", &agent.service_account),
+            ("agent.namespace", &agent.namespace),
+        ] {
+            if !is_dns_label(value) {
+                c.problem(path, format!("{value:?} must be a DNS label"));
+            }
+        }
+        let remote_secrets = RemoteSecretSettings {
+            kv_path: raw
+                .remote_secrets
+                .kv_path
+                .unwrap_or_else(|| "istio/remote-secrets".into()),
+            index_path: raw
+                .remote_secrets
+                .index_path
+                .unwrap_or_else(|| "istio/meshtrust-index".into()),
+        };
+        for (path, value) in [
+            ("remoteSecrets.kvPath", &remote_secrets.kv_path),
+            ("remoteSecrets.indexPath", &remote_secrets.index_path),
+        ] {
+            if !is_mount_path(value) {
+                c.problem(
+                    path,
+                    format!("{value:?} is not a KV path such as istio/remote-secrets"),
+                );
+            }
+        }
+        if remote_secrets
+            .index_path
+            .starts_with(&format!("{}/", remote_secrets.kv_path))
+        {
+            c.problem(
+                "remoteSecrets.indexPath",
+                "must not lie under remoteSecrets.kvPath, where each cluster may read every entry",
+            );
+        }
+
         if raw.clusters.is_empty() {
             c.problem(
                 "clusters",
@@ -556,6 +642,8 @@ impl Mesh {
                 intermediate,
                 shared_root_kv_path,
             },
+            agent,
+            remote_secrets,
             clusters,
             base_dir,
         })

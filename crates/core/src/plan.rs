@@ -37,6 +37,28 @@ pub enum Target {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum Action {
+    CreateBaoNamespace {
+        namespace: String,
+    },
+    EnableKvMount {
+        mount: String,
+    },
+    EnableAuthMount {
+        cluster: String,
+        mount: String,
+    },
+    /// Point the cluster's auth mount at its API server and CA (values come from the observation).
+    ConfigureAuth {
+        cluster: String,
+        mount: String,
+    },
+    WriteAgentRole {
+        cluster: String,
+        mount: String,
+    },
+    WritePolicy {
+        name: String,
+    },
     EnablePkiMount {
         mount: String,
         max_lease_ttl: Span,
@@ -73,6 +95,25 @@ pub enum Action {
         cluster: String,
         adopt: bool,
     },
+}
+
+impl Action {
+    /// Changes to OpenBao's configuration (namespace, mounts, auth, policies): the admin's job, never an agent's.
+    pub fn is_openbao_config(&self) -> bool {
+        matches!(
+            self,
+            Action::CreateBaoNamespace { .. }
+                | Action::EnableKvMount { .. }
+                | Action::EnableAuthMount { .. }
+                | Action::ConfigureAuth { .. }
+                | Action::WriteAgentRole { .. }
+                | Action::WritePolicy { .. }
+                | Action::EnablePkiMount { .. }
+                | Action::TunePkiMount { .. }
+                | Action::GenerateRoot { .. }
+                | Action::CreateSharedRoot { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 
 use crate::duration::{Span, humanize};
 use crate::facts::{
-    CacertsFacts, CacertsState, ClusterFacts, MountFacts, Observed, root_issuer_name,
+    CacertsFacts, CacertsState, ClusterApiFacts, ClusterFacts, MountFacts, Observed,
+    root_issuer_name,
 };
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
@@ -22,13 +23,18 @@ pub struct PlanOptions {
     pub adopt: bool,
 }
 
-const ABSENT_CLUSTER: ClusterFacts = ClusterFacts {
+static ABSENT_CLUSTER: ClusterFacts = ClusterFacts {
     namespace_exists: false,
     cacerts: CacertsFacts::Absent,
+    api: ClusterApiFacts {
+        server: String::new(),
+        ca_pem: None,
+    },
 };
 
 pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
     let mut plan = Plan::default();
+    crate::bao_plan::plan_openbao(mesh, observed, &mut plan);
     match mesh.ca.mode {
         CaMode::BaoPki => plan_bao_pki(mesh, observed, options, &mut plan),
         CaMode::SharedRoot => plan_shared_root(mesh, observed, options, &mut plan),

@@ -154,6 +154,17 @@ pub trait OpenBao: Send + Sync {
         data: &BTreeMap<String, SecretBytes>,
         cas: u64,
     ) -> PortResult<u64>;
+    /// The configured OpenBao namespace exists (asked of its parent namespace).
+    async fn namespace_exists(&self, namespace: &str) -> PortResult<bool>;
+    async fn create_namespace(&self, namespace: &str) -> PortResult<()>;
+    /// The auth method type mounted at `auth/<path>`, if any.
+    async fn auth_mount(&self, path: &str) -> PortResult<Option<String>>;
+    async fn enable_auth(&self, path: &str, kind: &str) -> PortResult<()>;
+    /// A plain read of a configuration path; `None` when absent.
+    async fn read(&self, path: &str) -> PortResult<Option<serde_json::Value>>;
+    async fn write(&self, path: &str, body: &serde_json::Value) -> PortResult<()>;
+    async fn read_policy(&self, name: &str) -> PortResult<Option<String>>;
+    async fn write_policy(&self, name: &str, text: &str) -> PortResult<()>;
 }
 
 /// A Kubernetes Secret, reduced to what meshtrust reads and writes.
@@ -172,6 +183,10 @@ pub struct SecretObject {
 #[async_trait]
 pub trait Cluster: Send + Sync {
     fn name(&self) -> &str;
+    /// The API server URL this client talks to.
+    fn server(&self) -> &str;
+    /// The CA that signs the API server's certificate, from the kubeconfig.
+    fn api_ca_pem(&self) -> Option<&str>;
     async fn namespace_exists(&self, namespace: &str) -> PortResult<bool>;
     async fn create_namespace(
         &self,

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use meshtrust_core::bao_plan::{AGENT_ROLE, desired_host, desired_role};
 use meshtrust_core::facts::{CacertsFacts, root_issuer_name};
 use meshtrust_core::mesh::{ClusterSettings, Mesh};
 use meshtrust_core::plan::{Action, Change, Plan};
+use meshtrust_core::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
 use meshtrust_core::ports::{
     ErrorKind, GenerateOutcome, OpenBao, RootRequest, SecretObject, SignRequest,
 };
@@ -14,6 +16,7 @@ use meshtrust_pki::cacerts::{CacertsBundle, inspect};
 use meshtrust_pki::shared_root::SharedRoot;
 use meshtrust_pki::{generate_key, intermediate_csr, parse_certs};
 use serde::Serialize;
+use serde_json::json;
 
 use crate::observe::{Observation, observe_roots};
 use crate::run::Engine;
@@ -73,6 +76,85 @@ impl Engine {
         let mesh = &self.mesh;
         let bao: &dyn OpenBao = self.bao.as_ref();
         match action {
+            Action::CreateBaoNamespace { namespace } => {
+                if let Err(e) = bao.create_namespace(namespace).await {
+                    // A concurrent apply may have created it a moment ago.
+                    if !bao.namespace_exists(namespace).await? {
+                        return Err(e.into());
+                    }
+                }
+                Ok(format!("created OpenBao namespace {namespace}"))
+            }
+            Action::EnableKvMount { mount } => {
+                if let Err(e) = bao.enable_mount(mount, "kv", None).await {
+                    match bao.mount(mount).await? {
+                        Some(m) if m.kind == "kv" => {}
+                        _ => return Err(e.into()),
+                    }
+                }
+                Ok(format!("mounted KV v2 at {mount}/"))
+            }
+            Action::EnableAuthMount { mount, .. } => {
+                if let Err(e) = bao.enable_auth(mount, "kubernetes").await
+                    && bao.auth_mount(mount).await?.as_deref() != Some("kubernetes")
+                {
+                    return Err(e.into());
+                }
+                Ok(format!("enabled Kubernetes auth at auth/{mount}/"))
+            }
+            Action::ConfigureAuth { cluster, mount } => {
+                let settings = self.settings(cluster)?;
+                let api = material
+                    .facts
+                    .clusters
+                    .get(cluster)
+                    .map(|c| c.api.clone())
+                    .unwrap_or_default();
+                let host = desired_host(settings, &api.server);
+                let ca = api.ca_pem.ok_or_else(|| {
+                    EngineError::Inconsistent(format!(
+                        "cluster {cluster}: its kubeconfig has no certificate-authority-data, so OpenBao cannot verify the API server; add it to the kubeconfig"
+                    ))
+                })?;
+                // No token_reviewer_jwt: OpenBao reviews each login JWT with itself, so no long-lived reviewer
+                // token is stored (the agent's ServiceAccount needs system:auth-delegator instead).
+                let body = json!({ "kubernetes_host": host, "kubernetes_ca_cert": ca, "disable_local_ca_jwt": true });
+                bao.write(&format!("auth/{mount}/config"), &body).await?;
+                Ok(format!("auth/{mount} reviews tokens at {host}"))
+            }
+            Action::WriteAgentRole { cluster, mount } => {
+                let role = desired_role(mesh, self.settings(cluster)?);
+                let body = json!({
+                    "bound_service_account_names": role.service_account_names,
+                    "bound_service_account_namespaces": role.service_account_namespaces,
+                    "token_policies": role.policies,
+                    "token_ttl": role.token_ttl,
+                });
+                bao.write(&format!("auth/{mount}/role/{AGENT_ROLE}"), &body)
+                    .await?;
+                Ok(format!(
+                    "role {AGENT_ROLE} grants {}",
+                    role.policies.join(", ")
+                ))
+            }
+            Action::WritePolicy { name } => {
+                let text = if name == ADMIN_POLICY {
+                    admin_policy(mesh)
+                } else {
+                    let cluster = mesh
+                        .clusters
+                        .iter()
+                        .find(|c| agent_policy_name(&c.name) == *name)
+                        .ok_or_else(|| {
+                            EngineError::Inconsistent(format!(
+                                "policy {name} belongs to no cluster of the mesh file"
+                            ))
+                        })?;
+                    agent_policy(mesh, cluster)
+                };
+                bao.write_policy(name, &text).await?;
+                Ok(format!("wrote policy {name}"))
+            }
             Action::EnablePkiMount {
                 mount,
                 max_lease_ttl,

@@ -4,13 +4,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use meshtrust_core::bao_plan::AGENT_ROLE;
 use meshtrust_core::facts::{
-    CacertsFacts, ClusterFacts, MountFacts, Observed, OpenBaoFacts, RootIssuerFacts,
+    AuthFacts, BaoConfigFacts, CacertsFacts, ClusterApiFacts, ClusterFacts, MountFacts, Observed,
+    OpenBaoFacts, RoleFacts, RootIssuerFacts,
 };
 use meshtrust_core::mesh::{CaMode, Mesh};
+use meshtrust_core::policy::{ADMIN_POLICY, agent_policy_name};
 use meshtrust_core::ports::{Cluster, KvEntry, OpenBao, SecretObject};
 use meshtrust_pki::cacerts::inspect;
 use meshtrust_pki::parse_certs;
+use serde_json::Value;
 
 use crate::{CACERTS, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -64,42 +68,126 @@ pub(crate) async fn observe_roots(
     Ok((roots, foreign, pems))
 }
 
+/// OpenBao's namespace, KV mount, auth mounts with their config and agent role, and meshtrust's policies.
+async fn observe_bao_config(mesh: &Mesh, bao: &dyn OpenBao) -> Result<BaoConfigFacts, EngineError> {
+    let mut config = BaoConfigFacts::default();
+    if let Some(ns) = &mesh.openbao.namespace {
+        let exists = bao.namespace_exists(ns).await?;
+        config.namespace_exists = Some(exists);
+        if !exists {
+            return Ok(config);
+        }
+    }
+    config.kv_mount = Some(match bao.mount(&mesh.openbao.kv_mount).await? {
+        Some(m) => MountFacts::Present {
+            kind: m.kind,
+            max_lease_ttl: m.max_lease_ttl,
+        },
+        None => MountFacts::Absent,
+    });
+    for cluster in &mesh.clusters {
+        let mount = &cluster.auth_mount;
+        let mut auth = AuthFacts {
+            kind: bao.auth_mount(mount).await?,
+            ..Default::default()
+        };
+        if auth.kind.as_deref() == Some("kubernetes") {
+            if let Some(cfg) = bao.read(&format!("auth/{mount}/config")).await? {
+                let text = |k: &str| {
+                    cfg.get(k)
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                };
+                auth.kubernetes_host = text("kubernetes_host");
+                auth.kubernetes_ca_cert = text("kubernetes_ca_cert");
+            }
+            if let Some(role) = bao.read(&format!("auth/{mount}/role/{AGENT_ROLE}")).await? {
+                let list = |k: &str| -> Vec<String> {
+                    role.get(k)
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                auth.role = Some(RoleFacts {
+                    service_account_names: list("bound_service_account_names"),
+                    service_account_namespaces: list("bound_service_account_namespaces"),
+                    policies: list("token_policies"),
+                    token_ttl: role.get("token_ttl").and_then(Value::as_u64).unwrap_or(0),
+                });
+            }
+        }
+        config.auth.insert(cluster.name.clone(), auth);
+    }
+    let names = mesh
+        .clusters
+        .iter()
+        .map(|c| agent_policy_name(&c.name))
+        .chain([ADMIN_POLICY.to_string()]);
+    for name in names {
+        let text = bao.read_policy(&name).await?;
+        config.policies.insert(name, text);
+    }
+    Ok(config)
+}
+
 pub async fn observe(
     mesh: &Mesh,
     bao: &dyn OpenBao,
     clusters: &BTreeMap<String, Arc<dyn Cluster>>,
     now: i64,
+    observe_config: bool,
 ) -> Result<Observation, EngineError> {
+    let config = if observe_config {
+        observe_bao_config(mesh, bao).await?
+    } else {
+        BaoConfigFacts::default()
+    };
+    let namespace_missing = config.namespace_exists == Some(false);
     let mut openbao = OpenBaoFacts {
         pki_mount: MountFacts::Absent,
         roots: vec![],
         foreign_issuers: 0,
         shared_root: None,
+        config,
     };
     let mut roots_pem = BTreeMap::new();
     let mut shared_root = None;
-    match mesh.ca.mode {
-        CaMode::BaoPki => {
-            if let Some(mount) = bao.mount(&mesh.openbao.pki_mount).await? {
-                openbao.pki_mount = MountFacts::Present {
-                    kind: mount.kind.clone(),
-                    max_lease_ttl: mount.max_lease_ttl,
-                };
-                if mount.kind == "pki" {
-                    let (roots, foreign, pems) =
-                        observe_roots(bao, &mesh.openbao.pki_mount).await?;
-                    openbao.roots = roots;
-                    openbao.foreign_issuers = foreign;
-                    roots_pem = pems;
+    // Nothing can exist inside an OpenBao namespace that does not exist yet.
+    let mode = if namespace_missing {
+        None
+    } else {
+        Some(mesh.ca.mode)
+    };
+    match mode {
+        None => {}
+        Some(mode) => match mode {
+            CaMode::BaoPki => {
+                if let Some(mount) = bao.mount(&mesh.openbao.pki_mount).await? {
+                    openbao.pki_mount = MountFacts::Present {
+                        kind: mount.kind.clone(),
+                        max_lease_ttl: mount.max_lease_ttl,
+                    };
+                    if mount.kind == "pki" {
+                        let (roots, foreign, pems) =
+                            observe_roots(bao, &mesh.openbao.pki_mount).await?;
+                        openbao.roots = roots;
+                        openbao.foreign_issuers = foreign;
+                        roots_pem = pems;
+                    }
                 }
             }
-        }
-        CaMode::SharedRoot => {
-            shared_root = bao
-                .kv_get(&mesh.openbao.kv_mount, &mesh.ca.shared_root_kv_path)
-                .await?;
-            if let Some(entry) = &shared_root {
-                let pem = entry
+            CaMode::SharedRoot => {
+                shared_root = bao
+                    .kv_get(&mesh.openbao.kv_mount, &mesh.ca.shared_root_kv_path)
+                    .await?;
+                if let Some(entry) = &shared_root {
+                    let pem = entry
                     .data
                     .get(meshtrust_pki::shared_root::ROOT_CERT_FIELD)
                     .and_then(|v| v.expose_str())
@@ -109,11 +197,12 @@ pub async fn observe(
                             mesh.openbao.kv_mount, mesh.ca.shared_root_kv_path
                         ))
                     })?;
-                let cert = parse_certs(pem, "shared root root-cert.pem")
-                    .map_err(EngineError::pki("reading the shared root from KV"))?;
-                openbao.shared_root = Some(cert[0].facts.clone());
+                    let cert = parse_certs(pem, "shared root root-cert.pem")
+                        .map_err(EngineError::pki("reading the shared root from KV"))?;
+                    openbao.shared_root = Some(cert[0].facts.clone());
+                }
             }
-        }
+        },
     }
 
     let lookups = mesh.clusters.iter().map(|settings| async move {
@@ -137,11 +226,16 @@ pub async fn observe(
             }
             Some(s) => CacertsFacts::Managed(inspect(&s.data, now)),
         };
+        let api = ClusterApiFacts {
+            server: cluster.server().to_string(),
+            ca_pem: cluster.api_ca_pem().map(str::to_string),
+        };
         Ok::<_, EngineError>((
             settings.name.clone(),
             ClusterFacts {
                 namespace_exists,
                 cacerts,
+                api,
             },
             secret,
         ))

@@ -17,6 +17,8 @@ pub struct Engine {
     pub(crate) mesh: Mesh,
     pub(crate) bao: Arc<dyn OpenBao>,
     pub(crate) clusters: BTreeMap<String, Arc<dyn Cluster>>,
+    /// Whether this engine manages OpenBao's configuration (the admin CLI does; an agent cannot).
+    pub(crate) manage_openbao: bool,
 }
 
 const CONFLICT_RETRIES: usize = 5;
@@ -31,7 +33,14 @@ impl Engine {
             mesh,
             bao,
             clusters,
+            manage_openbao: true,
         }
+    }
+
+    /// An engine that leaves OpenBao's configuration (mounts, auth, policies) alone, as an agent must.
+    pub fn without_openbao_config(mut self) -> Self {
+        self.manage_openbao = false;
+        self
     }
 
     pub fn mesh(&self) -> &Mesh {
@@ -45,7 +54,14 @@ impl Engine {
     }
 
     pub async fn observe(&self, now: i64) -> Result<Observation, EngineError> {
-        observe(&self.mesh, self.bao.as_ref(), &self.clusters, now).await
+        observe(
+            &self.mesh,
+            self.bao.as_ref(),
+            &self.clusters,
+            now,
+            self.manage_openbao,
+        )
+        .await
     }
 
     pub async fn plan(
@@ -54,7 +70,11 @@ impl Engine {
         options: PlanOptions,
     ) -> Result<(Plan, Observation), EngineError> {
         let observation = self.observe(now).await?;
-        Ok((plan(&self.mesh, &observation.facts, options), observation))
+        let mut plan = plan(&self.mesh, &observation.facts, options);
+        if !self.manage_openbao {
+            plan.changes.retain(|c| !c.action.is_openbao_config());
+        }
+        Ok((plan, observation))
     }
 
     /// Plans and applies until nothing conflicts. `now` is read once per attempt by the caller's clock.

@@ -82,6 +82,14 @@ impl Cluster for KubeCluster {
         &self.name
     }
 
+    fn server(&self) -> &str {
+        &self.server
+    }
+
+    fn api_ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
     async fn namespace_exists(&self, namespace: &str) -> PortResult<bool> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         api.get_opt(namespace)

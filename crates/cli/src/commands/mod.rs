@@ -1,4 +1,5 @@
 pub mod apply;
+pub mod bao;
 pub mod ca;
 pub mod plan;
 pub mod verify;

@@ -2,8 +2,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::*;
-use crate::facts::{CertFacts, OpenBaoFacts, RootIssuerFacts};
+use crate::bao_plan::{AGENT_ROLE, desired_role};
+use crate::facts::{
+    AuthFacts, BaoConfigFacts, CertFacts, ClusterApiFacts, OpenBaoFacts, RootIssuerFacts,
+};
 use crate::mesh::{KeySpec, KeyType, SecretFormat};
+use crate::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
 
 const NOW: i64 = 1_800_000_000;
 const DAY: i64 = 86_400;
@@ -61,7 +65,59 @@ fn intermediate(
             trusted_roots: trust.iter().map(|g| format!("root-fp-{g}")).collect(),
             problems: vec![],
         }),
+        api: api(),
     }
+}
+
+fn api() -> ClusterApiFacts {
+    ClusterApiFacts {
+        server: "https://api:6443".into(),
+        ca_pem: Some("CA".into()),
+    }
+}
+
+/// OpenBao's configuration exactly as `mesh` wants it, so CA tests see only CA changes.
+fn settled(mesh: &Mesh, observed: &Observed) -> BaoConfigFacts {
+    let mut config = BaoConfigFacts {
+        namespace_exists: mesh.openbao.namespace.as_ref().map(|_| true),
+        kv_mount: Some(MountFacts::Present {
+            kind: "kv".into(),
+            max_lease_ttl: 0,
+        }),
+        ..Default::default()
+    };
+    for c in &mesh.clusters {
+        let api = observed
+            .clusters
+            .get(&c.name)
+            .map(|f| f.api.clone())
+            .unwrap_or_default();
+        config.auth.insert(
+            c.name.clone(),
+            AuthFacts {
+                kind: Some("kubernetes".into()),
+                kubernetes_host: Some(crate::bao_plan::desired_host(c, &api.server)),
+                kubernetes_ca_cert: api.ca_pem,
+                role: Some(desired_role(mesh, c)),
+            },
+        );
+        config
+            .policies
+            .insert(agent_policy_name(&c.name), Some(agent_policy(mesh, c)));
+    }
+    config
+        .policies
+        .insert(ADMIN_POLICY.into(), Some(admin_policy(mesh)));
+    config
+}
+
+fn plan_for(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
+    let mut observed = observed.clone();
+    for c in observed.clusters.values_mut() {
+        c.api = api();
+    }
+    observed.openbao.config = settled(mesh, &observed);
+    plan(mesh, &observed, options)
 }
 
 fn observed(roots: Vec<RootIssuerFacts>, clusters: Vec<(&str, ClusterFacts)>) -> Observed {
@@ -74,6 +130,7 @@ fn observed(roots: Vec<RootIssuerFacts>, clusters: Vec<(&str, ClusterFacts)>) ->
             roots,
             foreign_issuers: 0,
             shared_root: None,
+            config: BaoConfigFacts::default(),
         },
         clusters: clusters
             .into_iter()
@@ -91,7 +148,7 @@ fn actions(plan: &Plan) -> Vec<&Action> {
 fn empty_openbao_and_clusters_plan_everything_in_order() {
     let mut obs = observed(vec![], vec![]);
     obs.openbao.pki_mount = MountFacts::Absent;
-    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    let plan = plan_for(&mesh(""), &obs, PlanOptions::default());
     let a = actions(&plan);
     assert!(matches!(a[0], Action::EnablePkiMount { .. }));
     assert!(matches!(a[1], Action::GenerateRoot { generation: 1, .. }));
@@ -123,7 +180,7 @@ fn consistent_mesh_plans_nothing() {
             ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
         ],
     );
-    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    let plan = plan_for(&mesh(""), &obs, PlanOptions::default());
     assert!(plan.is_empty(), "{plan}");
     assert!(plan.to_string().contains("No changes"));
 }
@@ -141,7 +198,7 @@ fn short_mount_ttl_is_tuned() {
         kind: "pki".into(),
         max_lease_ttl: 768 * 3600,
     };
-    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    let plan = plan_for(&mesh(""), &obs, PlanOptions::default());
     assert!(matches!(actions(&plan)[..], [Action::TunePkiMount { .. }]));
 }
 
@@ -152,7 +209,7 @@ fn wrong_mount_type_blocks() {
         kind: "kv".into(),
         max_lease_ttl: 0,
     };
-    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    let plan = plan_for(&mesh(""), &obs, PlanOptions::default());
     assert_eq!(plan.blockers.len(), 1);
     assert!(plan.blockers[0].fix.contains("pkiMount"));
 }
@@ -166,7 +223,7 @@ fn renewal_inside_renew_before_reissues_from_the_same_root() {
             ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
         ],
     );
-    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    let plan = plan_for(&mesh(""), &obs, PlanOptions::default());
     assert_eq!(
         actions(&plan),
         vec![&Action::IssueIntermediate {
@@ -192,7 +249,7 @@ fn expired_intermediate_is_reissued() {
             ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
         ],
     );
-    let plan = plan(&mesh(""), &obs, PlanOptions::default());
+    let plan = plan_for(&mesh(""), &obs, PlanOptions::default());
     assert!(plan.changes[0].reason.contains("expired"));
 }
 
@@ -201,6 +258,7 @@ fn unmanaged_cacerts_blocks_unless_adopted() {
     let unmanaged = ClusterFacts {
         namespace_exists: true,
         cacerts: CacertsFacts::Unmanaged,
+        api: api(),
     };
     let obs = observed(
         vec![root(1)],
@@ -209,10 +267,10 @@ fn unmanaged_cacerts_blocks_unless_adopted() {
             ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
         ],
     );
-    let blocked = plan(&mesh(""), &obs, PlanOptions::default());
+    let blocked = plan_for(&mesh(""), &obs, PlanOptions::default());
     assert!(blocked.changes.is_empty());
     assert!(blocked.blockers[0].fix.contains("--adopt"));
-    let adopted = plan(&mesh(""), &obs, PlanOptions { adopt: true });
+    let adopted = plan_for(&mesh(""), &obs, PlanOptions { adopt: true });
     assert!(matches!(
         adopted.changes[0].action,
         Action::IssueIntermediate { adopt: true, .. }
@@ -233,7 +291,7 @@ fn broken_bundle_key_change_or_foreign_root_reissue() {
             ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
         ],
     );
-    let p = plan(&mesh(""), &obs, PlanOptions::default());
+    let p = plan_for(&mesh(""), &obs, PlanOptions::default());
     assert!(p.changes[0].reason.contains("does not match"));
 
     let obs = observed(
@@ -243,7 +301,7 @@ fn broken_bundle_key_change_or_foreign_root_reissue() {
             ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
         ],
     );
-    let p = plan(
+    let p = plan_for(
         &mesh("ca:\n  intermediate:\n    keyType: rsa\n    keyBits: 2048\n"),
         &obs,
         PlanOptions::default(),
@@ -251,7 +309,7 @@ fn broken_bundle_key_change_or_foreign_root_reissue() {
     assert_eq!(p.changes.len(), 2);
     assert!(p.changes[0].reason.contains("RSA-2048"));
 
-    let p = plan(
+    let p = plan_for(
         &mesh("ca:\n  secretFormat: tls\n"),
         &obs,
         PlanOptions::default(),
@@ -266,7 +324,7 @@ fn broken_bundle_key_change_or_foreign_root_reissue() {
             ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
         ],
     );
-    let p = plan(&mesh(""), &obs, PlanOptions::default());
+    let p = plan_for(&mesh(""), &obs, PlanOptions::default());
     assert!(p.changes[0].reason.contains("does not hold"), "{p}");
 }
 
@@ -284,7 +342,7 @@ fn root_rotation_runs_three_phases_without_a_trust_gap() {
     );
     let mut phases = Vec::new();
     for _ in 0..5 {
-        let p = plan(&mesh, &obs, PlanOptions::default());
+        let p = plan_for(&mesh, &obs, PlanOptions::default());
         if p.is_empty() {
             break;
         }
@@ -352,9 +410,10 @@ fn new_cluster_during_rotation_is_signed_by_a_root_everyone_trusts() {
         ClusterFacts {
             namespace_exists: true,
             cacerts: CacertsFacts::Absent,
+            api: api(),
         },
     );
-    let p = plan(&mesh(""), &obs, PlanOptions::default());
+    let p = plan_for(&mesh(""), &obs, PlanOptions::default());
     let issue = p
         .changes
         .iter()
@@ -375,7 +434,7 @@ fn new_cluster_during_rotation_is_signed_by_a_root_everyone_trusts() {
 fn shared_root_mode_warns_and_copies_the_root() {
     let mesh = mesh("ca:\n  mode: shared-root\n");
     let obs = observed(vec![], vec![]);
-    let p = plan(&mesh, &obs, PlanOptions::default());
+    let p = plan_for(&mesh, &obs, PlanOptions::default());
     assert!(p.warnings[0].contains("ROOT KEY"));
     assert!(matches!(
         p.changes[0].action,
@@ -388,4 +447,95 @@ fn shared_root_mode_warns_and_copies_the_root() {
             .count(),
         2
     );
+}
+
+#[test]
+fn empty_openbao_config_is_created_in_order_and_settled_config_plans_nothing() {
+    let mesh = mesh("openbao:\n  namespace: production\n");
+    let mut obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 300)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    obs.openbao.config = BaoConfigFacts {
+        namespace_exists: Some(false),
+        kv_mount: Some(MountFacts::Absent),
+        ..Default::default()
+    };
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    let a = actions(&p);
+    assert_eq!(
+        a[0],
+        &Action::CreateBaoNamespace {
+            namespace: "production".into()
+        }
+    );
+    assert_eq!(
+        a[1],
+        &Action::EnableKvMount {
+            mount: "secret".into()
+        }
+    );
+    assert!(matches!(a[2], Action::EnableAuthMount { .. }));
+    assert!(matches!(a[3], Action::ConfigureAuth { .. }));
+    assert!(matches!(a[4], Action::WriteAgentRole { .. }));
+    // 1 ns + 1 kv + 2 x (mount, config, role) + 3 policies
+    assert_eq!(p.changes.len(), 11, "{p}");
+    assert!(plan_for(&mesh, &obs, PlanOptions::default()).is_empty());
+}
+
+#[test]
+fn hand_edits_show_up_as_drift() {
+    let mesh = mesh("");
+    let mut obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 300)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    obs.openbao.config = settled(&mesh, &obs);
+    obs.openbao.config.policies.insert(
+        agent_policy_name("cluster-a"),
+        Some("path \"*\" { capabilities = [\"sudo\"] }".into()),
+    );
+    let auth = obs.openbao.config.auth.get_mut("cluster-b").expect("auth");
+    auth.kubernetes_host = Some("https://elsewhere:6443".into());
+    if let Some(role) = auth.role.as_mut() {
+        role.policies.push("root".into());
+    }
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    let reasons: Vec<&str> = p.changes.iter().map(|c| c.reason.as_str()).collect();
+    assert_eq!(p.changes.len(), 3, "{p}");
+    assert!(reasons.iter().all(|r| r.contains("drift")), "{reasons:?}");
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| c.resource == format!("auth/kubernetes_cluster_b/role/{AGENT_ROLE}"))
+    );
+}
+
+#[test]
+fn agent_policy_pins_the_cluster_and_grants_nothing_else() {
+    let mesh = mesh("");
+    let a = &mesh.clusters[0];
+    let text = agent_policy(&mesh, a);
+    assert!(text.contains("\"common_name\" = [\"cluster-a intermediate CA (mesh1)\"]"));
+    assert!(!text.contains("cluster-b"));
+    assert!(text.contains("path \"secret/data/istio/remote-secrets/cluster-a\""));
+    assert!(!text.contains("sys/policies"));
+    assert!(
+        !text.contains("secret/data/istio/ca"),
+        "bao-pki agents cannot read a CA bundle"
+    );
+    let shared = mesh_with_shared_root();
+    let text = agent_policy(&shared, &shared.clusters[0]);
+    assert!(text.contains("path \"secret/data/istio/ca\" {\n  capabilities = [\"read\"]"));
+    assert!(!text.contains("sign-intermediate"));
+}
+
+fn mesh_with_shared_root() -> Mesh {
+    mesh("ca:\n  mode: shared-root\n")
 }

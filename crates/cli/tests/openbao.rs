@@ -1,0 +1,445 @@
+//! OpenBao as code against the real OpenBao and API servers: the namespace, mounts, one Kubernetes auth mount
+//! per cluster, least-privilege policies that OpenBao itself enforces, drift repair and the admin policy.
+
+mod support;
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use meshtrust_core::mesh::{KeySpec, KeyType};
+use meshtrust_pki::{generate_key, intermediate_csr};
+use serde_json::{Value, json};
+use support::Mesh;
+
+/// Logs in as cluster `index`'s agent: a real ServiceAccount token from TokenRequest, exchanged at
+/// `auth/<mount>/login` for an OpenBao token.
+async fn agent_token(mesh: &Mesh, index: usize, namespace: Option<&str>) -> String {
+    let cluster = &mesh.env.clusters[index];
+    let client = cluster.client().await.expect("client");
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "istio-system");
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("meshtrust-agent".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("service account");
+    let crb: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "meshtrust-agent-auth-delegator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "meshtrust-agent", "namespace": "istio-system"}]
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(client)
+        .create(&PostParams::default(), &crb)
+        .await
+        .expect("binding");
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
+            .expect("tr");
+    let jwt = sas
+        .create_token_request("meshtrust-agent", &PostParams::default(), &request)
+        .await
+        .expect("token")
+        .status
+        .expect("status")
+        .token;
+    let (status, body) = call(
+        mesh,
+        None,
+        namespace,
+        "POST",
+        &format!("auth/kubernetes_{}/login", cluster.name.replace('-', "_")),
+        Some(json!({"role": "meshtrust-agent", "jwt": jwt})),
+    )
+    .await;
+    assert_eq!(status, 200, "agent login: {body}");
+    body["auth"]["client_token"]
+        .as_str()
+        .expect("client token")
+        .to_string()
+}
+
+async fn call(
+    mesh: &Mesh,
+    token: Option<&str>,
+    namespace: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client.request(method, format!("{}/v1/{path}", mesh.env.bao.addr));
+    req = req.header("X-Vault-Token", token.unwrap_or(&mesh.env.bao.root_token));
+    if let Some(ns) = namespace {
+        req = req.header("X-Vault-Namespace", ns);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("OpenBao answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// (what, method, path, body, namespace)
+type Denial<'a> = (&'a str, &'a str, &'a str, Option<Value>, Option<&'a str>);
+
+fn sign_body(cn: &str, extra: Value) -> Value {
+    let key = generate_key(KeySpec {
+        key_type: KeyType::Ec,
+        bits: 256,
+    })
+    .expect("key");
+    let csr = intermediate_csr(&key, cn, "Istio").expect("csr");
+    let mut body = json!({"csr": csr, "common_name": cn, "organization": "Istio", "ttl": "24h", "max_path_length": "0", "exclude_cn_from_sans": "true", "format": "pem"});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_can_do_exactly_its_job_and_openbao_refuses_the_rest() {
+    let ns = Some("production");
+    let mesh = Mesh::start(
+        2,
+        "meshID: mesh1\nopenbao:\n  namespace: production\n  kvMount: kv\n",
+    );
+    // mesh_file_with puts its own openbao: section first; the later key would clash, so rewrite cleanly.
+    let text = std::fs::read_to_string(&mesh.file).expect("mesh");
+    let text = text.replacen("meshID: local-mesh\n", "", 1).replacen(
+        &format!("openbao:\n  address: {}\n", mesh.env.bao.addr),
+        "",
+        1,
+    );
+    std::fs::write(&mesh.file, text).expect("mesh");
+    mesh.ok(&["apply"]);
+    let listed = mesh.bao(&["namespace", "list", "-format=json"]);
+    assert!(listed.contains("production"), "{listed}");
+
+    let a = agent_token(&mesh, 0, ns).await;
+    let cn_a = "cluster-a intermediate CA (mesh1)";
+    let cn_b = "cluster-b intermediate CA (mesh1)";
+    let sign = "pki/issuer/meshtrust-root-1/sign-intermediate";
+
+    // Its job.
+    let (s, body) = call(
+        &mesh,
+        Some(&a),
+        ns,
+        "POST",
+        sign,
+        Some(sign_body(cn_a, json!({}))),
+    )
+    .await;
+    assert_eq!(s, 200, "sign own intermediate: {body}");
+    let (s, body) = call(
+        &mesh,
+        Some(&a),
+        ns,
+        "POST",
+        "kv/data/istio/remote-secrets/cluster-a",
+        Some(json!({"data": {"cluster-a": "kubeconfig"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "publish own remote secret: {body}");
+    let (s, _) = call(
+        &mesh,
+        None,
+        ns,
+        "POST",
+        "kv/data/istio/remote-secrets/cluster-b",
+        Some(json!({"data": {"cluster-b": "kubeconfig"}})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = call(
+        &mesh,
+        Some(&a),
+        ns,
+        "GET",
+        "kv/data/istio/remote-secrets/cluster-b",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "read a peer's remote secret");
+    let (s, _) = call(
+        &mesh,
+        Some(&a),
+        ns,
+        "POST",
+        "kv/data/istio/meshtrust-index",
+        Some(json!({"data": {"cluster-a": "1"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "bump the change index");
+    let (s, _) = call(&mesh, Some(&a), ns, "LIST", "pki/issuers", None).await;
+    assert_eq!(s, 200, "list roots");
+
+    // Everything else, refused by OpenBao itself.
+    let _ = call(&mesh, None, None, "POST", "sys/namespaces/other", None).await;
+    let denials: Vec<Denial> = vec![
+        (
+            "sign cluster-b's intermediate",
+            "POST",
+            sign,
+            Some(sign_body(cn_b, json!({}))),
+            ns,
+        ),
+        (
+            "sign with use_csr_values",
+            "POST",
+            sign,
+            Some(sign_body(cn_a, json!({"use_csr_values": true}))),
+            ns,
+        ),
+        (
+            "sign a CA that may sign CAs (path length 1)",
+            "POST",
+            sign,
+            Some(sign_body(cn_a, json!({"max_path_length": 1}))),
+            ns,
+        ),
+        (
+            "sign with extra SANs",
+            "POST",
+            sign,
+            Some(sign_body(cn_a, json!({"alt_names": "evil.example"}))),
+            ns,
+        ),
+        (
+            "sign through the root's default path",
+            "POST",
+            "pki/root/sign-intermediate",
+            Some(sign_body(cn_a, json!({}))),
+            ns,
+        ),
+        (
+            "write cluster-b's remote secret",
+            "POST",
+            "kv/data/istio/remote-secrets/cluster-b",
+            Some(json!({"data": {"x": "y"}})),
+            ns,
+        ),
+        (
+            "delete its own remote secret's history",
+            "DELETE",
+            "kv/metadata/istio/remote-secrets/cluster-a",
+            None,
+            ns,
+        ),
+        (
+            "read a CA bundle in KV",
+            "GET",
+            "kv/data/istio/ca",
+            None,
+            ns,
+        ),
+        (
+            "write an arbitrary KV path",
+            "POST",
+            "kv/data/anything",
+            Some(json!({"data": {"x": "y"}})),
+            ns,
+        ),
+        (
+            "change its own policy",
+            "POST",
+            "sys/policies/acl/meshtrust-agent-cluster-a",
+            Some(json!({"policy": "path \"*\" { capabilities = [\"sudo\"] }"})),
+            ns,
+        ),
+        (
+            "change its own role",
+            "POST",
+            "auth/kubernetes_cluster_a/role/meshtrust-agent",
+            Some(json!({"token_policies": ["root"]})),
+            ns,
+        ),
+        (
+            "mount a secrets engine",
+            "POST",
+            "sys/mounts/evil",
+            Some(json!({"type": "kv"})),
+            ns,
+        ),
+        (
+            "tune the PKI mount",
+            "POST",
+            "sys/mounts/pki/tune",
+            Some(json!({"max_lease_ttl": "999999h"})),
+            ns,
+        ),
+        (
+            "generate a root",
+            "POST",
+            "pki/issuers/generate/root/internal",
+            Some(json!({"common_name": "evil", "key_type": "ec"})),
+            ns,
+        ),
+        (
+            "issue a leaf for an arbitrary name",
+            "POST",
+            "pki/issue/any",
+            Some(json!({"common_name": "evil.example"})),
+            ns,
+        ),
+        (
+            "sign a leaf verbatim",
+            "POST",
+            "pki/sign-verbatim",
+            Some(json!({"csr": "x"})),
+            ns,
+        ),
+        (
+            "read another namespace",
+            "GET",
+            "secret/data/anything",
+            None,
+            Some("other"),
+        ),
+        (
+            "read the root namespace",
+            "GET",
+            "sys/policies/acl/default",
+            None,
+            None,
+        ),
+    ];
+    let count = denials.len();
+    for (what, method, path, body, namespace) in denials {
+        let (s, body) = call(&mesh, Some(&a), namespace, method, path, body).await;
+        assert_eq!(s, 403, "{what} must be denied by OpenBao, got {s}: {body}");
+    }
+    assert!(count >= 10);
+
+    // A cluster-b token does not open cluster-a's mount.
+    let b = agent_token(&mesh, 1, ns).await;
+    let (s, _) = call(
+        &mesh,
+        Some(&b),
+        ns,
+        "POST",
+        sign,
+        Some(sign_body(cn_a, json!({}))),
+    )
+    .await;
+    assert_eq!(
+        s, 403,
+        "cluster-b's agent cannot sign cluster-a's intermediate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_edited_policy_is_drift_that_apply_repairs() {
+    let mesh = Mesh::start(1, "");
+    mesh.ok(&["apply"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let edited = dir.path().join("edited.hcl");
+    std::fs::write(
+        &edited,
+        "path \"*\" {\n  capabilities = [\"sudo\", \"read\"]\n}\n",
+    )
+    .expect("write");
+    mesh.bao(&[
+        "policy",
+        "write",
+        "meshtrust-agent-cluster-a",
+        edited.to_str().expect("path"),
+    ]);
+    let plan = mesh.json(&["plan"]);
+    let changes = plan["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 1, "{plan}");
+    assert_eq!(changes[0]["resource"], "policy meshtrust-agent-cluster-a");
+    assert!(
+        changes[0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("drift")
+    );
+    mesh.ok(&["apply"]);
+    let text = mesh.bao(&["policy", "read", "meshtrust-agent-cluster-a"]);
+    assert!(text.contains("sign-intermediate"), "{text}");
+    assert_eq!(
+        mesh.json(&["apply"])["applied"],
+        json!([]),
+        "a second apply writes nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_policy_is_enough_for_a_first_apply() {
+    let mesh = Mesh::start(2, "");
+    let admin = mesh.ok(&["bao", "policies", "--admin"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("admin.hcl");
+    std::fs::write(&file, admin).expect("write");
+    mesh.bao(&[
+        "policy",
+        "write",
+        "meshtrust-admin",
+        file.to_str().expect("path"),
+    ]);
+    let token = mesh.bao(&[
+        "token",
+        "create",
+        "-policy=meshtrust-admin",
+        "-no-default-policy",
+        "-field=token",
+    ]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        .args(["apply", "--mesh"])
+        .arg(&mesh.file)
+        .env("BAO_ADDR", &mesh.env.bao.addr)
+        .env("BAO_TOKEN", token.trim())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "apply with only meshtrust-admin: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mesh.ok(&["verify"]).contains("OK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_shared_root_mode_agents_read_but_never_write_the_bundle() {
+    let mesh = Mesh::start(1, "ca:\n  mode: shared-root\n");
+    mesh.ok(&["apply"]);
+    let a = agent_token(&mesh, 0, None).await;
+    let (s, _) = call(&mesh, Some(&a), None, "GET", "secret/data/istio/ca", None).await;
+    assert_eq!(s, 200, "the sync role reads the bundle");
+    let (s, _) = call(
+        &mesh,
+        Some(&a),
+        None,
+        "POST",
+        "secret/data/istio/ca",
+        Some(json!({"data": {"key.pem": "x"}})),
+    )
+    .await;
+    assert_eq!(
+        s, 403,
+        "only the bootstrap (admin) may write it, unlike seed 001's sync role"
+    );
+    let (s, _) = call(
+        &mesh,
+        Some(&a),
+        None,
+        "DELETE",
+        "secret/metadata/istio/ca",
+        None,
+    )
+    .await;
+    assert_eq!(s, 403);
+}

@@ -1,0 +1,193 @@
+//! Planning OpenBao's side of the mesh: the namespace, the KV mount, one Kubernetes auth mount per cluster
+//! with its config and the agent's role, and meshtrust's policies. Anything edited by hand shows up as drift.
+
+use crate::facts::{AuthFacts, MountFacts, Observed, RoleFacts};
+use crate::mesh::{ClusterSettings, Mesh};
+use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
+use crate::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
+
+pub const AGENT_ROLE: &str = "meshtrust-agent";
+
+/// The role the agent of `cluster` logs in with.
+pub fn desired_role(mesh: &Mesh, cluster: &ClusterSettings) -> RoleFacts {
+    RoleFacts {
+        service_account_names: vec![mesh.agent.service_account.clone()],
+        service_account_namespaces: vec![mesh.agent.namespace.clone()],
+        policies: vec![agent_policy_name(&cluster.name)],
+        token_ttl: mesh.agent.token_ttl.seconds(),
+    }
+}
+
+/// The API address OpenBao uses for TokenReview: the peers' address from the mesh file, else the kubeconfig's.
+pub fn desired_host(cluster: &ClusterSettings, observed_server: &str) -> String {
+    cluster
+        .api_server
+        .clone()
+        .unwrap_or_else(|| observed_server.to_string())
+}
+
+fn change(op: Op, resource: String, summary: String, reason: String, action: Action) -> Change {
+    Change {
+        target: Target::OpenBao,
+        op,
+        resource,
+        summary,
+        reason,
+        action,
+    }
+}
+
+pub fn plan_openbao(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
+    let config = &observed.openbao.config;
+    if let (Some(ns), Some(false)) = (&mesh.openbao.namespace, config.namespace_exists) {
+        plan.changes.push(change(
+            Op::Create,
+            format!("namespace {ns}"),
+            "every meshtrust mount, role and policy lives in it".into(),
+            "it does not exist".into(),
+            Action::CreateBaoNamespace {
+                namespace: ns.clone(),
+            },
+        ));
+    }
+    let kv = &mesh.openbao.kv_mount;
+    match &config.kv_mount {
+        None | Some(MountFacts::Absent) => plan.changes.push(change(
+            Op::Create,
+            format!("KV mount {kv}"),
+            "KV version 2".into(),
+            "remote secrets and the change index are published there".into(),
+            Action::EnableKvMount { mount: kv.clone() },
+        )),
+        Some(MountFacts::Present { kind, .. }) if kind != "kv" => plan.blockers.push(Blocker {
+            target: Target::OpenBao,
+            resource: format!("mount {kv}"),
+            reason: format!("is a {kind:?} mount, not kv"),
+            fix: "set openbao.kvMount to a KV v2 mount or a free path".into(),
+        }),
+        Some(MountFacts::Present { .. }) => {}
+    }
+
+    for cluster in &mesh.clusters {
+        let mount = &cluster.auth_mount;
+        let empty = AuthFacts::default();
+        let auth = config.auth.get(&cluster.name).unwrap_or(&empty);
+        match auth.kind.as_deref() {
+            None => plan.changes.push(change(
+                Op::Create,
+                format!("auth mount auth/{mount}"),
+                format!("Kubernetes auth for cluster {}", cluster.name),
+                "it does not exist".into(),
+                Action::EnableAuthMount {
+                    cluster: cluster.name.clone(),
+                    mount: mount.clone(),
+                },
+            )),
+            Some("kubernetes") => {}
+            Some(other) => {
+                plan.blockers.push(Blocker {
+                    target: Target::OpenBao,
+                    resource: format!("auth mount auth/{mount}"),
+                    reason: format!("is a {other:?} auth method, not kubernetes"),
+                    fix: format!(
+                        "set clusters[].authMount for {} to a free path",
+                        cluster.name
+                    ),
+                });
+                continue;
+            }
+        }
+        let server = observed
+            .clusters
+            .get(&cluster.name)
+            .map(|c| c.api.server.as_str())
+            .unwrap_or_default();
+        let host = desired_host(cluster, server);
+        let ca = observed
+            .clusters
+            .get(&cluster.name)
+            .and_then(|c| c.api.ca_pem.as_deref());
+        let same_ca = match (ca, auth.kubernetes_ca_cert.as_deref()) {
+            (Some(want), Some(have)) => want.trim() == have.trim(),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if auth.kubernetes_host.as_deref() != Some(host.as_str()) || !same_ca {
+            let reason = match &auth.kubernetes_host {
+                None => "the mount is not configured yet".to_string(),
+                Some(h) if h != &host => {
+                    format!("kubernetes_host is {h}, the mesh file says {host} (drift)")
+                }
+                Some(_) => "kubernetes_ca_cert differs from the cluster's CA (drift)".to_string(),
+            };
+            plan.changes.push(change(
+                if auth.kubernetes_host.is_none() {
+                    Op::Create
+                } else {
+                    Op::Update
+                },
+                format!("auth/{mount}/config"),
+                format!("TokenReview against {host}"),
+                reason,
+                Action::ConfigureAuth {
+                    cluster: cluster.name.clone(),
+                    mount: mount.clone(),
+                },
+            ));
+        }
+        let role = desired_role(mesh, cluster);
+        if auth.role.as_ref() != Some(&role) {
+            plan.changes.push(change(
+                if auth.role.is_none() {
+                    Op::Create
+                } else {
+                    Op::Update
+                },
+                format!("auth/{mount}/role/{AGENT_ROLE}"),
+                format!(
+                    "ServiceAccount {}/{} gets policy {} for {}s",
+                    mesh.agent.namespace,
+                    mesh.agent.service_account,
+                    role.policies[0],
+                    role.token_ttl
+                ),
+                if auth.role.is_none() {
+                    "it does not exist".into()
+                } else {
+                    "the role was changed outside meshtrust (drift)".into()
+                },
+                Action::WriteAgentRole {
+                    cluster: cluster.name.clone(),
+                    mount: mount.clone(),
+                },
+            ));
+        }
+    }
+
+    let mut wanted: Vec<(String, String)> = mesh
+        .clusters
+        .iter()
+        .map(|c| (agent_policy_name(&c.name), agent_policy(mesh, c)))
+        .collect();
+    wanted.push((ADMIN_POLICY.to_string(), admin_policy(mesh)));
+    for (name, text) in wanted {
+        let have = config.policies.get(&name).cloned().flatten();
+        if have.as_deref().map(str::trim) != Some(text.trim()) {
+            plan.changes.push(change(
+                if have.is_none() {
+                    Op::Create
+                } else {
+                    Op::Update
+                },
+                format!("policy {name}"),
+                "least privilege, see `meshtrust bao policies`".into(),
+                if have.is_none() {
+                    "it does not exist".into()
+                } else {
+                    "its text was changed outside meshtrust (drift)".into()
+                },
+                Action::WritePolicy { name },
+            ));
+        }
+    }
+}
