@@ -55,6 +55,57 @@ pub struct OpenBaoFacts {
     pub shared_root: Option<CertFacts>,
     /// OpenBao's configuration as meshtrust manages it (namespace, mounts, auth, policies).
     pub config: BaoConfigFacts,
+    /// The remote-secret change index: what each cluster last published. Empty if none.
+    pub published: BTreeMap<String, PublishedFacts>,
+}
+
+/// One cluster's entry in the change index.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedFacts {
+    /// KV version of `<kv>/<kvPath>/<cluster>` this entry describes.
+    pub version: u64,
+    /// When the published reader token expires (Unix seconds).
+    pub token_expires: i64,
+    /// Hash of what the kubeconfig points at (server, CA): a change means republish.
+    pub config_hash: String,
+}
+
+/// A meshtrust-owned cluster-scoped or namespaced object, as found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ObjectState {
+    Absent,
+    /// Someone else's (Istio's chart made it): used, never changed.
+    Unmanaged,
+    Managed {
+        up_to_date: bool,
+    },
+}
+
+/// The reader identity peers use to read this cluster: ServiceAccount, ClusterRole, ClusterRoleBinding.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReaderFacts {
+    pub service_account: ObjectState,
+    pub cluster_role: ObjectState,
+    pub binding: ObjectState,
+}
+
+impl Default for ReaderFacts {
+    fn default() -> Self {
+        ReaderFacts {
+            service_account: ObjectState::Absent,
+            cluster_role: ObjectState::Absent,
+            binding: ObjectState::Absent,
+        }
+    }
+}
+
+/// An `istio-remote-secret-<peer>` found in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteSecretFacts {
+    pub managed: bool,
+    /// The KV version it was synced from (meshtrust's annotation).
+    pub kv_version: Option<u64>,
 }
 
 /// What OpenBao holds of meshtrust's configuration.
@@ -132,6 +183,11 @@ pub struct ClusterFacts {
     pub namespace_exists: bool,
     pub cacerts: CacertsFacts,
     pub api: ClusterApiFacts,
+    pub reader: ReaderFacts,
+    /// Remote secrets in the Istio namespace, by the peer cluster they point at.
+    pub remote_secrets: BTreeMap<String, RemoteSecretFacts>,
+    /// Hash of the server and CA this cluster's kubeconfig should carry (computed by the engine).
+    pub desired_config_hash: String,
 }
 
 /// Everything observed in one run.

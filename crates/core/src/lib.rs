@@ -6,10 +6,12 @@
 pub mod bao_plan;
 pub mod duration;
 pub mod facts;
+pub mod istio;
 pub mod mesh;
 pub mod plan;
 pub mod planner;
 pub mod policy;
 pub mod ports;
+pub mod remote_plan;
 pub mod secret;
 pub mod verify;

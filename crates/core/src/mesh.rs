@@ -44,6 +44,8 @@ struct RawAgent {
 struct RawRemoteSecrets {
     kv_path: Option<String>,
     index_path: Option<String>,
+    token_ttl: Option<String>,
+    refresh_before: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -223,6 +225,10 @@ pub struct RemoteSecretSettings {
     pub kv_path: String,
     /// One KV entry whose version moves on every publish, so a poll costs one request.
     pub index_path: String,
+    /// Lifetime of the reader's bound token (TokenRequest) in each published kubeconfig.
+    pub token_ttl: Span,
+    /// Publish a fresh token when less than this is left.
+    pub refresh_before: Span,
 }
 
 /// A validated mesh file with every default filled in.
@@ -540,7 +546,32 @@ impl Mesh {
                 .remote_secrets
                 .index_path
                 .unwrap_or_else(|| "istio/meshtrust-index".into()),
+            token_ttl: c.span(
+                "remoteSecrets.tokenTtl",
+                raw.remote_secrets.token_ttl.as_deref(),
+                "24h",
+            ),
+            refresh_before: c.span(
+                "remoteSecrets.refreshBefore",
+                raw.remote_secrets.refresh_before.as_deref(),
+                "8h",
+            ),
         };
+        if remote_secrets.refresh_before >= remote_secrets.token_ttl {
+            c.problem(
+                "remoteSecrets.refreshBefore",
+                format!(
+                    "{} is not shorter than tokenTtl {}; every run would publish a new token",
+                    remote_secrets.refresh_before, remote_secrets.token_ttl
+                ),
+            );
+        }
+        if remote_secrets.token_ttl < Span(600) {
+            c.problem(
+                "remoteSecrets.tokenTtl",
+                "must be at least 10m (Kubernetes' minimum for TokenRequest)",
+            );
+        }
         for (path, value) in [
             ("remoteSecrets.kvPath", &remote_secrets.kv_path),
             ("remoteSecrets.indexPath", &remote_secrets.index_path),

@@ -95,6 +95,27 @@ pub enum Action {
         cluster: String,
         adopt: bool,
     },
+    /// Create or update the reader ServiceAccount, ClusterRole and binding peers use.
+    EnsureReader {
+        cluster: String,
+    },
+    /// Mint a reader token, build the kubeconfig, publish it to KV (check-and-set) and bump the index.
+    PublishRemoteSecret {
+        cluster: String,
+    },
+    /// Write `istio-remote-secret-<peer>` into `cluster` from the peer's KV entry.
+    SyncRemoteSecret {
+        cluster: String,
+        peer: String,
+    },
+    DeleteRemoteSecret {
+        cluster: String,
+        peer: String,
+    },
+    /// Remove a cluster that left the mesh from the index and KV.
+    UnpublishRemoteSecret {
+        cluster: String,
+    },
 }
 
 impl Action {
@@ -112,6 +133,7 @@ impl Action {
                 | Action::TunePkiMount { .. }
                 | Action::GenerateRoot { .. }
                 | Action::CreateSharedRoot { .. }
+                | Action::UnpublishRemoteSecret { .. }
         )
     }
 }

@@ -7,12 +7,12 @@
 //! re-issued from it (phase 2). Once all are signed by it, older roots leave `root-cert.pem` (phase 3).
 //! Each phase is one `apply`, so no cluster ever stops trusting another.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::duration::{Span, humanize};
 use crate::facts::{
-    CacertsFacts, CacertsState, ClusterApiFacts, ClusterFacts, MountFacts, Observed,
-    root_issuer_name,
+    CacertsFacts, CacertsState, ClusterApiFacts, ClusterFacts, MountFacts, ObjectState, Observed,
+    ReaderFacts, root_issuer_name,
 };
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
@@ -30,6 +30,13 @@ static ABSENT_CLUSTER: ClusterFacts = ClusterFacts {
         server: String::new(),
         ca_pem: None,
     },
+    reader: ReaderFacts {
+        service_account: ObjectState::Absent,
+        cluster_role: ObjectState::Absent,
+        binding: ObjectState::Absent,
+    },
+    remote_secrets: BTreeMap::new(),
+    desired_config_hash: String::new(),
 };
 
 pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
@@ -39,6 +46,7 @@ pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
         CaMode::BaoPki => plan_bao_pki(mesh, observed, options, &mut plan),
         CaMode::SharedRoot => plan_shared_root(mesh, observed, options, &mut plan),
     }
+    crate::remote_plan::plan_remote_secrets(mesh, observed, &mut plan);
     plan
 }
 

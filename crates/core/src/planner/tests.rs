@@ -66,6 +66,29 @@ fn intermediate(
             problems: vec![],
         }),
         api: api(),
+        reader: settled_reader(),
+        remote_secrets: BTreeMap::new(),
+        desired_config_hash: String::new(),
+    }
+}
+
+fn with_cacerts(cacerts: CacertsFacts) -> ClusterFacts {
+    ClusterFacts {
+        namespace_exists: true,
+        cacerts,
+        api: api(),
+        reader: settled_reader(),
+        remote_secrets: BTreeMap::new(),
+        desired_config_hash: String::new(),
+    }
+}
+
+fn settled_reader() -> ReaderFacts {
+    let ok = ObjectState::Managed { up_to_date: true };
+    ReaderFacts {
+        service_account: ok,
+        cluster_role: ok,
+        binding: ok,
     }
 }
 
@@ -111,12 +134,39 @@ fn settled(mesh: &Mesh, observed: &Observed) -> BaoConfigFacts {
     config
 }
 
+/// Every observed cluster published with a long-lived token, and every peer synced.
+fn settle_remote_secrets(observed: &mut Observed) {
+    let names: Vec<String> = observed.clusters.keys().cloned().collect();
+    for name in &names {
+        observed.openbao.published.insert(
+            name.clone(),
+            crate::facts::PublishedFacts {
+                version: 1,
+                token_expires: NOW + 30 * DAY,
+                config_hash: String::new(),
+            },
+        );
+    }
+    for (name, facts) in observed.clusters.iter_mut() {
+        for peer in names.iter().filter(|p| *p != name) {
+            facts.remote_secrets.insert(
+                peer.clone(),
+                crate::facts::RemoteSecretFacts {
+                    managed: true,
+                    kv_version: Some(1),
+                },
+            );
+        }
+    }
+}
+
 fn plan_for(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
     let mut observed = observed.clone();
     for c in observed.clusters.values_mut() {
         c.api = api();
     }
     observed.openbao.config = settled(mesh, &observed);
+    settle_remote_secrets(&mut observed);
     plan(mesh, &observed, options)
 }
 
@@ -131,6 +181,7 @@ fn observed(roots: Vec<RootIssuerFacts>, clusters: Vec<(&str, ClusterFacts)>) ->
             foreign_issuers: 0,
             shared_root: None,
             config: BaoConfigFacts::default(),
+            published: BTreeMap::new(),
         },
         clusters: clusters
             .into_iter()
@@ -255,11 +306,7 @@ fn expired_intermediate_is_reissued() {
 
 #[test]
 fn unmanaged_cacerts_blocks_unless_adopted() {
-    let unmanaged = ClusterFacts {
-        namespace_exists: true,
-        cacerts: CacertsFacts::Unmanaged,
-        api: api(),
-    };
+    let unmanaged = with_cacerts(CacertsFacts::Unmanaged);
     let obs = observed(
         vec![root(1)],
         vec![
@@ -405,14 +452,8 @@ fn new_cluster_during_rotation_is_signed_by_a_root_everyone_trusts() {
         vec![root(1), root(2)],
         vec![("cluster-a", intermediate("cluster-a", 1, &[1], 300))],
     );
-    obs.clusters.insert(
-        "cluster-b".into(),
-        ClusterFacts {
-            namespace_exists: true,
-            cacerts: CacertsFacts::Absent,
-            api: api(),
-        },
-    );
+    obs.clusters
+        .insert("cluster-b".into(), with_cacerts(CacertsFacts::Absent));
     let p = plan_for(&mesh(""), &obs, PlanOptions::default());
     let issue = p
         .changes
@@ -464,6 +505,7 @@ fn empty_openbao_config_is_created_in_order_and_settled_config_plans_nothing() {
         kv_mount: Some(MountFacts::Absent),
         ..Default::default()
     };
+    settle_remote_secrets(&mut obs);
     let p = plan(&mesh, &obs, PlanOptions::default());
     let a = actions(&p);
     assert_eq!(
@@ -497,6 +539,7 @@ fn hand_edits_show_up_as_drift() {
         ],
     );
     obs.openbao.config = settled(&mesh, &obs);
+    settle_remote_secrets(&mut obs);
     obs.openbao.config.policies.insert(
         agent_policy_name("cluster-a"),
         Some("path \"*\" { capabilities = [\"sudo\"] }".into()),
@@ -538,4 +581,167 @@ fn agent_policy_pins_the_cluster_and_grants_nothing_else() {
 
 fn mesh_with_shared_root() -> Mesh {
     mesh("ca:\n  mode: shared-root\n")
+}
+
+fn settled_observation(mesh: &Mesh) -> Observed {
+    let mut obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 300)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    obs.openbao.config = settled(mesh, &obs);
+    settle_remote_secrets(&mut obs);
+    obs
+}
+
+#[test]
+fn unpublished_cluster_is_published_and_synced_to_its_peers() {
+    let mesh = mesh("");
+    let mut obs = settled_observation(&mesh);
+    assert!(plan(&mesh, &obs, PlanOptions::default()).is_empty());
+    obs.openbao.published.remove("cluster-a");
+    obs.clusters
+        .get_mut("cluster-b")
+        .expect("b")
+        .remote_secrets
+        .clear();
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert_eq!(
+        actions(&p),
+        vec![
+            &Action::PublishRemoteSecret {
+                cluster: "cluster-a".into()
+            },
+            &Action::SyncRemoteSecret {
+                cluster: "cluster-b".into(),
+                peer: "cluster-a".into()
+            },
+        ]
+    );
+    assert!(p.changes[1].reason.contains("new peer"));
+}
+
+#[test]
+fn expiring_token_or_moved_server_republishes() {
+    let mesh = mesh("");
+    let mut obs = settled_observation(&mesh);
+    obs.openbao
+        .published
+        .get_mut("cluster-b")
+        .expect("b")
+        .token_expires = NOW + 3600;
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert!(p.changes[0].reason.contains("expires in 1h"), "{p}");
+    assert_eq!(p.changes.len(), 2, "publish b, then sync it into a");
+
+    let mut obs = settled_observation(&mesh);
+    obs.clusters
+        .get_mut("cluster-a")
+        .expect("a")
+        .desired_config_hash = "new".into();
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert!(p.changes[0].reason.contains("API address or CA"), "{p}");
+}
+
+#[test]
+fn a_peer_version_that_moved_is_synced() {
+    let mesh = mesh("");
+    let mut obs = settled_observation(&mesh);
+    obs.openbao
+        .published
+        .get_mut("cluster-b")
+        .expect("b")
+        .version = 7;
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert_eq!(
+        actions(&p),
+        vec![&Action::SyncRemoteSecret {
+            cluster: "cluster-a".into(),
+            peer: "cluster-b".into()
+        }]
+    );
+    assert!(p.changes[0].reason.contains("published version 7"));
+}
+
+#[test]
+fn removed_peers_are_deleted_and_unpublished_and_unmanaged_secrets_block() {
+    let mesh = mesh("");
+    let mut obs = settled_observation(&mesh);
+    obs.openbao.published.insert(
+        "cluster-c".into(),
+        crate::facts::PublishedFacts {
+            version: 1,
+            token_expires: NOW + DAY,
+            config_hash: String::new(),
+        },
+    );
+    for c in obs.clusters.values_mut() {
+        c.remote_secrets.insert(
+            "cluster-c".into(),
+            crate::facts::RemoteSecretFacts {
+                managed: true,
+                kv_version: Some(1),
+            },
+        );
+        c.remote_secrets.insert(
+            "stranger".into(),
+            crate::facts::RemoteSecretFacts {
+                managed: false,
+                kv_version: None,
+            },
+        );
+    }
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    let deletes: Vec<_> = p
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::DeleteRemoteSecret { .. }))
+        .collect();
+    assert_eq!(
+        deletes.len(),
+        2,
+        "cluster-c's secret in a and b, the unmanaged one untouched: {p}"
+    );
+    assert!(p.changes.iter().any(|c| c.action
+        == Action::UnpublishRemoteSecret {
+            cluster: "cluster-c".into()
+        }));
+
+    let mut obs = settled_observation(&mesh);
+    obs.clusters
+        .get_mut("cluster-a")
+        .expect("a")
+        .remote_secrets
+        .insert(
+            "cluster-b".into(),
+            crate::facts::RemoteSecretFacts {
+                managed: false,
+                kv_version: None,
+            },
+        );
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert_eq!(p.blockers.len(), 1);
+    assert!(p.blockers[0].reason.contains("not managed by meshtrust"));
+}
+
+#[test]
+fn missing_reader_identity_is_created_but_istios_own_is_left_alone() {
+    let mesh = mesh("");
+    let mut obs = settled_observation(&mesh);
+    obs.clusters.get_mut("cluster-a").expect("a").reader = ReaderFacts {
+        service_account: ObjectState::Unmanaged,
+        cluster_role: ObjectState::Unmanaged,
+        binding: ObjectState::Unmanaged,
+    };
+    assert!(plan(&mesh, &obs, PlanOptions::default()).is_empty());
+    obs.clusters.get_mut("cluster-b").expect("b").reader = ReaderFacts::default();
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert_eq!(
+        actions(&p),
+        vec![&Action::EnsureReader {
+            cluster: "cluster-b".into()
+        }]
+    );
 }

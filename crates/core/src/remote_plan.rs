@@ -1,0 +1,196 @@
+//! Planning cross-cluster discovery: each cluster's reader identity and published kubeconfig, and every peer's
+//! `istio-remote-secret-<peer>` in every cluster. Pure, like the CA planner.
+//!
+//! Only clusters present in the observation are acted on, so an agent that observes just its own cluster plans
+//! just its own cluster's share.
+
+use crate::duration::humanize;
+use crate::facts::{ObjectState, Observed};
+use crate::istio::remote_secret_name;
+use crate::mesh::Mesh;
+use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
+
+fn cluster_target(name: &str) -> Target {
+    Target::Cluster {
+        name: name.to_string(),
+    }
+}
+
+pub fn plan_remote_secrets(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
+    let rs = &mesh.remote_secrets;
+    let mut publishing: Vec<&str> = Vec::new();
+
+    for cluster in &mesh.clusters {
+        let Some(facts) = observed.clusters.get(&cluster.name) else {
+            continue;
+        };
+        let reader = &facts.reader;
+        let pending: Vec<&str> = [
+            ("ServiceAccount", reader.service_account),
+            ("ClusterRole", reader.cluster_role),
+            ("ClusterRoleBinding", reader.binding),
+        ]
+        .iter()
+        .filter(|(_, s)| {
+            matches!(
+                s,
+                ObjectState::Absent | ObjectState::Managed { up_to_date: false }
+            )
+        })
+        .map(|(k, _)| *k)
+        .collect();
+        if !pending.is_empty() {
+            let creating = reader.service_account == ObjectState::Absent;
+            plan.changes.push(Change {
+                target: cluster_target(&cluster.name),
+                op: if creating { Op::Create } else { Op::Update },
+                resource: format!(
+                    "reader identity {}/istio-reader-service-account",
+                    cluster.istio_namespace
+                ),
+                summary: format!("{} with Istio's reader rules", pending.join(", ")),
+                reason: "peers' istiod read this cluster through it".into(),
+                action: Action::EnsureReader {
+                    cluster: cluster.name.clone(),
+                },
+            });
+        }
+        let reason = match observed.openbao.published.get(&cluster.name) {
+            None => Some("it is not published in OpenBao yet".to_string()),
+            Some(p) if p.config_hash != facts.desired_config_hash => {
+                Some("the API address or CA peers must use changed".to_string())
+            }
+            Some(p) if p.token_expires - observed.now < rs.refresh_before.seconds() as i64 => {
+                Some(format!(
+                    "its reader token expires in {}, within refreshBefore {}",
+                    humanize(p.token_expires - observed.now),
+                    rs.refresh_before
+                ))
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            publishing.push(&cluster.name);
+            plan.changes.push(Change {
+                target: Target::OpenBao,
+                op: Op::Update,
+                resource: format!(
+                    "KV {}/{}/{}",
+                    mesh.openbao.kv_mount, rs.kv_path, cluster.name
+                ),
+                summary: format!(
+                    "kubeconfig for {} with a fresh {} reader token (check-and-set), index bumped",
+                    cluster.name, rs.token_ttl
+                ),
+                reason,
+                action: Action::PublishRemoteSecret {
+                    cluster: cluster.name.clone(),
+                },
+            });
+        }
+    }
+
+    for cluster in &mesh.clusters {
+        let Some(facts) = observed.clusters.get(&cluster.name) else {
+            continue;
+        };
+        for peer in mesh.clusters.iter().filter(|p| p.name != cluster.name) {
+            let published = observed.openbao.published.get(&peer.name);
+            let fresh = publishing.contains(&peer.name.as_str());
+            if published.is_none() && !fresh {
+                continue;
+            }
+            let resource = format!(
+                "Secret {}/{}",
+                cluster.istio_namespace,
+                remote_secret_name(&peer.name)
+            );
+            let reason = match facts.remote_secrets.get(&peer.name) {
+                Some(existing) if !existing.managed => {
+                    plan.blockers.push(Blocker {
+                        target: cluster_target(&cluster.name),
+                        resource,
+                        reason: "exists and is not managed by meshtrust (made by istioctl?); meshtrust never overwrites it".into(),
+                        fix: format!("delete it once meshtrust may manage peer {} (kubectl -n {} delete secret {})", peer.name, cluster.istio_namespace, remote_secret_name(&peer.name)),
+                    });
+                    continue;
+                }
+                None => Some(format!("new peer {}", peer.name)),
+                Some(_) if fresh => Some(format!("{} publishes a new kubeconfig", peer.name)),
+                Some(existing) => match published {
+                    Some(p) if existing.kv_version != Some(p.version) => Some(format!(
+                        "{} published version {} (this copy is from {})",
+                        peer.name,
+                        p.version,
+                        existing
+                            .kv_version
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "an unknown version".into())
+                    )),
+                    _ => None,
+                },
+            };
+            if let Some(reason) = reason {
+                let creating = !facts.remote_secrets.contains_key(&peer.name);
+                plan.changes.push(Change {
+                    target: cluster_target(&cluster.name),
+                    op: if creating { Op::Create } else { Op::Update },
+                    resource,
+                    summary: format!(
+                        "kubeconfig of {} (istioctl's format, labelled istio/multiCluster=true)",
+                        peer.name
+                    ),
+                    reason,
+                    action: Action::SyncRemoteSecret {
+                        cluster: cluster.name.clone(),
+                        peer: peer.name.clone(),
+                    },
+                });
+            }
+        }
+        for (peer, existing) in &facts.remote_secrets {
+            let in_mesh = mesh.clusters.iter().any(|c| &c.name == peer) && peer != &cluster.name;
+            let in_openbao = observed.openbao.published.contains_key(peer)
+                || publishing.contains(&peer.as_str());
+            if existing.managed && !(in_mesh && in_openbao) {
+                plan.changes.push(Change {
+                    target: cluster_target(&cluster.name),
+                    op: Op::Delete,
+                    resource: format!(
+                        "Secret {}/{}",
+                        cluster.istio_namespace,
+                        remote_secret_name(peer)
+                    ),
+                    summary: "istiod drops the peer when the Secret goes".into(),
+                    reason: if in_mesh {
+                        format!("{peer} is no longer published in OpenBao")
+                    } else {
+                        format!("{peer} is no longer in the mesh file")
+                    },
+                    action: Action::DeleteRemoteSecret {
+                        cluster: cluster.name.clone(),
+                        peer: peer.clone(),
+                    },
+                });
+            }
+        }
+    }
+
+    for gone in observed
+        .openbao
+        .published
+        .keys()
+        .filter(|p| mesh.cluster(p).is_none())
+    {
+        plan.changes.push(Change {
+            target: Target::OpenBao,
+            op: Op::Delete,
+            resource: format!("KV {}/{}/{gone}", mesh.openbao.kv_mount, rs.kv_path),
+            summary: "and its index entry".into(),
+            reason: format!("{gone} is no longer in the mesh file"),
+            action: Action::UnpublishRemoteSecret {
+                cluster: gone.clone(),
+            },
+        });
+    }
+}
