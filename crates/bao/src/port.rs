@@ -262,6 +262,15 @@ impl OpenBao for OpenBaoClient {
             .unwrap_or(0))
     }
 
+    async fn kv_delete(&self, mount: &str, path: &str) -> PortResult<()> {
+        let api = format!("{mount}/metadata/{path}");
+        let response = self.call(Method::DELETE, &api, None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        check(&format!("DELETE {api}"), response).map(|_| ())
+    }
+
     async fn namespace_exists(&self, namespace: &str) -> PortResult<bool> {
         let (parent, leaf) = split_namespace(namespace);
         let response = self

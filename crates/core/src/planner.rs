@@ -7,12 +7,11 @@
 //! re-issued from it (phase 2). Once all are signed by it, older roots leave `root-cert.pem` (phase 3).
 //! Each phase is one `apply`, so no cluster ever stops trusting another.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::duration::{Span, humanize};
 use crate::facts::{
-    CacertsFacts, CacertsState, ClusterApiFacts, ClusterFacts, MountFacts, ObjectState, Observed,
-    ReaderFacts, root_issuer_name,
+    CacertsFacts, CacertsState, ClusterFacts, MountFacts, Observed, root_issuer_name,
 };
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
@@ -22,22 +21,6 @@ pub struct PlanOptions {
     /// Take over a `cacerts` that meshtrust does not manage.
     pub adopt: bool,
 }
-
-static ABSENT_CLUSTER: ClusterFacts = ClusterFacts {
-    namespace_exists: false,
-    cacerts: CacertsFacts::Absent,
-    api: ClusterApiFacts {
-        server: String::new(),
-        ca_pem: None,
-    },
-    reader: ReaderFacts {
-        service_account: ObjectState::Absent,
-        cluster_role: ObjectState::Absent,
-        binding: ObjectState::Absent,
-    },
-    remote_secrets: BTreeMap::new(),
-    desired_config_hash: String::new(),
-};
 
 pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
     let mut plan = Plan::default();
@@ -208,10 +191,10 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
     }
 
     for cluster in &mesh.clusters {
-        let facts = observed
-            .clusters
-            .get(&cluster.name)
-            .unwrap_or(&ABSENT_CLUSTER);
+        // Clusters that were not observed (an agent sees only its own) are not acted on.
+        let Some(facts) = observed.clusters.get(&cluster.name) else {
+            continue;
+        };
         ensure_namespace(cluster, facts, plan);
         let issue = |signing: u32, op: Op, reason: String, adopt: bool| {
             let mut trust = trust.clone();
@@ -415,10 +398,10 @@ fn plan_shared_root(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan
         });
     }
     for cluster in &mesh.clusters {
-        let facts = observed
-            .clusters
-            .get(&cluster.name)
-            .unwrap_or(&ABSENT_CLUSTER);
+        // Clusters that were not observed (an agent sees only its own) are not acted on.
+        let Some(facts) = observed.clusters.get(&cluster.name) else {
+            continue;
+        };
         ensure_namespace(cluster, facts, plan);
         let write = |op: Op, reason: String, adopt: bool| Change {
             target: cluster_target(cluster),

@@ -165,6 +165,27 @@ pub trait OpenBao: Send + Sync {
     async fn write(&self, path: &str, body: &serde_json::Value) -> PortResult<()>;
     async fn read_policy(&self, name: &str) -> PortResult<Option<String>>;
     async fn write_policy(&self, name: &str, text: &str) -> PortResult<()>;
+    /// Deletes every version and the metadata of a KV v2 entry.
+    async fn kv_delete(&self, mount: &str, path: &str) -> PortResult<()>;
+}
+
+/// The other kinds of object meshtrust owns (the reader identity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    ServiceAccount,
+    ClusterRole,
+    ClusterRoleBinding,
+}
+
+/// A Kubernetes object other than a Secret: its labels, resourceVersion and the fields beside `metadata`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeObject {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub resource_version: Option<String>,
+    /// Everything but `apiVersion`, `kind` and `metadata` (for example `rules`, or `roleRef` and `subjects`).
+    pub body: serde_json::Value,
 }
 
 /// A Kubernetes Secret, reduced to what meshtrust reads and writes.
@@ -198,6 +219,27 @@ pub trait Cluster: Send + Sync {
     async fn create_secret(&self, secret: &SecretObject) -> PortResult<SecretObject>;
     /// Replaces, conditional on `secret.resource_version`; `Conflict` if it changed.
     async fn replace_secret(&self, secret: &SecretObject) -> PortResult<SecretObject>;
+    /// Secrets in `namespace` matching a label selector such as `istio/multiCluster=true`.
+    async fn list_secrets(
+        &self,
+        namespace: &str,
+        label_selector: &str,
+    ) -> PortResult<Vec<SecretObject>>;
+    /// A bound ServiceAccount token from the TokenRequest API: the token and its expiry (Unix seconds).
+    async fn request_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        ttl_seconds: i64,
+    ) -> PortResult<(SecretBytes, i64)>;
+    async fn get_object(
+        &self,
+        kind: ObjectKind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> PortResult<Option<KubeObject>>;
+    /// Creates (no resourceVersion) or replaces conditionally (with one).
+    async fn put_object(&self, kind: ObjectKind, object: &KubeObject) -> PortResult<()>;
     /// Deletes, conditional on the resourceVersion.
     async fn delete_secret(
         &self,

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::observe::{Observation, observe_roots};
+use crate::remote;
 use crate::run::Engine;
 use crate::{CACERTS, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -76,6 +77,56 @@ impl Engine {
         let mesh = &self.mesh;
         let bao: &dyn OpenBao = self.bao.as_ref();
         match action {
+            Action::EnsureReader { cluster } => {
+                let settings = self.settings(cluster)?;
+                let found = material.readers.get(cluster).cloned().unwrap_or_default();
+                remote::ensure_reader(self.cluster(cluster)?.as_ref(), settings, &found).await
+            }
+            Action::PublishRemoteSecret { cluster } => {
+                let settings = self.settings(cluster)?;
+                let (kubeconfig, version, expires) =
+                    remote::publish(bao, mesh, self.cluster(cluster)?.as_ref(), settings).await?;
+                material
+                    .published_now
+                    .insert(cluster.clone(), (kubeconfig, version));
+                Ok(format!(
+                    "published version {version}; the reader token expires at {expires} (Unix time)"
+                ))
+            }
+            Action::SyncRemoteSecret { cluster, peer } => {
+                let settings = self.settings(cluster)?;
+                let (kubeconfig, version) = match material.published_now.get(peer) {
+                    Some(fresh) => fresh.clone(),
+                    None => remote::fetch(bao, mesh, peer).await?,
+                };
+                let existing = material
+                    .remote_secrets
+                    .get(cluster)
+                    .and_then(|m| m.get(peer));
+                let secret = remote::remote_secret(settings, peer, kubeconfig, version, existing);
+                let target = self.cluster(cluster)?;
+                if existing.is_some() {
+                    target.replace_secret(&secret).await?;
+                } else {
+                    target.create_secret(&secret).await?;
+                }
+                Ok(format!("{} from KV version {version}", secret.name))
+            }
+            Action::DeleteRemoteSecret { cluster, peer } => {
+                let settings = self.settings(cluster)?;
+                let existing = material.remote_secrets.get(cluster).and_then(|m| m.get(peer)).ok_or_else(|| {
+                    EngineError::Inconsistent(format!("cluster {cluster}: the remote secret for {peer} vanished; run apply again"))
+                })?;
+                let rv = existing.resource_version.clone().unwrap_or_default();
+                self.cluster(cluster)?
+                    .delete_secret(&settings.istio_namespace, &existing.name, &rv)
+                    .await?;
+                Ok(format!("deleted {}", existing.name))
+            }
+            Action::UnpublishRemoteSecret { cluster } => {
+                remote::unpublish(bao, mesh, cluster).await?;
+                Ok(format!("removed {cluster} from the index and KV"))
+            }
             Action::CreateBaoNamespace { namespace } => {
                 if let Err(e) = bao.create_namespace(namespace).await {
                     // A concurrent apply may have created it a moment ago.

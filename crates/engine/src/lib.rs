@@ -5,6 +5,7 @@
 mod apply;
 mod error;
 mod observe;
+pub mod remote;
 mod run;
 
 pub use apply::{AppliedChange, ApplyReport};

@@ -5,13 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use meshtrust_core::bao_plan::AGENT_ROLE;
+use meshtrust_core::bao_plan::desired_host;
 use meshtrust_core::facts::{
     AuthFacts, BaoConfigFacts, CacertsFacts, ClusterApiFacts, ClusterFacts, MountFacts, Observed,
     OpenBaoFacts, RoleFacts, RootIssuerFacts,
 };
 use meshtrust_core::mesh::{CaMode, Mesh};
 use meshtrust_core::policy::{ADMIN_POLICY, agent_policy_name};
-use meshtrust_core::ports::{Cluster, KvEntry, OpenBao, SecretObject};
+use meshtrust_core::ports::{Cluster, KubeObject, KvEntry, OpenBao, SecretObject};
+use meshtrust_core::secret::SecretBytes;
+
+use crate::remote::{config_hash, observe_reader, observe_remote_secrets, read_index};
 use meshtrust_pki::cacerts::inspect;
 use meshtrust_pki::parse_certs;
 use serde_json::Value;
@@ -28,6 +32,12 @@ pub struct Observation {
     pub cacerts: BTreeMap<String, Option<SecretObject>>,
     /// shared-root mode: the KV entry as read.
     pub shared_root: Option<KvEntry>,
+    /// Each cluster's reader ServiceAccount, ClusterRole and binding as read.
+    pub readers: BTreeMap<String, [Option<KubeObject>; 3]>,
+    /// Each cluster's remote secrets as read, by peer.
+    pub remote_secrets: BTreeMap<String, BTreeMap<String, SecretObject>>,
+    /// Kubeconfigs published during this apply, by cluster, with their KV version.
+    pub published_now: BTreeMap<String, (SecretBytes, u64)>,
 }
 
 fn generation_of(issuer_name: &str) -> Option<u32> {
@@ -155,6 +165,7 @@ pub async fn observe(
         foreign_issuers: 0,
         shared_root: None,
         config,
+        published: BTreeMap::new(),
     };
     let mut roots_pem = BTreeMap::new();
     let mut shared_root = None;
@@ -164,6 +175,10 @@ pub async fn observe(
     } else {
         Some(mesh.ca.mode)
     };
+    if !namespace_missing {
+        let (_, published) = read_index(bao, mesh).await?;
+        openbao.published = published;
+    }
     match mode {
         None => {}
         Some(mode) => match mode {
@@ -205,7 +220,12 @@ pub async fn observe(
         },
     }
 
-    let lookups = mesh.clusters.iter().map(|settings| async move {
+    // Only connected clusters are observed: an agent connects to its own cluster alone.
+    let connected = mesh
+        .clusters
+        .iter()
+        .filter(|s| clusters.contains_key(&s.name));
+    let lookups = connected.map(|settings| async move {
         let cluster = clusters
             .get(&settings.name)
             .ok_or_else(|| EngineError::UnknownCluster(settings.name.clone()))?;
@@ -230,22 +250,42 @@ pub async fn observe(
             server: cluster.server().to_string(),
             ca_pem: cluster.api_ca_pem().map(str::to_string),
         };
+        let (reader, reader_objects) = observe_reader(cluster.as_ref(), settings).await?;
+        let (remote_secrets, remote_objects) = if namespace_exists {
+            observe_remote_secrets(cluster.as_ref(), settings).await?
+        } else {
+            Default::default()
+        };
+        let desired_config_hash = config_hash(
+            &desired_host(settings, cluster.server()),
+            cluster.api_ca_pem(),
+        );
+        let facts = ClusterFacts {
+            namespace_exists,
+            cacerts,
+            api,
+            reader,
+            remote_secrets,
+            desired_config_hash,
+        };
         Ok::<_, EngineError>((
             settings.name.clone(),
-            ClusterFacts {
-                namespace_exists,
-                cacerts,
-                api,
-            },
+            facts,
             secret,
+            reader_objects,
+            remote_objects,
         ))
     });
     let mut facts_by_cluster = BTreeMap::new();
     let mut cacerts = BTreeMap::new();
+    let mut readers = BTreeMap::new();
+    let mut remote_secrets = BTreeMap::new();
     for result in futures::future::join_all(lookups).await {
-        let (name, facts, secret) = result?;
+        let (name, facts, secret, reader_objects, remote_objects) = result?;
         facts_by_cluster.insert(name.clone(), facts);
-        cacerts.insert(name, secret);
+        cacerts.insert(name.clone(), secret);
+        readers.insert(name.clone(), reader_objects);
+        remote_secrets.insert(name, remote_objects);
     }
     Ok(Observation {
         facts: Observed {
@@ -256,5 +296,8 @@ pub async fn observe(
         roots_pem,
         cacerts,
         shared_root,
+        readers,
+        remote_secrets,
+        published_now: BTreeMap::new(),
     })
 }

@@ -5,16 +5,36 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams, Preconditions};
-use meshtrust_core::ports::{Cluster, ErrorKind, PortError, PortResult, SecretObject, System};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
+use meshtrust_core::ports::{
+    Cluster, ErrorKind, KubeObject, ObjectKind, PortError, PortResult, SecretObject, System,
+};
 use meshtrust_core::secret::SecretBytes;
 
 use crate::KubeCluster;
 
+fn resource(kind: ObjectKind) -> (bool, ApiResource) {
+    match kind {
+        ObjectKind::ServiceAccount => (true, ApiResource::erase::<ServiceAccount>(&())),
+        ObjectKind::ClusterRole => (false, ApiResource::erase::<ClusterRole>(&())),
+        ObjectKind::ClusterRoleBinding => (false, ApiResource::erase::<ClusterRoleBinding>(&())),
+    }
+}
+
 impl KubeCluster {
+    fn dynamic(&self, kind: ObjectKind, namespace: Option<&str>) -> Api<DynamicObject> {
+        let (namespaced, resource) = resource(kind);
+        match namespace {
+            Some(ns) if namespaced => Api::namespaced_with(self.client.clone(), ns, &resource),
+            _ => Api::all_with(self.client.clone(), &resource),
+        }
+    }
+
     fn error(&self, operation: &str, e: kube::Error) -> PortError {
         let (kind, message) = match &e {
             kube::Error::Api(status) => {
@@ -158,6 +178,94 @@ impl Cluster for KubeCluster {
             .await
             .map(to_object)
             .map_err(|e| self.error(&op, e))
+    }
+
+    async fn list_secrets(
+        &self,
+        namespace: &str,
+        label_selector: &str,
+    ) -> PortResult<Vec<SecretObject>> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let list = api
+            .list(&ListParams::default().labels(label_selector))
+            .await
+            .map_err(|e| self.error(&format!("list Secrets {namespace} -l {label_selector}"), e))?;
+        Ok(list.items.into_iter().map(to_object).collect())
+    }
+
+    async fn request_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        ttl_seconds: i64,
+    ) -> PortResult<(SecretBytes, i64)> {
+        let op = format!("TokenRequest for ServiceAccount {namespace}/{service_account}");
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(ttl_seconds),
+                bound_object_ref: None,
+            },
+            ..Default::default()
+        };
+        let issued = api
+            .create_token_request(service_account, &PostParams::default(), &request)
+            .await
+            .map_err(|e| self.error(&op, e))?;
+        let status = issued.status.ok_or_else(|| {
+            PortError::new(
+                System::Cluster(self.name.clone()),
+                ErrorKind::Invalid,
+                &op,
+                "the answer has no status",
+            )
+        })?;
+        Ok((
+            SecretBytes::new(status.token.into_bytes()),
+            status.expiration_timestamp.0.as_second(),
+        ))
+    }
+
+    async fn get_object(
+        &self,
+        kind: ObjectKind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> PortResult<Option<KubeObject>> {
+        let api = self.dynamic(kind, namespace);
+        let found = api
+            .get_opt(name)
+            .await
+            .map_err(|e| self.error(&format!("get {kind:?} {name}"), e))?;
+        Ok(found.map(|o| KubeObject {
+            namespace: o.metadata.namespace.clone(),
+            name: o.metadata.name.clone().unwrap_or_default(),
+            labels: o.metadata.labels.clone().unwrap_or_default(),
+            resource_version: o.metadata.resource_version.clone(),
+            body: o.data,
+        }))
+    }
+
+    async fn put_object(&self, kind: ObjectKind, object: &KubeObject) -> PortResult<()> {
+        let api = self.dynamic(kind, object.namespace.as_deref());
+        let (_, resource) = resource(kind);
+        let mut dynamic = DynamicObject::new(&object.name, &resource).data(object.body.clone());
+        dynamic.metadata.namespace = object.namespace.clone();
+        dynamic.metadata.labels = Some(object.labels.clone());
+        dynamic.metadata.resource_version = object.resource_version.clone();
+        let op = format!("write {kind:?} {}", object.name);
+        match &object.resource_version {
+            None => api
+                .create(&PostParams::default(), &dynamic)
+                .await
+                .map(|_| ()),
+            Some(_) => api
+                .replace(&object.name, &PostParams::default(), &dynamic)
+                .await
+                .map(|_| ()),
+        }
+        .map_err(|e| self.error(&op, e))
     }
 
     async fn delete_secret(

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use super::*;
 use crate::bao_plan::{AGENT_ROLE, desired_role};
 use crate::facts::{
-    AuthFacts, BaoConfigFacts, CertFacts, ClusterApiFacts, OpenBaoFacts, RootIssuerFacts,
+    AuthFacts, BaoConfigFacts, CertFacts, ClusterApiFacts, ObjectState, OpenBaoFacts, ReaderFacts,
+    RootIssuerFacts,
 };
 use crate::mesh::{KeySpec, KeyType, SecretFormat};
 use crate::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
@@ -80,6 +81,14 @@ fn with_cacerts(cacerts: CacertsFacts) -> ClusterFacts {
         reader: settled_reader(),
         remote_secrets: BTreeMap::new(),
         desired_config_hash: String::new(),
+    }
+}
+
+/// A cluster with nothing of meshtrust's in it yet.
+fn empty_cluster() -> ClusterFacts {
+    ClusterFacts {
+        namespace_exists: false,
+        ..with_cacerts(CacertsFacts::Absent)
     }
 }
 
@@ -197,7 +206,13 @@ fn actions(plan: &Plan) -> Vec<&Action> {
 
 #[test]
 fn empty_openbao_and_clusters_plan_everything_in_order() {
-    let mut obs = observed(vec![], vec![]);
+    let mut obs = observed(
+        vec![],
+        vec![
+            ("cluster-a", empty_cluster()),
+            ("cluster-b", empty_cluster()),
+        ],
+    );
     obs.openbao.pki_mount = MountFacts::Absent;
     let plan = plan_for(&mesh(""), &obs, PlanOptions::default());
     let a = actions(&plan);
@@ -474,7 +489,13 @@ fn new_cluster_during_rotation_is_signed_by_a_root_everyone_trusts() {
 #[test]
 fn shared_root_mode_warns_and_copies_the_root() {
     let mesh = mesh("ca:\n  mode: shared-root\n");
-    let obs = observed(vec![], vec![]);
+    let obs = observed(
+        vec![],
+        vec![
+            ("cluster-a", empty_cluster()),
+            ("cluster-b", empty_cluster()),
+        ],
+    );
     let p = plan_for(&mesh, &obs, PlanOptions::default());
     assert!(p.warnings[0].contains("ROOT KEY"));
     assert!(matches!(
