@@ -97,11 +97,13 @@ pub fn plan_openbao(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
                 continue;
             }
         }
-        let server = observed
-            .clusters
-            .get(&cluster.name)
-            .map(|c| c.api.server.as_str())
-            .unwrap_or_default();
+        let role = desired_role(mesh, cluster);
+        let Some(cluster_facts) = observed.clusters.get(&cluster.name) else {
+            // Not connected: its API address and CA are unknown, so only the role can be planned.
+            plan_role(mesh, cluster, auth, role, plan);
+            continue;
+        };
+        let server = cluster_facts.api.server.as_str();
         let host = desired_host(cluster, server);
         let ca = observed
             .clusters
@@ -135,33 +137,7 @@ pub fn plan_openbao(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
                 },
             ));
         }
-        let role = desired_role(mesh, cluster);
-        if auth.role.as_ref() != Some(&role) {
-            plan.changes.push(change(
-                if auth.role.is_none() {
-                    Op::Create
-                } else {
-                    Op::Update
-                },
-                format!("auth/{mount}/role/{AGENT_ROLE}"),
-                format!(
-                    "ServiceAccount {}/{} gets policy {} for {}s",
-                    mesh.agent.namespace,
-                    mesh.agent.service_account,
-                    role.policies[0],
-                    role.token_ttl
-                ),
-                if auth.role.is_none() {
-                    "it does not exist".into()
-                } else {
-                    "the role was changed outside meshtrust (drift)".into()
-                },
-                Action::WriteAgentRole {
-                    cluster: cluster.name.clone(),
-                    mount: mount.clone(),
-                },
-            ));
-        }
+        plan_role(mesh, cluster, auth, role, plan);
     }
 
     let mut wanted: Vec<(String, String)> = mesh
@@ -190,4 +166,38 @@ pub fn plan_openbao(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
             ));
         }
     }
+}
+
+fn plan_role(
+    mesh: &Mesh,
+    cluster: &ClusterSettings,
+    auth: &AuthFacts,
+    role: RoleFacts,
+    plan: &mut Plan,
+) {
+    let mount = &cluster.auth_mount;
+    if auth.role.as_ref() == Some(&role) {
+        return;
+    }
+    plan.changes.push(change(
+        if auth.role.is_none() {
+            Op::Create
+        } else {
+            Op::Update
+        },
+        format!("auth/{mount}/role/{AGENT_ROLE}"),
+        format!(
+            "ServiceAccount {}/{} gets policy {} for {}s",
+            mesh.agent.namespace, mesh.agent.service_account, role.policies[0], role.token_ttl
+        ),
+        if auth.role.is_none() {
+            "it does not exist".into()
+        } else {
+            "the role was changed outside meshtrust (drift)".into()
+        },
+        Action::WriteAgentRole {
+            cluster: cluster.name.clone(),
+            mount: mount.clone(),
+        },
+    ));
 }

@@ -1,0 +1,361 @@
+//! Cross-cluster discovery against the real OpenBao and three real API servers: istioctl-compatible remote
+//! secrets published through OpenBao and synced to every peer, token refresh, peer removal, ownership, and the
+//! cost of an idle poll.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use meshtrust_bao::{OpenBaoClient, OpenBaoConfig};
+use meshtrust_core::mesh::Mesh as MeshFile;
+use meshtrust_core::planner::PlanOptions;
+use meshtrust_core::ports::{Cluster, OpenBao};
+use meshtrust_core::secret::SecretBytes;
+use meshtrust_engine::Engine;
+use serde_json::json;
+use support::{Mesh, field};
+
+async fn remote_secrets(mesh: &Mesh, cluster: usize) -> BTreeMap<String, Secret> {
+    let client = mesh.env.clusters[cluster].client().await.expect("client");
+    let list = Api::<Secret>::namespaced(client, "istio-system")
+        .list(&ListParams::default().labels("istio/multiCluster=true"))
+        .await
+        .expect("list");
+    list.items
+        .into_iter()
+        .map(|s| (s.metadata.name.clone().unwrap_or_default(), s))
+        .collect()
+}
+
+async fn client_from(kubeconfig: &str) -> Client {
+    let kc = Kubeconfig::from_yaml(kubeconfig).expect("kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cluster_gets_working_istioctl_compatible_secrets_for_its_peers() {
+    let mesh = Mesh::start(3, "");
+    mesh.ok(&["apply"]);
+    for (i, me) in ["cluster-a", "cluster-b", "cluster-c"].iter().enumerate() {
+        let secrets = remote_secrets(&mesh, i).await;
+        let mut names: Vec<&String> = secrets.keys().collect();
+        names.sort();
+        let expected: Vec<String> = ["cluster-a", "cluster-b", "cluster-c"]
+            .iter()
+            .filter(|c| *c != me)
+            .map(|c| format!("istio-remote-secret-{c}"))
+            .collect();
+        assert_eq!(names, expected.iter().collect::<Vec<_>>(), "in {me}");
+    }
+
+    let in_a = remote_secrets(&mesh, 0).await;
+    let secret = &in_a["istio-remote-secret-cluster-b"];
+    let labels = secret.metadata.labels.as_ref().expect("labels");
+    assert_eq!(labels["istio/multiCluster"], "true");
+    assert_eq!(
+        secret.metadata.annotations.as_ref().expect("annotations")["networking.istio.io/cluster"],
+        "cluster-b"
+    );
+    assert!(secret.type_.is_none() || secret.type_.as_deref() == Some("Opaque"));
+    let data = secret.data.as_ref().expect("data");
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        vec!["cluster-b"],
+        "one data key, the cluster ID"
+    );
+    let kubeconfig = field(secret, "cluster-b");
+    assert!(
+        kubeconfig
+            .starts_with("apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: "),
+        "{kubeconfig}"
+    );
+    assert!(kubeconfig.contains(&format!(
+        "    server: {}\n  name: cluster-b\n",
+        mesh.env.clusters[1].server
+    )));
+    assert!(kubeconfig.contains(
+        "current-context: cluster-b\nkind: Config\nusers:\n- name: cluster-b\n  user:\n    token: "
+    ));
+
+    // The same kubeconfig is what OpenBao holds, at seed 000's path.
+    let kv: serde_json::Value = serde_json::from_str(&mesh.bao(&[
+        "kv",
+        "get",
+        "-format=json",
+        "secret/istio/remote-secrets/cluster-b",
+    ]))
+    .expect("kv");
+    assert_eq!(
+        kv["data"]["data"]["cluster-b"].as_str(),
+        Some(kubeconfig.as_str())
+    );
+
+    // The kubeconfig works against cluster-b, for exactly what the reader role allows.
+    let reader = client_from(&kubeconfig).await;
+    Api::<Service>::all(reader.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list services in cluster-b");
+    Api::<EndpointSlice>::all(reader.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list endpointslices");
+    Api::<Pod>::all(reader.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list pods");
+    let attempt: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "evil"}, "stringData": {"a": "b"}}))
+            .expect("secret");
+    let denied = Api::<Secret>::namespaced(reader, "default")
+        .create(&PostParams::default(), &attempt)
+        .await;
+    match denied {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
+        other => panic!("creating a Secret must be forbidden, got {other:?}"),
+    }
+
+    // An idle re-apply writes nothing.
+    let before: Vec<_> = remote_secrets(&mesh, 0)
+        .await
+        .values()
+        .map(|s| s.metadata.resource_version.clone())
+        .collect();
+    assert_eq!(mesh.json(&["apply"])["applied"], json!([]));
+    let after: Vec<_> = remote_secrets(&mesh, 0)
+        .await
+        .values()
+        .map(|s| s.metadata.resource_version.clone())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_falling_due_is_republished_and_peers_follow() {
+    // Kubernetes' shortest token is 10 minutes; refreshing 599 s ahead makes it due after a second.
+    let mesh = Mesh::start(
+        2,
+        "remoteSecrets:\n  tokenTtl: 10m\n  refreshBefore: 599s\n",
+    );
+    mesh.ok(&["apply"]);
+    let first = field(
+        &remote_secrets(&mesh, 1).await["istio-remote-secret-cluster-a"],
+        "cluster-a",
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let plan = mesh.json(&["plan"]);
+    let reasons: Vec<&str> = plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter_map(|c| c["reason"].as_str())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("reader token expires in")),
+        "{reasons:?}"
+    );
+    mesh.ok(&["apply"]);
+    let secret = remote_secrets(&mesh, 1)
+        .await
+        .remove("istio-remote-secret-cluster-a")
+        .expect("secret");
+    assert_ne!(
+        field(&secret, "cluster-a"),
+        first,
+        "a new token reached the peer"
+    );
+    assert_eq!(
+        secret.metadata.annotations.as_ref().expect("ann")["meshtrust.dev/kv-version"],
+        "2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_cluster_removes_its_remote_secrets_and_nothing_else() {
+    let mesh = Mesh::start(3, "");
+    mesh.ok(&["apply"]);
+    let snapshot = |secrets: BTreeMap<String, Secret>| -> BTreeMap<String, Option<String>> {
+        secrets
+            .into_iter()
+            .map(|(k, s)| (k, s.metadata.resource_version))
+            .collect()
+    };
+    let a_before = snapshot(remote_secrets(&mesh, 0).await);
+    let cacerts_before = mesh.cacerts(0).await.metadata.resource_version;
+    let c_before = snapshot(remote_secrets(&mesh, 2).await);
+
+    let text = std::fs::read_to_string(&mesh.file).expect("mesh");
+    let start = text.find("  - name: cluster-c").expect("cluster-c block");
+    std::fs::write(&mesh.file, &text[..start]).expect("mesh without cluster-c");
+    let out = mesh.json(&["apply"]);
+    let applied: Vec<String> = out["applied"]
+        .as_array()
+        .expect("applied")
+        .iter()
+        .map(|c| format!("{} {}", c["target"], c["resource"]))
+        .collect();
+    // Two deletes, one unpublish, and the admin policy loses cluster-c's auth mount rules.
+    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert!(
+        applied.iter().any(|a| a.contains("policy meshtrust-admin")),
+        "{applied:?}"
+    );
+
+    let mut a_after = snapshot(remote_secrets(&mesh, 0).await);
+    assert!(!a_after.contains_key("istio-remote-secret-cluster-c"));
+    let mut expected = a_before.clone();
+    expected.remove("istio-remote-secret-cluster-c");
+    assert_eq!(
+        a_after, expected,
+        "cluster-a's other remote secrets untouched"
+    );
+    a_after.clear();
+    assert!(
+        !remote_secrets(&mesh, 1)
+            .await
+            .contains_key("istio-remote-secret-cluster-c")
+    );
+    assert_eq!(
+        mesh.cacerts(0).await.metadata.resource_version,
+        cacerts_before
+    );
+    assert_eq!(
+        snapshot(remote_secrets(&mesh, 2).await),
+        c_before,
+        "the departed cluster itself is not touched"
+    );
+    let gone = mesh
+        .env
+        .bao
+        .cli()
+        .args(["kv", "get", "secret/istio/remote-secrets/cluster-c"])
+        .output()
+        .expect("bao");
+    assert!(!gone.status.success(), "its KV entry is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_secret_meshtrust_does_not_own_is_never_touched() {
+    let mesh = Mesh::start(2, "");
+    let client = mesh.env.clusters[0].client().await.expect("client");
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "istio-system"}})).expect("ns");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("ns");
+    let handmade: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "istio-remote-secret-cluster-b", "labels": {"istio/multiCluster": "true"}},
+        "stringData": {"cluster-b": "made by istioctl"}
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(client, "istio-system")
+        .create(&PostParams::default(), &handmade)
+        .await
+        .expect("create");
+    let out = mesh.meshtrust(&["apply"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("istio-remote-secret-cluster-b")
+            && stderr.contains("not managed by meshtrust"),
+        "{stderr}"
+    );
+    let still = &remote_secrets(&mesh, 0).await["istio-remote-secret-cluster-b"];
+    assert_eq!(field(still, "cluster-b"), "made by istioctl");
+}
+
+/// Builds an agent-scoped engine (only cluster-a connected, OpenBao configuration left alone) for a mesh of
+/// cluster-a plus `fake` simulated peers that exist only in OpenBao, and returns the OpenBao requests an idle
+/// plan costs.
+async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> u64 {
+    let a = &mesh.env.clusters[0];
+    let mut text = format!(
+        "apiVersion: meshtrust.dev/v1\nkind: Mesh\nclusters:\n  - name: cluster-a\n    kubeconfig: {}\n",
+        a.kubeconfig.display()
+    );
+    let peers: Vec<String> = (0..fake).map(|i| format!("peer-{i}")).collect();
+    for p in &peers {
+        text.push_str(&format!(
+            "  - name: {p}\n    apiServer: https://127.0.0.1:1\n"
+        ));
+    }
+    let file = MeshFile::from_yaml(&text, "mesh.yaml", mesh.env.dir().to_path_buf()).expect("mesh");
+    let bao = OpenBaoClient::new(OpenBaoConfig {
+        address: mesh.env.bao.addr.clone(),
+        token: mesh.env.bao.root_token.clone(),
+        namespace: None,
+        ca_cert_pem: None,
+    })
+    .expect("client");
+    for p in &peers {
+        let data = BTreeMap::from([(p.clone(), SecretBytes::new(format!("kubeconfig of {p}")))]);
+        let path = format!("istio/remote-secrets/{p}");
+        let current = bao
+            .kv_get("secret", &path)
+            .await
+            .expect("get")
+            .map(|e| e.version)
+            .unwrap_or(0);
+        bao.kv_put("secret", &path, &data, current)
+            .await
+            .expect("put");
+        let entry = json!({"version": current + 1, "tokenExpires": 4_000_000_000i64, "configHash": "simulated"}).to_string();
+        let index = bao
+            .kv_get("secret", "istio/meshtrust-index")
+            .await
+            .expect("index");
+        let (v, mut fields) = index.map(|e| (e.version, e.data)).unwrap_or_default();
+        fields.insert(p.clone(), SecretBytes::new(entry));
+        bao.kv_put("secret", "istio/meshtrust-index", &fields, v)
+            .await
+            .expect("index put");
+    }
+    let kube = meshtrust_kube::connect("cluster-a", Some(&a.kubeconfig), None)
+        .await
+        .expect("connect");
+    let clusters: BTreeMap<String, Arc<dyn Cluster>> =
+        BTreeMap::from([("cluster-a".to_string(), Arc::new(kube) as Arc<dyn Cluster>)]);
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+    let admin = Engine::new(file.clone(), Arc::new(bao.clone()), clusters.clone());
+    admin
+        .converge(&now, PlanOptions::default(), &mut |_, _| {})
+        .await
+        .expect("settle");
+    let agent = Engine::new(file, Arc::new(bao.clone()), clusters).without_openbao_config();
+    let before = bao.request_count();
+    let (plan, _) = agent
+        .plan(now(), PlanOptions::default())
+        .await
+        .expect("plan");
+    let cost = bao.request_count() - before;
+    assert!(plan.is_empty(), "idle: {plan}");
+    assert_eq!(
+        remote_secrets(mesh, 0).await.len(),
+        fake,
+        "every simulated peer is synced"
+    );
+    cost
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_poll_costs_the_same_few_requests_at_3_and_30_peers() {
+    let small = Mesh::start(1, "");
+    let at_3 = idle_poll_requests(&small, 2).await;
+    let large = Mesh::start(1, "");
+    let at_30 = idle_poll_requests(&large, 29).await;
+    eprintln!("OpenBao requests for an idle poll: {at_3} with 3 clusters, {at_30} with 30");
+    assert_eq!(at_3, at_30, "constant in the number of peers");
+    assert!(at_30 <= 6, "a handful of requests: {at_30}");
+}
