@@ -47,8 +47,12 @@ pub enum Command {
     /// Check that the mesh is consistent (same roots everywhere, valid chains, keys match, not expiring).
     /// Exits non-zero on any finding.
     Verify(VerifyArgs),
+    /// One table of the mesh: roots, intermediates and their expiry, peers synced, reader tokens.
+    Status(StatusArgs),
     /// CA operations.
     Ca(CaArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
     /// OpenBao helpers.
     Bao(BaoArgs),
 }
@@ -84,6 +88,14 @@ pub struct PlanArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}
 
 #[derive(Debug, Args)]
 pub struct CaArgs {

@@ -36,6 +36,17 @@ fn main() -> ExitCode {
             Command::Verify(args) => commands::verify::run(&cli.global, args).await,
             Command::Ca(args) => commands::ca::run(&cli.global, args).await,
             Command::Bao(args) => commands::bao::run(&cli.global, args),
+            Command::Status(args) => commands::status::run(&cli.global, args).await,
+            Command::Completions(args) => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(
+                    args.shell,
+                    &mut command,
+                    "meshtrust",
+                    &mut std::io::stdout(),
+                );
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

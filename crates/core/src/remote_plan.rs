@@ -57,6 +57,11 @@ pub fn plan_remote_secrets(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
         }
         let reason = match observed.openbao.published.get(&cluster.name) {
             None => Some("it is not published in OpenBao yet".to_string()),
+            // A new ServiceAccount has a new UID: tokens of the old one no longer authenticate.
+            Some(_) if reader.service_account == ObjectState::Absent => Some(
+                "the reader ServiceAccount is being (re)created, so the published token is void"
+                    .to_string(),
+            ),
             Some(p) if p.config_hash != facts.desired_config_hash => {
                 Some("the API address or CA peers must use changed".to_string())
             }

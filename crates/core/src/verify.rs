@@ -123,3 +123,64 @@ pub fn verify_trust(mesh: &Mesh, observed: &Observed) -> Vec<Finding> {
     }
     findings
 }
+
+/// Remote secrets: every cluster holds every peer's, current with OpenBao, with a token that has not expired.
+pub fn verify_remote_secrets(mesh: &Mesh, observed: &Observed) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for cluster in &mesh.clusters {
+        let Some(facts) = observed.clusters.get(&cluster.name) else {
+            continue;
+        };
+        for peer in mesh.clusters.iter().filter(|p| p.name != cluster.name) {
+            let object = format!(
+                "Secret {}/istio-remote-secret-{}",
+                cluster.istio_namespace, peer.name
+            );
+            let finding = |problem: String, fix: &str| Finding {
+                cluster: cluster.name.clone(),
+                object: object.clone(),
+                problem,
+                fix: fix.to_string(),
+            };
+            let published = observed.openbao.published.get(&peer.name);
+            match (facts.remote_secrets.get(&peer.name), published) {
+                (_, None) => findings.push(finding(
+                    format!("{} has not published its kubeconfig to OpenBao", peer.name),
+                    "run `meshtrust apply`",
+                )),
+                (None, Some(_)) => findings.push(finding(
+                    format!(
+                        "is missing, so istiod in {} does not see {}'s endpoints",
+                        cluster.name, peer.name
+                    ),
+                    "run `meshtrust apply`",
+                )),
+                (Some(s), Some(p)) => {
+                    if s.kv_version != Some(p.version) {
+                        findings.push(finding(
+                            format!(
+                                "is stale: synced from KV version {}, OpenBao has version {}",
+                                s.kv_version
+                                    .map(|v| v.to_string())
+                                    .unwrap_or_else(|| "?".into()),
+                                p.version
+                            ),
+                            "run `meshtrust apply`",
+                        ));
+                    }
+                    if p.token_expires <= observed.now {
+                        findings.push(finding(
+                            format!(
+                                "{}'s published reader token expired {} ago",
+                                peer.name,
+                                humanize(observed.now - p.token_expires)
+                            ),
+                            "run `meshtrust apply` to publish a fresh token",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    findings
+}

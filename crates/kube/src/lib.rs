@@ -4,5 +4,7 @@
 
 mod connect;
 mod port;
+mod probe;
 
 pub use connect::{ConnectError, KubeCluster, connect};
+pub use probe::probe_reader_kubeconfig;

@@ -2,4 +2,5 @@ pub mod apply;
 pub mod bao;
 pub mod ca;
 pub mod plan;
+pub mod status;
 pub mod verify;

@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
 use meshtrust_core::facts::CacertsFacts;
-use meshtrust_core::verify::verify_trust;
+use meshtrust_core::verify::{Finding, verify_remote_secrets, verify_trust};
+use meshtrust_engine::Observation;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::args::{Global, VerifyArgs};
@@ -9,64 +11,159 @@ use crate::context::{connect_all, now};
 use crate::error::CliError;
 use crate::output::emit;
 
+/// One cluster's line in `verify` and `status`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRow {
+    pub cluster: String,
+    pub roots: String,
+    pub ca_serial: String,
+    pub ca_not_after: Option<i64>,
+    pub peers_synced: String,
+    pub token_expires: Option<i64>,
+}
+
+fn date(t: Option<i64>) -> String {
+    t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .map(|t| format!("{} {:02}:{:02}", t.date(), t.hour(), t.minute()))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn rows(mesh: &meshtrust_core::mesh::Mesh, observation: &Observation) -> Vec<ClusterRow> {
+    mesh.clusters
+        .iter()
+        .map(|c| {
+            let facts = observation.facts.clusters.get(&c.name);
+            let (roots, ca_serial, ca_not_after) = match facts.map(|f| &f.cacerts) {
+                Some(CacertsFacts::Managed(s)) => (
+                    s.trusted_roots
+                        .iter()
+                        .map(|f| f.get(..12).unwrap_or(f))
+                        .collect::<Vec<_>>()
+                        .join("+"),
+                    s.ca_cert
+                        .as_ref()
+                        .map(|c| c.serial.clone())
+                        .unwrap_or_default(),
+                    s.ca_cert.as_ref().map(|c| c.not_after),
+                ),
+                Some(CacertsFacts::Unmanaged) => ("(unmanaged)".into(), "-".into(), None),
+                _ => ("-".into(), "-".into(), None),
+            };
+            let peers = mesh.clusters.len().saturating_sub(1);
+            let synced = facts
+                .map(|f| {
+                    mesh.clusters
+                        .iter()
+                        .filter(|p| p.name != c.name)
+                        .filter(|p| {
+                            let published = observation
+                                .facts
+                                .openbao
+                                .published
+                                .get(&p.name)
+                                .map(|x| x.version);
+                            f.remote_secrets.get(&p.name).is_some_and(|s| {
+                                s.managed && s.kv_version.is_some() && s.kv_version == published
+                            })
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            ClusterRow {
+                cluster: c.name.clone(),
+                roots,
+                ca_serial,
+                ca_not_after,
+                peers_synced: format!("{synced}/{peers}"),
+                token_expires: observation
+                    .facts
+                    .openbao
+                    .published
+                    .get(&c.name)
+                    .map(|p| p.token_expires),
+            }
+        })
+        .collect()
+}
+
+pub fn table(rows: &[ClusterRow]) -> String {
+    let mut out = format!(
+        "{:<14} {:<28} {:<18} {:<17} {:<6} {}\n",
+        "CLUSTER", "ROOT(S) sha256", "CA SERIAL", "CA EXPIRES", "PEERS", "READER TOKEN EXPIRES"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<14} {:<28} {:<18} {:<17} {:<6} {}\n",
+            r.cluster,
+            r.roots,
+            r.ca_serial.get(..17).unwrap_or(&r.ca_serial),
+            date(r.ca_not_after),
+            r.peers_synced,
+            date(r.token_expires)
+        ));
+    }
+    out
+}
+
+/// Uses every synced kubeconfig the way the peer's istiod would.
+async fn reachability(
+    mesh: &meshtrust_core::mesh::Mesh,
+    observation: &Observation,
+) -> Vec<Finding> {
+    let mut probes = Vec::new();
+    for (cluster, secrets) in &observation.remote_secrets {
+        for (peer, secret) in secrets {
+            if mesh.cluster(peer).is_none() {
+                continue;
+            }
+            let Some(kubeconfig) = secret
+                .data
+                .get(peer)
+                .and_then(|v| v.expose_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let (cluster, peer, name, ns) = (
+                cluster.clone(),
+                peer.clone(),
+                secret.name.clone(),
+                secret.namespace.clone(),
+            );
+            probes.push(async move {
+                meshtrust_kube::probe_reader_kubeconfig(&kubeconfig).await.err().map(|why| Finding {
+                    cluster,
+                    object: format!("Secret {ns}/{name}"),
+                    problem: format!("its kubeconfig cannot read {peer}: {why}"),
+                    fix: format!("check {peer}'s reader ServiceAccount and RBAC, then run `meshtrust apply` to publish a fresh token"),
+                })
+            });
+        }
+    }
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 pub async fn run(global: &Global, _args: VerifyArgs) -> Result<ExitCode, CliError> {
     let ctx = connect_all(global).await?;
     let mesh = ctx.engine.mesh();
     let observation = ctx.engine.observe(now()).await?;
-    let findings = verify_trust(mesh, &observation.facts);
-    let rows: Vec<serde_json::Value> = mesh
-        .clusters
-        .iter()
-        .map(|c| {
-            let (root, serial, not_after) =
-                match observation.facts.clusters.get(&c.name).map(|f| &f.cacerts) {
-                    Some(CacertsFacts::Managed(s)) => (
-                        s.trusted_roots
-                            .iter()
-                            .map(|f| f.get(..16).unwrap_or(f))
-                            .collect::<Vec<_>>()
-                            .join("+"),
-                        s.ca_cert
-                            .as_ref()
-                            .map(|c| c.serial.clone())
-                            .unwrap_or_default(),
-                        s.ca_cert.as_ref().map(|c| c.not_after).unwrap_or_default(),
-                    ),
-                    _ => ("-".into(), "-".into(), 0),
-                };
-            json!({"cluster": c.name, "roots": root, "caSerial": serial, "caNotAfter": not_after})
-        })
-        .collect();
+    let mut findings = verify_trust(mesh, &observation.facts);
+    findings.extend(verify_remote_secrets(mesh, &observation.facts));
+    findings.extend(reachability(mesh, &observation).await);
+    let rows = rows(mesh, &observation);
     let ok = findings.is_empty();
     emit(
         global.output,
         &json!({ "ok": ok, "clusters": rows, "findings": findings }),
         || {
-            let mut out = format!(
-                "{:<16} {:<36} {:<28} {}\n",
-                "CLUSTER", "ROOT(S) sha256", "CA SERIAL", "CA EXPIRES"
-            );
-            for r in &rows {
-                let expires = r["caNotAfter"]
-                    .as_i64()
-                    .filter(|t| *t > 0)
-                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok());
-                out.push_str(&format!(
-                    "{:<16} {:<36} {:<28} {}\n",
-                    r["cluster"].as_str().unwrap_or_default(),
-                    r["roots"].as_str().unwrap_or_default(),
-                    r["caSerial"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .get(..26)
-                        .unwrap_or(r["caSerial"].as_str().unwrap_or_default()),
-                    expires
-                        .map(|t| t.date().to_string())
-                        .unwrap_or_else(|| "-".into())
-                ));
-            }
+            let mut out = table(&rows);
             if ok {
-                out.push_str("\nOK: every cluster trusts the same roots, every chain verifies and every key matches.\n");
+                out.push_str("\nOK: same roots everywhere, every chain verifies, every key matches, every peer's remote secret is current and can read its cluster.\n");
             } else {
                 out.push_str(&format!("\n{} finding(s):\n", findings.len()));
                 for f in &findings {
