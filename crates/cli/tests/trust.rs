@@ -17,8 +17,8 @@ async fn apply_builds_verifiable_cacerts_and_a_second_apply_writes_nothing() {
     let plan = mesh.json(&["plan"]);
     assert_eq!(
         plan["changes"].as_array().expect("changes").len(),
-        15,
-        "11 in OpenBao, 4 in the clusters: {plan}"
+        21,
+        "11 for OpenBao, 4 for trust in the clusters, 6 for remote secrets: {plan}"
     );
     // plan writes nothing
     assert!(mesh.secret(0, "istio-system", "cacerts").await.is_none());
