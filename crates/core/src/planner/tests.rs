@@ -759,10 +759,21 @@ fn missing_reader_identity_is_created_but_istios_own_is_left_alone() {
     assert!(plan(&mesh, &obs, PlanOptions::default()).is_empty());
     obs.clusters.get_mut("cluster-b").expect("b").reader = ReaderFacts::default();
     let p = plan(&mesh, &obs, PlanOptions::default());
+    // A recreated ServiceAccount voids the published token, so the kubeconfig is republished and synced.
     assert_eq!(
         actions(&p),
-        vec![&Action::EnsureReader {
-            cluster: "cluster-b".into()
-        }]
+        vec![
+            &Action::EnsureReader {
+                cluster: "cluster-b".into()
+            },
+            &Action::PublishRemoteSecret {
+                cluster: "cluster-b".into()
+            },
+            &Action::SyncRemoteSecret {
+                cluster: "cluster-a".into(),
+                peer: "cluster-b".into()
+            },
+        ]
     );
+    assert!(p.changes[1].reason.contains("void"));
 }
