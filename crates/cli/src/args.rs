@@ -55,6 +55,8 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// OpenBao helpers.
     Bao(BaoArgs),
+    /// Render manifests: GitOps (ArgoCD or Flux) in dependency order, or a cluster's remote secret as istioctl prints it.
+    Render(RenderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -118,4 +120,49 @@ pub struct RotateArgs {
     /// Wait this long between phases, so istiod can hand the new bundle to workloads (e.g. 24h in production).
     #[arg(long, default_value = "0s")]
     pub phase_wait: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(subcommand)]
+    pub command: RenderCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RenderCommand {
+    /// ArgoCD Applications (sync waves) or Flux Kustomizations/HelmReleases (dependsOn), per cluster:
+    /// OpenBao setup -> meshtrust agent -> istio-base -> istiod -> east-west gateway, with istiod's
+    /// multi-primary values (meshID, clusterName, network).
+    Gitops(GitopsArgs),
+    /// The published remote secret of a cluster, exactly as `istioctl create-remote-secret` prints it.
+    RemoteSecret(RemoteSecretArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlavorArg {
+    Argocd,
+    Flux,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GitopsArgs {
+    #[arg(long, value_enum)]
+    pub flavor: FlavorArg,
+    /// Write one file per object into DIR/<cluster>/ instead of printing a multi-document YAML.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The Git repository ArgoCD reads the per-cluster paths from.
+    #[arg(long, default_value = "https://git.example.com/platform/mesh.git")]
+    pub repo_url: String,
+    /// Base path of the per-cluster directories in the repository.
+    #[arg(long, default_value = "clusters")]
+    pub path: String,
+    #[arg(long, default_value = "1.28.0")]
+    pub istio_version: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RemoteSecretArgs {
+    #[arg(long)]
+    pub cluster: String,
 }

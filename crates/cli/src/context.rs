@@ -40,13 +40,18 @@ pub struct Context {
     pub bao: OpenBaoClient,
 }
 
-pub async fn connect_all(global: &Global) -> Result<Context, CliError> {
-    let mesh = load_mesh(global)?;
+/// The OpenBao client for a mesh, credentials from the environment.
+pub fn connect_openbao(mesh: &Mesh) -> Result<OpenBaoClient, CliError> {
     let config = OpenBaoConfig::from_env(
         mesh.openbao.address.as_deref(),
         mesh.openbao.namespace.as_deref(),
     )?;
-    let bao = OpenBaoClient::new(config)?;
+    Ok(OpenBaoClient::new(config)?)
+}
+
+pub async fn connect_all(global: &Global) -> Result<Context, CliError> {
+    let mesh = load_mesh(global)?;
+    let bao = connect_openbao(&mesh)?;
     let mut clusters: BTreeMap<String, Arc<dyn Cluster>> = BTreeMap::new();
     for c in &mesh.clusters {
         let kube = connect(&c.name, c.kubeconfig.as_deref(), c.context.as_deref()).await?;

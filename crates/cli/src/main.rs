@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => commands::verify::run(&cli.global, args).await,
             Command::Ca(args) => commands::ca::run(&cli.global, args).await,
             Command::Bao(args) => commands::bao::run(&cli.global, args),
+            Command::Render(args) => commands::render::run(&cli.global, args).await,
             Command::Status(args) => commands::status::run(&cli.global, args).await,
             Command::Completions(args) => {
                 let mut command = <Cli as clap::CommandFactory>::command();

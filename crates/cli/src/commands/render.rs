@@ -1,0 +1,91 @@
+use std::process::ExitCode;
+
+use meshtrust_core::istio::remote_secret_manifest;
+use meshtrust_core::render::{Flavor, RenderOptions, gitops};
+use meshtrust_engine::remote::fetch;
+
+use crate::args::{FlavorArg, GitopsArgs, Global, RemoteSecretArgs, RenderArgs, RenderCommand};
+use crate::context::{connect_openbao, load_mesh};
+use crate::error::CliError;
+
+pub async fn run(global: &Global, args: RenderArgs) -> Result<ExitCode, CliError> {
+    match args.command {
+        RenderCommand::Gitops(args) => render_gitops(global, args),
+        RenderCommand::RemoteSecret(args) => render_remote_secret(global, args).await,
+    }
+}
+
+fn yaml(value: &serde_json::Value) -> Result<String, CliError> {
+    serde_saphyr::to_string(value).map_err(|e| CliError::Usage(format!("cannot render YAML: {e}")))
+}
+
+fn render_gitops(global: &Global, args: GitopsArgs) -> Result<ExitCode, CliError> {
+    let mesh = load_mesh(global)?;
+    let flavor = match args.flavor {
+        FlavorArg::Argocd => Flavor::ArgoCd,
+        FlavorArg::Flux => Flavor::Flux,
+    };
+    let options = RenderOptions {
+        repo_url: args.repo_url,
+        path: args.path,
+        istio_version: args.istio_version,
+        ..RenderOptions::default()
+    };
+    let rendered = gitops(&mesh, flavor, &options);
+    match args.out {
+        None => {
+            let mut out = String::new();
+            for r in &rendered {
+                out.push_str(&format!(
+                    "---\n# Source: {}/{}\n{}",
+                    r.cluster,
+                    r.file,
+                    yaml(&r.object)?
+                ));
+            }
+            print!("{out}");
+        }
+        Some(dir) => {
+            for r in &rendered {
+                let folder = dir.join(&r.cluster);
+                let io = |e: std::io::Error| {
+                    CliError::Usage(format!("cannot write into {}: {e}", folder.display()))
+                };
+                std::fs::create_dir_all(&folder).map_err(io)?;
+                // Write then rename, so a reader never sees half a file.
+                let tmp = folder.join(format!(".{}.tmp", r.file));
+                std::fs::write(&tmp, yaml(&r.object)?).map_err(io)?;
+                std::fs::rename(&tmp, folder.join(&r.file)).map_err(io)?;
+            }
+            eprintln!("wrote {} files under {}", rendered.len(), dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn render_remote_secret(
+    global: &Global,
+    args: RemoteSecretArgs,
+) -> Result<ExitCode, CliError> {
+    let mesh = load_mesh(global)?;
+    let cluster = mesh.cluster(&args.cluster).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--cluster {}: no such cluster in {}",
+            args.cluster,
+            global.mesh.display()
+        ))
+    })?;
+    let bao = connect_openbao(&mesh)?;
+    let (kubeconfig, _) = fetch(&bao, &mesh, &cluster.name).await?;
+    let text = kubeconfig.expose_str().ok_or_else(|| {
+        CliError::Usage(format!(
+            "the kubeconfig published for {} is not UTF-8",
+            cluster.name
+        ))
+    })?;
+    print!(
+        "{}",
+        remote_secret_manifest(&cluster.name, &cluster.istio_namespace, text)
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,301 @@
+//! GitOps manifests for the mesh, in dependency order per cluster: OpenBao setup → meshtrust agent →
+//! istio-base → istiod → east-west gateway. ArgoCD Applications ordered by sync waves (seed 000), or Flux
+//! Kustomizations and HelmReleases chained with `dependsOn` (seed 001). Pure data.
+
+use serde_json::{Value, json};
+
+use crate::mesh::{ClusterSettings, Mesh};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    ArgoCd,
+    Flux,
+}
+
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    /// The Git repository holding the per-cluster paths (OpenBao setup Job, agent manifests).
+    pub repo_url: String,
+    /// Base path in it; each cluster uses `<path>/<cluster>/...`.
+    pub path: String,
+    pub istio_version: String,
+    pub istio_chart_repo: String,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            repo_url: "https://git.example.com/platform/mesh.git".into(),
+            path: "clusters".into(),
+            istio_version: "1.28.0".into(),
+            istio_chart_repo: "https://istio-release.storage.googleapis.com/charts".into(),
+        }
+    }
+}
+
+/// One rendered object and the file it belongs in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub cluster: String,
+    pub file: String,
+    pub object: Value,
+}
+
+/// istiod's multi-primary values for one cluster. `ISTIO_MULTIROOT_MESH` lets `ca rotate-root` change roots
+/// without restarting istiod.
+pub fn istiod_values(mesh: &Mesh, cluster: &ClusterSettings) -> Value {
+    json!({
+        "global": {
+            "meshID": mesh.mesh_id,
+            "multiCluster": {"clusterName": cluster.name},
+            "network": cluster.network,
+        },
+        "pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}},
+    })
+}
+
+/// The east-west gateway chart's values (Istio's multi-network setup).
+pub fn eastwest_values(cluster: &ClusterSettings) -> Value {
+    json!({
+        "name": "istio-eastwestgateway",
+        "labels": {"app": "istio-eastwestgateway", "istio": "eastwestgateway", "topology.istio.io/network": cluster.network},
+        "networkGateway": cluster.network,
+        "service": {"ports": [
+            {"name": "status-port", "port": 15021, "targetPort": 15021},
+            {"name": "tls", "port": 15443, "targetPort": 15443},
+            {"name": "tls-istiod", "port": 15012, "targetPort": 15012},
+            {"name": "tls-webhook", "port": 15017, "targetPort": 15017},
+        ]},
+    })
+}
+
+/// The Istio namespace, labelled with the cluster's network: a core object every flavor includes.
+pub fn istio_namespace(cluster: &ClusterSettings) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": cluster.istio_namespace, "labels": {"topology.istio.io/network": cluster.network}},
+    })
+}
+
+struct Step {
+    name: &'static str,
+    /// A Git path (OpenBao setup, agent) or a chart with values.
+    source: Source,
+}
+
+enum Source {
+    Git(&'static str),
+    Chart { chart: &'static str, values: Value },
+}
+
+fn steps(mesh: &Mesh, cluster: &ClusterSettings) -> Vec<Step> {
+    vec![
+        Step {
+            name: "openbao-setup",
+            source: Source::Git("openbao-setup"),
+        },
+        Step {
+            name: "meshtrust-agent",
+            source: Source::Git("meshtrust-agent"),
+        },
+        Step {
+            name: "istio-base",
+            source: Source::Chart {
+                chart: "base",
+                values: json!({"defaultRevision": "default"}),
+            },
+        },
+        Step {
+            name: "istiod",
+            source: Source::Chart {
+                chart: "istiod",
+                values: istiod_values(mesh, cluster),
+            },
+        },
+        Step {
+            name: "istio-eastwestgateway",
+            source: Source::Chart {
+                chart: "gateway",
+                values: eastwest_values(cluster),
+            },
+        },
+    ]
+}
+
+pub fn gitops(mesh: &Mesh, flavor: Flavor, options: &RenderOptions) -> Vec<Rendered> {
+    let mut out = Vec::new();
+    for cluster in &mesh.clusters {
+        let c = &cluster.name;
+        out.push(Rendered {
+            cluster: c.clone(),
+            file: "00-namespace.yaml".into(),
+            object: istio_namespace(cluster),
+        });
+        if flavor == Flavor::Flux {
+            out.push(Rendered {
+                cluster: c.clone(),
+                file: "01-helmrepository.yaml".into(),
+                object: json!({
+                    "apiVersion": "source.toolkit.fluxcd.io/v1",
+                    "kind": "HelmRepository",
+                    "metadata": {"name": "istio", "namespace": "flux-system"},
+                    "spec": {"interval": "1h", "url": options.istio_chart_repo},
+                }),
+            });
+        }
+        let mut previous: Option<String> = None;
+        for (wave, step) in steps(mesh, cluster).into_iter().enumerate() {
+            let name = format!("{}-{c}", step.name);
+            let object = match (flavor, &step.source) {
+                (Flavor::ArgoCd, source) => {
+                    argocd_application(&name, wave, cluster, source, options)
+                }
+                (Flavor::Flux, Source::Git(dir)) => json!({
+                    "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+                    "kind": "Kustomization",
+                    "metadata": {"name": name, "namespace": "flux-system"},
+                    "spec": flux_depends(json!({
+                        "interval": "10m",
+                        "path": format!("./{}/{c}/{dir}", options.path),
+                        "prune": true,
+                        "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
+                        "wait": true,
+                    }), &previous),
+                }),
+                (Flavor::Flux, Source::Chart { chart, values }) => json!({
+                    "apiVersion": "helm.toolkit.fluxcd.io/v2",
+                    "kind": "HelmRelease",
+                    "metadata": {"name": name, "namespace": "flux-system"},
+                    "spec": flux_depends(json!({
+                        "interval": "10m",
+                        "releaseName": step.name,
+                        "targetNamespace": cluster.istio_namespace,
+                        "chart": {"spec": {
+                            "chart": chart,
+                            "version": options.istio_version,
+                            "sourceRef": {"kind": "HelmRepository", "name": "istio", "namespace": "flux-system"},
+                        }},
+                        "values": values,
+                    }), &previous),
+                }),
+            };
+            out.push(Rendered {
+                cluster: c.clone(),
+                file: format!("{:02}-{}.yaml", wave + 10, step.name),
+                object,
+            });
+            previous = Some(name);
+        }
+    }
+    out
+}
+
+fn flux_depends(mut spec: Value, previous: &Option<String>) -> Value {
+    if let (Some(prev), Some(map)) = (previous, spec.as_object_mut()) {
+        map.insert("dependsOn".into(), json!([{"name": prev}]));
+    }
+    spec
+}
+
+fn argocd_application(
+    name: &str,
+    wave: usize,
+    cluster: &ClusterSettings,
+    source: &Source,
+    options: &RenderOptions,
+) -> Value {
+    let source = match source {
+        Source::Git(dir) => json!({
+            "repoURL": options.repo_url,
+            "targetRevision": "HEAD",
+            "path": format!("{}/{}/{dir}", options.path, cluster.name),
+        }),
+        Source::Chart { chart, values } => json!({
+            "repoURL": options.istio_chart_repo,
+            "chart": chart,
+            "targetRevision": options.istio_version,
+            "helm": {"valuesObject": values},
+        }),
+    };
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {
+            "name": name,
+            "namespace": "argocd",
+            // Waves run in order and each waits for the previous one to be healthy.
+            "annotations": {"argocd.argoproj.io/sync-wave": wave.to_string()},
+        },
+        "spec": {
+            "project": "default",
+            "source": source,
+            "destination": {"name": cluster.name, "namespace": cluster.istio_namespace},
+            "syncPolicy": {"automated": {"prune": true, "selfHeal": true}, "syncOptions": ["CreateNamespace=true", "ServerSideApply=true"]},
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn mesh() -> Mesh {
+        let text = "apiVersion: meshtrust.dev/v1\nkind: Mesh\nmeshID: mesh1\nclusters:\n  - name: cluster-a\n    kubeconfig: a\n    network: network1\n  - name: cluster-b\n    kubeconfig: b\n    network: network2\n";
+        Mesh::from_yaml(text, "mesh.yaml", PathBuf::from("/")).expect("mesh")
+    }
+
+    #[test]
+    fn flux_chains_every_step_with_depends_on() {
+        let r = gitops(&mesh(), Flavor::Flux, &RenderOptions::default());
+        let a: Vec<&Rendered> = r.iter().filter(|x| x.cluster == "cluster-a").collect();
+        let names: Vec<&str> = a
+            .iter()
+            .filter_map(|x| x.object["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "istio-system",
+                "istio",
+                "openbao-setup-cluster-a",
+                "meshtrust-agent-cluster-a",
+                "istio-base-cluster-a",
+                "istiod-cluster-a",
+                "istio-eastwestgateway-cluster-a"
+            ]
+        );
+        assert_eq!(
+            a[6].object["spec"]["dependsOn"][0]["name"],
+            "istiod-cluster-a"
+        );
+        assert_eq!(
+            a[5].object["spec"]["values"]["global"]["multiCluster"]["clusterName"],
+            "cluster-a"
+        );
+        assert!(a[2].object["spec"].get("dependsOn").is_none());
+    }
+
+    #[test]
+    fn argocd_orders_by_sync_wave() {
+        let r = gitops(&mesh(), Flavor::ArgoCd, &RenderOptions::default());
+        let waves: Vec<&str> = r
+            .iter()
+            .filter(|x| x.cluster == "cluster-b" && x.object["kind"] == "Application")
+            .filter_map(|x| {
+                x.object["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"].as_str()
+            })
+            .collect();
+        assert_eq!(waves, ["0", "1", "2", "3", "4"]);
+        let istiod = r
+            .iter()
+            .find(|x| x.object["metadata"]["name"] == "istiod-cluster-b")
+            .expect("istiod");
+        assert_eq!(
+            istiod.object["spec"]["source"]["helm"]["valuesObject"]["global"]["network"],
+            "network2"
+        );
+    }
+}
