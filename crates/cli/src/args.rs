@@ -13,6 +13,9 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug). MESHTRUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -33,6 +36,12 @@ pub struct Global {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
     Json,
@@ -49,6 +58,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// One table of the mesh: roots, intermediates and their expiry, peers synced, reader tokens.
     Status(StatusArgs),
+    /// Run the engine in a loop for one cluster, with that cluster's credentials and its own OpenBao role:
+    /// repairs drift from a watch, follows OpenBao by polling its change index, renews what falls due.
+    Agent(AgentArgs),
     /// CA operations.
     Ca(CaArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
@@ -165,4 +177,33 @@ pub struct GitopsArgs {
 pub struct RemoteSecretArgs {
     #[arg(long)]
     pub cluster: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The cluster this agent runs in (a name from the mesh file).
+    #[arg(long)]
+    pub cluster: String,
+    /// Use this kubeconfig instead of the in-cluster configuration.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// How often to read OpenBao's change index (one request).
+    #[arg(long, default_value = "10s")]
+    pub poll_interval: String,
+    /// A full reconcile at least this often (renewals).
+    #[arg(long, default_value = "5m")]
+    pub resync_interval: String,
+    /// The ServiceAccount token used to log in to OpenBao.
+    #[arg(
+        long,
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        conflicts_with = "token_request"
+    )]
+    pub token_file: PathBuf,
+    /// Get the login token from the TokenRequest API for agent.serviceAccount (for runs outside the cluster).
+    #[arg(long)]
+    pub token_request: bool,
 }

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     // One TLS provider for kube, reqwest and rcgen, installed before anything opens a connection.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => commands::verify::run(&cli.global, args).await,
             Command::Ca(args) => commands::ca::run(&cli.global, args).await,
             Command::Bao(args) => commands::bao::run(&cli.global, args),
+            Command::Agent(args) => commands::agent::run(&cli.global, args).await,
             Command::Render(args) => commands::render::run(&cli.global, args).await,
             Command::Status(args) => commands::status::run(&cli.global, args).await,
             Command::Completions(args) => {
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: args::LogFormat) {
     let default = match verbose {
         0 => "warn",
         1 => "info,meshtrust=info",
@@ -67,8 +68,11 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESHTRUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        args::LogFormat::Json => builder.json().try_init(),
+        args::LogFormat::Text => builder.try_init(),
+    };
 }

@@ -92,6 +92,44 @@ pub async fn connect(
     })
 }
 
+/// Connects with the in-cluster configuration (ServiceAccount token and CA), else the default kubeconfig.
+pub async fn connect_inferred(cluster: &str) -> Result<KubeCluster, ConnectError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| ConnectError::Default {
+            cluster: cluster.into(),
+            reason: e.to_string(),
+        })?;
+    from_config(cluster, config, None)
+}
+
+fn from_config(
+    cluster: &str,
+    config: kube::Config,
+    kubeconfig: Option<&Path>,
+) -> Result<KubeCluster, ConnectError> {
+    let server = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
+    let ca_pem = config
+        .root_cert
+        .as_ref()
+        .map(|certs| certs.iter().map(|der| der_to_pem(der)).collect::<String>());
+    let client = kube::Client::try_from(config).map_err(|e| ConnectError::Invalid {
+        cluster: cluster.into(),
+        path: kubeconfig.map(Path::to_path_buf).unwrap_or_default(),
+        reason: e.to_string(),
+    })?;
+    Ok(KubeCluster {
+        name: cluster.to_string(),
+        client,
+        server,
+        ca_pem,
+    })
+}
+
 fn der_to_pem(der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);

@@ -6,5 +6,5 @@ mod connect;
 mod port;
 mod probe;
 
-pub use connect::{ConnectError, KubeCluster, connect};
+pub use connect::{ConnectError, KubeCluster, connect, connect_inferred};
 pub use probe::probe_reader_kubeconfig;

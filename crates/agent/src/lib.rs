@@ -1,0 +1,12 @@
+//! `meshtrust agent`: the shared engine in a loop inside one cluster, with only that cluster's credentials and
+//! its own OpenBao role. It repairs drift of the Secrets it manages from a watch, follows OpenBao by polling the
+//! one-entry change index, renews what falls due, and serves health, readiness and metrics.
+#![forbid(unsafe_code)]
+
+mod health;
+mod login;
+mod run;
+
+pub use health::Health;
+pub use login::{JwtSource, login};
+pub use run::{AgentConfig, run};

@@ -1,0 +1,304 @@
+//! The agent as a separate process against the real OpenBao and API servers: it logs in with its own
+//! ServiceAccount through the cluster's Kubernetes auth mount, repairs drift from a watch, follows OpenBao by
+//! polling, serves health and metrics, and stops on SIGTERM.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use serde_json::json;
+use support::{Mesh, field};
+
+struct Agent {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut raw = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut raw) {
+        eprintln!("GET {path}: {e}");
+        return None;
+    }
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        text.split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+    ))
+}
+
+/// The agent's identity in its cluster: its ServiceAccount, allowed to have OpenBao review its tokens.
+async fn agent_identity(mesh: &Mesh, index: usize) {
+    let client = mesh.env.clusters[index].client().await.expect("client");
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("meshtrust-agent".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), "istio-system")
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("sa");
+    let crb: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "meshtrust-agent-auth-delegator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "meshtrust-agent", "namespace": "istio-system"}]
+    }))
+    .expect("crb");
+    Api::<ClusterRoleBinding>::all(client)
+        .create(&PostParams::default(), &crb)
+        .await
+        .expect("crb");
+}
+
+fn start_agent(mesh: &Mesh, index: usize) -> Agent {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let cluster = &mesh.env.clusters[index];
+    let child = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        .args([
+            "agent",
+            "--cluster",
+            &cluster.name,
+            "--token-request",
+            "--poll-interval",
+            "1s",
+            "--listen",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .arg("--mesh")
+        .arg(&mesh.file)
+        .arg("--log-format")
+        .arg("json")
+        .arg("-v")
+        .env("BAO_ADDR", &mesh.env.bao.addr)
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agent");
+    let agent = Agent { child, port };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some((200, _)) = http_get(port, "/readyz") {
+            return agent;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the agent did not become ready");
+}
+
+async fn wait_for<F, Fut>(limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("not repaired within {limit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_repairs_drift_at_once_and_follows_openbao() {
+    let mesh = Mesh::start(2, "");
+    mesh.ok(&["apply"]);
+    agent_identity(&mesh, 0).await;
+    let mut agent = start_agent(&mesh, 0);
+    let secrets: Api<Secret> = Api::namespaced(
+        mesh.env.clusters[0].client().await.expect("client"),
+        "istio-system",
+    );
+
+    // A deleted remote secret comes back.
+    secrets
+        .delete("istio-remote-secret-cluster-b", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let took = wait_for(Duration::from_secs(5), || async {
+        secrets
+            .get_opt("istio-remote-secret-cluster-b")
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    eprintln!("deleted remote secret restored in {took:?}");
+    assert!(took < Duration::from_secs(1), "restored in {took:?}");
+
+    // An edited cacerts comes back.
+    let original = field(
+        &secrets.get("cacerts").await.expect("cacerts"),
+        "root-cert.pem",
+    );
+    let mut edited = secrets.get("cacerts").await.expect("cacerts");
+    edited
+        .data
+        .as_mut()
+        .expect("data")
+        .insert("root-cert.pem".into(), ByteString(b"tampered\n".to_vec()));
+    secrets
+        .replace("cacerts", &PostParams::default(), &edited)
+        .await
+        .expect("edit");
+    let took = wait_for(Duration::from_secs(5), || async {
+        secrets
+            .get("cacerts")
+            .await
+            .map(|s| field(&s, "root-cert.pem") == original)
+            .unwrap_or(false)
+    })
+    .await;
+    eprintln!("edited cacerts restored in {took:?}");
+    assert!(took < Duration::from_secs(1), "restored in {took:?}");
+
+    // A change published for cluster-b reaches cluster-a within the poll interval (1 s here).
+    let kubeconfig = mesh.bao(&[
+        "kv",
+        "get",
+        "-field=cluster-b",
+        "secret/istio/remote-secrets/cluster-b",
+    ]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("kc");
+    std::fs::write(
+        &file,
+        kubeconfig.trim_end_matches('\n').to_string() + "\n# republished\n",
+    )
+    .expect("write");
+    mesh.bao(&[
+        "kv",
+        "put",
+        "secret/istio/remote-secrets/cluster-b",
+        &format!("cluster-b=@{}", file.display()),
+    ]);
+    let index: serde_json::Value = serde_json::from_str(&mesh.bao(&[
+        "kv",
+        "get",
+        "-format=json",
+        "secret/istio/meshtrust-index",
+    ]))
+    .expect("index");
+    let mut entry: serde_json::Value =
+        serde_json::from_str(index["data"]["data"]["cluster-b"].as_str().expect("entry"))
+            .expect("entry json");
+    entry["version"] = json!(2);
+    let a_entry = index["data"]["data"]["cluster-a"]
+        .as_str()
+        .expect("a")
+        .to_string();
+    mesh.bao(&[
+        "kv",
+        "put",
+        "secret/istio/meshtrust-index",
+        &format!("cluster-b={entry}"),
+        &format!("cluster-a={a_entry}"),
+    ]);
+    let took = wait_for(Duration::from_secs(5), || async {
+        secrets
+            .get("istio-remote-secret-cluster-b")
+            .await
+            .map(|s| {
+                s.metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .get("meshtrust.dev/kv-version")
+                    .map(String::as_str)
+                    == Some("2")
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    eprintln!("cluster-b's new version reached cluster-a in {took:?}");
+    assert!(
+        field(
+            &secrets
+                .get("istio-remote-secret-cluster-b")
+                .await
+                .expect("secret"),
+            "cluster-b"
+        )
+        .ends_with("# republished\n")
+    );
+
+    // Operations: metrics and readiness.
+    let (status, metrics) = http_get(agent.port, "/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("meshtrust_reconciles_total ")
+            && metrics
+                .contains("meshtrust_certificate_expiry_timestamp_seconds{secret=\"cacerts\"}"),
+        "{metrics}"
+    );
+    assert_eq!(http_get(agent.port, "/healthz").map(|r| r.0), Some(200));
+
+    // SIGTERM: a prompt, clean exit.
+    let pid = agent.child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = agent.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the agent must stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    let mut stderr = String::new();
+    use std::io::Read;
+    if let Some(mut pipe) = agent.child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with('{') && l.contains("\"level\"")),
+        "JSON logs"
+    );
+    assert!(
+        !stderr.contains("PRIVATE KEY") && !stderr.contains("token: "),
+        "no key material or tokens in logs"
+    );
+}
