@@ -148,6 +148,8 @@ pub enum RenderCommand {
     Gitops(GitopsArgs),
     /// The published remote secret of a cluster, exactly as `istioctl create-remote-secret` prints it.
     RemoteSecret(RemoteSecretArgs),
+    /// The agent's deploy files for a cluster: ServiceAccount, least-privilege RBAC, mesh file ConfigMap, Deployment.
+    Agent(RenderAgentArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -206,4 +208,12 @@ pub struct AgentArgs {
     /// Get the login token from the TokenRequest API for agent.serviceAccount (for runs outside the cluster).
     #[arg(long)]
     pub token_request: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RenderAgentArgs {
+    #[arg(long)]
+    pub cluster: String,
+    #[arg(long, default_value = concat!("ghcr.io/meshtrust/meshtrust:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
 }

@@ -112,3 +112,59 @@ async fn rendered_core_objects_pass_a_server_side_dry_run() {
         "true"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_deploy_files_pass_a_server_side_dry_run() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let mesh = Mesh::start(1, "");
+    mesh.ok(&["apply"]);
+    let client = mesh.env.clusters[0].client().await.expect("client");
+    let out = mesh.ok(&["render", "agent", "--cluster", "cluster-a"]);
+    let objects = documents(&out);
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment"
+        ]
+    );
+    let deployment = &objects[7];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for object in objects {
+        let api_version = object["apiVersion"].as_str().expect("apiVersion");
+        let kind = object["kind"].as_str().expect("kind");
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk)
+            .await
+            .expect("a kind the API server knows");
+        let resource: ApiResource = resource;
+        let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("object");
+        let api: Api<DynamicObject> = match (caps.scope, object["metadata"]["namespace"].as_str()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        api.create(&params, &dynamic)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} rejected by the API server: {e}"));
+    }
+}

@@ -1,10 +1,12 @@
 use std::process::ExitCode;
 
 use meshtrust_core::istio::remote_secret_manifest;
-use meshtrust_core::render::{Flavor, RenderOptions, gitops};
+use meshtrust_core::render::{Flavor, RenderOptions, agent_manifests, gitops};
 use meshtrust_engine::remote::fetch;
 
-use crate::args::{FlavorArg, GitopsArgs, Global, RemoteSecretArgs, RenderArgs, RenderCommand};
+use crate::args::{
+    FlavorArg, GitopsArgs, Global, RemoteSecretArgs, RenderAgentArgs, RenderArgs, RenderCommand,
+};
 use crate::context::{connect_openbao, load_mesh};
 use crate::error::CliError;
 
@@ -12,6 +14,7 @@ pub async fn run(global: &Global, args: RenderArgs) -> Result<ExitCode, CliError
     match args.command {
         RenderCommand::Gitops(args) => render_gitops(global, args),
         RenderCommand::RemoteSecret(args) => render_remote_secret(global, args).await,
+        RenderCommand::Agent(args) => render_agent(global, args),
     }
 }
 
@@ -87,5 +90,27 @@ async fn render_remote_secret(
         "{}",
         remote_secret_manifest(&cluster.name, &cluster.istio_namespace, text)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_agent(global: &Global, args: RenderAgentArgs) -> Result<ExitCode, CliError> {
+    let mesh = load_mesh(global)?;
+    let cluster = mesh.cluster(&args.cluster).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--cluster {}: no such cluster in {}",
+            args.cluster,
+            global.mesh.display()
+        ))
+    })?;
+    let text = std::fs::read_to_string(&global.mesh).map_err(|e| CliError::MeshFile {
+        path: global.mesh.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut out = String::new();
+    for object in agent_manifests(&mesh, cluster, &text, &args.image) {
+        out.push_str("---\n");
+        out.push_str(&yaml(&object)?);
+    }
+    print!("{out}");
     Ok(ExitCode::SUCCESS)
 }
