@@ -14,6 +14,7 @@ struct State {
     errors: u64,
     writes: u64,
     last_success: i64,
+    leader: bool,
     last_duration_seconds: f64,
     expiry: BTreeMap<String, i64>,
 }
@@ -51,6 +52,17 @@ impl Health {
         });
     }
 
+    pub fn set_leader(&self, leader: bool) {
+        self.with(|s| {
+            s.leader = leader;
+            if !leader {
+                // A standby that can reach its Lease is healthy; only the leader's rounds decide readiness.
+                s.ready = true;
+                s.reason = "standby".into();
+            }
+        });
+    }
+
     pub fn set_expiry(&self, object: &str, not_after: i64) {
         self.with(|s| {
             s.expiry.insert(object.to_string(), not_after);
@@ -64,6 +76,8 @@ impl Health {
     fn metrics(&self) -> String {
         self.with(|s| {
             let mut out = String::new();
+            out.push_str("# HELP meshtrust_leader 1 if this replica holds the Lease and writes.\n# TYPE meshtrust_leader gauge\n");
+            out.push_str(&format!("meshtrust_leader {}\n", u8::from(s.leader)));
             out.push_str("# HELP meshtrust_reconciles_total Reconcile rounds run.\n# TYPE meshtrust_reconciles_total counter\n");
             out.push_str(&format!("meshtrust_reconciles_total {}\n", s.reconciles));
             out.push_str("# HELP meshtrust_reconcile_errors_total Reconcile rounds that failed.\n# TYPE meshtrust_reconcile_errors_total counter\n");

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod health;
+mod lease;
 mod login;
 mod run;
 

@@ -24,6 +24,7 @@ use meshtrust_kube::KubeCluster;
 use rand::Rng;
 use tokio::sync::mpsc;
 
+use crate::lease::Elector;
 use crate::{Health, JwtSource, login};
 
 pub struct AgentConfig {
@@ -96,6 +97,10 @@ pub async fn run(
         tx.clone(),
     ));
 
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("meshtrust-agent-{}", std::process::id()));
+    let elector = Elector::new(kube.client.clone(), &settings.istio_namespace, identity);
+    let mut lead = tokio::time::interval(Elector::interval());
     let mut agent = Agent {
         config,
         kube,
@@ -104,6 +109,7 @@ pub async fn run(
         last_index: None,
         last_full: None,
         failures: 0,
+        leader: false,
     };
     let mut poll = tokio::time::interval(agent.config.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,10 +118,37 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
+                if agent.leader {
+                    elector.release().await;
+                }
                 return Ok(());
             }
-            _ = poll.tick() => agent.poll().await,
+            _ = lead.tick() => {
+                let leading = match elector.try_lead().await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reach the Lease; not leading until it can");
+                        false
+                    }
+                };
+                if !leading {
+                    agent.health.set_leader(false);
+                }
+                if leading != agent.leader {
+                    tracing::info!(leading, "leadership changed");
+                    agent.leader = leading;
+                    agent.health.set_leader(leading);
+                    if leading {
+                        let _ = tx.try_send(Trigger::Drift);
+                    }
+                }
+            }
+            _ = poll.tick(), if agent.leader => agent.poll().await,
             Some(trigger) = rx.recv() => {
+                if !agent.leader {
+                    // Followers only watch; the leader writes.
+                    continue;
+                }
                 // Coalesce a burst of events (our own writes echo back too) into one round.
                 while rx.try_recv().is_ok() {}
                 tracing::debug!(?trigger, "reconcile");
@@ -166,6 +199,7 @@ struct Agent {
     last_index: Option<u64>,
     last_full: Option<Instant>,
     failures: u32,
+    leader: bool,
 }
 
 impl Agent {

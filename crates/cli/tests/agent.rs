@@ -302,3 +302,101 @@ async fn the_agent_repairs_drift_at_once_and_follows_openbao() {
         "no key material or tokens in logs"
     );
 }
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (_, body) = http_get(port, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_only_the_leader_writes_and_the_other_takes_over() {
+    let mesh = Mesh::start(1, "");
+    mesh.ok(&["apply"]);
+    agent_identity(&mesh, 0).await;
+    let first = start_agent(&mesh, 0);
+    let second = start_agent(&mesh, 0);
+    let secrets: Api<Secret> = Api::namespaced(
+        mesh.env.clusters[0].client().await.expect("client"),
+        "istio-system",
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let leaders: Vec<f64> = [&first, &second]
+        .iter()
+        .map(|a| metric(a.port, "meshtrust_leader").unwrap_or(-1.0))
+        .collect();
+    assert_eq!(
+        leaders.iter().sum::<f64>(),
+        1.0,
+        "exactly one leader: {leaders:?}"
+    );
+    let (mut leader, follower) = if leaders[0] == 1.0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+
+    let cacerts_rv = secrets
+        .get("cacerts")
+        .await
+        .expect("cacerts")
+        .metadata
+        .resource_version;
+    secrets
+        .delete("cacerts", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for(Duration::from_secs(5), || async {
+        secrets.get_opt("cacerts").await.ok().flatten().is_some()
+    })
+    .await;
+    assert_ne!(
+        secrets
+            .get("cacerts")
+            .await
+            .expect("cacerts")
+            .metadata
+            .resource_version,
+        cacerts_rv
+    );
+    // Metrics are updated when the round ends, a moment after the write.
+    wait_for(Duration::from_secs(3), || async {
+        metric(leader.port, "meshtrust_writes_total").unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        metric(follower.port, "meshtrust_writes_total"),
+        Some(0.0),
+        "the follower wrote nothing"
+    );
+
+    // The leader dies without handing the Lease back: the follower takes over once it expires.
+    leader.child.kill().expect("kill");
+    let _ = leader.child.wait();
+    let start = Instant::now();
+    while metric(follower.port, "meshtrust_leader") != Some(1.0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the follower must take over"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("takeover after {:?}", start.elapsed());
+    secrets
+        .delete("istio-remote-secret-cluster-b", &DeleteParams::default())
+        .await
+        .ok();
+    secrets
+        .delete("cacerts", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for(Duration::from_secs(5), || async {
+        secrets.get_opt("cacerts").await.ok().flatten().is_some()
+    })
+    .await;
+    wait_for(Duration::from_secs(3), || async {
+        metric(follower.port, "meshtrust_writes_total").unwrap_or(0.0) >= 1.0
+    })
+    .await;
+}
