@@ -236,70 +236,6 @@ fn argocd_application(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use super::*;
-
-    fn mesh() -> Mesh {
-        let text = "apiVersion: meshtrust.dev/v1\nkind: Mesh\nmeshID: mesh1\nclusters:\n  - name: cluster-a\n    kubeconfig: a\n    network: network1\n  - name: cluster-b\n    kubeconfig: b\n    network: network2\n";
-        Mesh::from_yaml(text, "mesh.yaml", PathBuf::from("/")).expect("mesh")
-    }
-
-    #[test]
-    fn flux_chains_every_step_with_depends_on() {
-        let r = gitops(&mesh(), Flavor::Flux, &RenderOptions::default());
-        let a: Vec<&Rendered> = r.iter().filter(|x| x.cluster == "cluster-a").collect();
-        let names: Vec<&str> = a
-            .iter()
-            .filter_map(|x| x.object["metadata"]["name"].as_str())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "istio-system",
-                "istio",
-                "openbao-setup-cluster-a",
-                "meshtrust-agent-cluster-a",
-                "istio-base-cluster-a",
-                "istiod-cluster-a",
-                "istio-eastwestgateway-cluster-a"
-            ]
-        );
-        assert_eq!(
-            a[6].object["spec"]["dependsOn"][0]["name"],
-            "istiod-cluster-a"
-        );
-        assert_eq!(
-            a[5].object["spec"]["values"]["global"]["multiCluster"]["clusterName"],
-            "cluster-a"
-        );
-        assert!(a[2].object["spec"].get("dependsOn").is_none());
-    }
-
-    #[test]
-    fn argocd_orders_by_sync_wave() {
-        let r = gitops(&mesh(), Flavor::ArgoCd, &RenderOptions::default());
-        let waves: Vec<&str> = r
-            .iter()
-            .filter(|x| x.cluster == "cluster-b" && x.object["kind"] == "Application")
-            .filter_map(|x| {
-                x.object["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"].as_str()
-            })
-            .collect();
-        assert_eq!(waves, ["0", "1", "2", "3", "4"]);
-        let istiod = r
-            .iter()
-            .find(|x| x.object["metadata"]["name"] == "istiod-cluster-b")
-            .expect("istiod");
-        assert_eq!(
-            istiod.object["spec"]["source"]["helm"]["valuesObject"]["global"]["network"],
-            "network2"
-        );
-    }
-}
-
 /// The agent's deploy files for one cluster: its ServiceAccount, least-privilege RBAC, the mesh file as a
 /// ConfigMap, and a hardened Deployment (non-root, read-only root filesystem, probes). Two replicas: a Lease
 /// elects the one that writes.
@@ -399,4 +335,68 @@ pub fn agent_manifests(
             },
         }),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn mesh() -> Mesh {
+        let text = "apiVersion: meshtrust.dev/v1\nkind: Mesh\nmeshID: mesh1\nclusters:\n  - name: cluster-a\n    kubeconfig: a\n    network: network1\n  - name: cluster-b\n    kubeconfig: b\n    network: network2\n";
+        Mesh::from_yaml(text, "mesh.yaml", PathBuf::from("/")).expect("mesh")
+    }
+
+    #[test]
+    fn flux_chains_every_step_with_depends_on() {
+        let r = gitops(&mesh(), Flavor::Flux, &RenderOptions::default());
+        let a: Vec<&Rendered> = r.iter().filter(|x| x.cluster == "cluster-a").collect();
+        let names: Vec<&str> = a
+            .iter()
+            .filter_map(|x| x.object["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "istio-system",
+                "istio",
+                "openbao-setup-cluster-a",
+                "meshtrust-agent-cluster-a",
+                "istio-base-cluster-a",
+                "istiod-cluster-a",
+                "istio-eastwestgateway-cluster-a"
+            ]
+        );
+        assert_eq!(
+            a[6].object["spec"]["dependsOn"][0]["name"],
+            "istiod-cluster-a"
+        );
+        assert_eq!(
+            a[5].object["spec"]["values"]["global"]["multiCluster"]["clusterName"],
+            "cluster-a"
+        );
+        assert!(a[2].object["spec"].get("dependsOn").is_none());
+    }
+
+    #[test]
+    fn argocd_orders_by_sync_wave() {
+        let r = gitops(&mesh(), Flavor::ArgoCd, &RenderOptions::default());
+        let waves: Vec<&str> = r
+            .iter()
+            .filter(|x| x.cluster == "cluster-b" && x.object["kind"] == "Application")
+            .filter_map(|x| {
+                x.object["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"].as_str()
+            })
+            .collect();
+        assert_eq!(waves, ["0", "1", "2", "3", "4"]);
+        let istiod = r
+            .iter()
+            .find(|x| x.object["metadata"]["name"] == "istiod-cluster-b")
+            .expect("istiod");
+        assert_eq!(
+            istiod.object["spec"]["source"]["helm"]["valuesObject"]["global"]["network"],
+            "network2"
+        );
+    }
 }
