@@ -309,6 +309,8 @@ impl Agent {
             self.session = None;
         }
         self.failures += 1;
+        // Whatever failed is retried in full at the next poll that reaches OpenBao.
+        self.last_full = None;
         tracing::warn!(error = %e, failures = self.failures, "reconcile failed; keeping the last good state");
         self.health.failure(e.to_string());
     }

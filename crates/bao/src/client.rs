@@ -72,6 +72,31 @@ impl OpenBaoClient {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// The same server with a shorter per-request timeout, so a hung server is noticed sooner.
+    pub fn with_timeout(&self, timeout: Duration) -> PortResult<Self> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)));
+        if let Some(pem) = &self.config.ca_cert_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                error(
+                    ErrorKind::Invalid,
+                    "load BAO_CACERT",
+                    format!("not a PEM CA bundle: {e}"),
+                )
+            })?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| error(ErrorKind::Invalid, "build HTTP client", e.to_string()))?;
+        Ok(Self {
+            http,
+            config: self.config.clone(),
+            requests: self.requests.clone(),
+        })
+    }
+
     /// The same server, another token (an agent's login result).
     pub fn with_token(&self, token: String) -> Self {
         let mut config = (*self.config).clone();

@@ -198,6 +198,9 @@ pub struct AgentArgs {
     /// A full reconcile at least this often (renewals).
     #[arg(long, default_value = "5m")]
     pub resync_interval: String,
+    /// Give up on an OpenBao request after this long (then back off and keep the last good state).
+    #[arg(long, default_value = "10s")]
+    pub openbao_timeout: String,
     /// The ServiceAccount token used to log in to OpenBao.
     #[arg(
         long,

@@ -77,6 +77,15 @@ async fn agent_identity(mesh: &Mesh, index: usize) {
 }
 
 fn start_agent(mesh: &Mesh, index: usize) -> Agent {
+    start_agent_with(mesh, index, &mesh.file, &[])
+}
+
+fn start_agent_with(
+    mesh: &Mesh,
+    index: usize,
+    mesh_file: &std::path::Path,
+    extra: &[&str],
+) -> Agent {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
@@ -97,7 +106,8 @@ fn start_agent(mesh: &Mesh, index: usize) -> Agent {
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
         .arg("--mesh")
-        .arg(&mesh.file)
+        .arg(mesh_file)
+        .args(extra)
         .arg("--log-format")
         .arg("json")
         .arg("-v")
@@ -399,4 +409,98 @@ async fn of_two_replicas_only_the_leader_writes_and_the_other_takes_over() {
         metric(follower.port, "meshtrust_writes_total").unwrap_or(0.0) >= 1.0
     })
     .await;
+}
+
+/// Resumes a paused process even when the test fails half-way.
+struct Paused(u32);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openbao_outage_deletes_nothing_shows_in_readiness_and_heals_within_a_poll() {
+    let mesh = Mesh::start(2, "");
+    mesh.ok(&["apply"]);
+    agent_identity(&mesh, 0).await;
+    let agent = start_agent_with(&mesh, 0, &mesh.file, &["--openbao-timeout", "2s"]);
+    let secrets: Api<Secret> = Api::namespaced(
+        mesh.env.clusters[0].client().await.expect("client"),
+        "istio-system",
+    );
+    let names = || async {
+        let mut n: Vec<String> = secrets
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .collect();
+        n.sort();
+        n
+    };
+    let before = names().await;
+
+    // OpenBao hangs (SIGSTOP) for 30 s: requests time out, as with a dead server behind a load balancer.
+    let pid = mesh.env.bao.pid().expect("bao pid");
+    Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("stop");
+    let paused = Paused(pid);
+    let start = Instant::now();
+    while http_get(agent.port, "/readyz").map(|r| r.0) != Some(503) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "/readyz must report the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("/readyz reported the outage after {:?}", start.elapsed());
+    // Drift during the outage cannot be repaired (the kubeconfig lives in OpenBao), and nothing is deleted.
+    secrets
+        .delete("istio-remote-secret-cluster-b", &DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(start.elapsed())).await;
+    let mut expected = before.clone();
+    expected.retain(|n| n != "istio-remote-secret-cluster-b");
+    assert_eq!(
+        names().await,
+        expected,
+        "the agent deleted nothing while OpenBao was down"
+    );
+
+    drop(paused);
+    let resumed = Instant::now();
+    wait_for(Duration::from_secs(20), || async {
+        secrets
+            .get_opt("istio-remote-secret-cluster-b")
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    while http_get(agent.port, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(20),
+            "ready again after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("in sync {:?} after OpenBao came back", resumed.elapsed());
+    assert_eq!(names().await, before);
+    assert!(
+        mesh.json(&["plan"])["changes"]
+            .as_array()
+            .expect("changes")
+            .is_empty(),
+        "in sync"
+    );
 }

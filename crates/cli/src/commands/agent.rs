@@ -32,7 +32,8 @@ pub async fn run(global: &Global, args: AgentArgs) -> Result<ExitCode, CliError>
         token: String::new(),
         namespace: mesh.openbao.namespace.clone(),
         ca_cert_pem: None,
-    })?;
+    })?
+    .with_timeout(span("--openbao-timeout", &args.openbao_timeout)?)?;
     let jwt = if args.token_request {
         JwtSource::TokenRequest {
             namespace: mesh.agent.namespace.clone(),
