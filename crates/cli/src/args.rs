@@ -98,6 +98,9 @@ pub struct PlanArgs {
     /// Take over an existing istio-system/cacerts that meshtrust does not manage.
     #[arg(long)]
     pub adopt: bool,
+    /// Only OpenBao's side (namespace, mounts, root, auth, policies); the agents do the clusters.
+    #[arg(long)]
+    pub openbao_only: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -504,3 +504,101 @@ async fn an_openbao_outage_deletes_nothing_shows_in_readiness_and_heals_within_a
         "in sync"
     );
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The agent's resident memory at idle, synced with 2 and with 100 peers (simulated in OpenBao).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_memory_at_idle_with_2_and_100_peers() {
+    let mut results = Vec::new();
+    for peers in [2usize, 100] {
+        let mesh = Mesh::start(1, "");
+        let file = support::mesh_with_simulated_peers(&mesh, peers).await;
+        agent_identity(&mesh, 0).await;
+        let agent = start_agent_with(&mesh, 0, &file, &[]);
+        let secrets: Api<Secret> = Api::namespaced(
+            mesh.env.clusters[0].client().await.expect("client"),
+            "istio-system",
+        );
+        wait_for(Duration::from_secs(30), || async {
+            secrets
+                .list(&kube::api::ListParams::default().labels("istio/multiCluster=true"))
+                .await
+                .map(|l| l.items.len() == peers)
+                .unwrap_or(false)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let kib = rss_kib(agent.child.id());
+        eprintln!(
+            "agent RSS at idle with {peers} peers: {:.1} MiB",
+            kib as f64 / 1024.0
+        );
+        results.push(kib);
+        assert!(kib > 0 && kib < 200 * 1024, "RSS {kib} KiB");
+    }
+}
+
+/// From an empty OpenBao and two empty clusters: the admin configures OpenBao only, then one agent per cluster
+/// (each with only its own credentials) brings the whole mesh to a consistent state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_bring_an_empty_mesh_to_a_consistent_state() {
+    let mesh = Mesh::start(2, "");
+    let out = mesh.json(&["apply", "--openbao-only"]);
+    let touched_clusters = out["applied"].as_array().expect("applied").iter().any(|c| {
+        c["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("cluster"))
+    });
+    assert!(
+        !touched_clusters,
+        "the admin apply wrote only to OpenBao: {out}"
+    );
+    assert!(mesh.secret(0, "istio-system", "cacerts").await.is_none());
+
+    // The agent's ServiceAccount lives in istio-system, which the agent's deploy files (or GitOps) create.
+    for i in 0..2 {
+        let client = mesh.env.clusters[i].client().await.expect("client");
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "istio-system"}})).expect("ns");
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("ns");
+        agent_identity(&mesh, i).await;
+    }
+    let _a = start_agent(&mesh, 0);
+    let _b = start_agent(&mesh, 1);
+    let start = Instant::now();
+    loop {
+        let out = mesh.meshtrust(&["verify"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the agents did not converge:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "two agents brought the mesh to a consistent state in {:?}",
+        start.elapsed()
+    );
+    assert!(
+        mesh.json(&["plan"])["changes"]
+            .as_array()
+            .expect("changes")
+            .is_empty()
+    );
+}

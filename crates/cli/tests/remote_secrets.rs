@@ -15,8 +15,7 @@ use kube::{Api, Client};
 use meshtrust_bao::{OpenBaoClient, OpenBaoConfig};
 use meshtrust_core::mesh::Mesh as MeshFile;
 use meshtrust_core::planner::PlanOptions;
-use meshtrust_core::ports::{Cluster, OpenBao};
-use meshtrust_core::secret::SecretBytes;
+use meshtrust_core::ports::Cluster;
 use meshtrust_engine::Engine;
 use serde_json::json;
 use support::{Mesh, field};
@@ -276,21 +275,11 @@ async fn a_remote_secret_meshtrust_does_not_own_is_never_touched() {
     assert_eq!(field(still, "cluster-b"), "made by istioctl");
 }
 
-/// Builds an agent-scoped engine (only cluster-a connected, OpenBao configuration left alone) for a mesh of
-/// cluster-a plus `fake` simulated peers that exist only in OpenBao, and returns the OpenBao requests an idle
-/// plan costs.
+/// An agent-scoped engine (only cluster-a connected, OpenBao configuration left alone) for a mesh of
+/// cluster-a plus `fake` simulated peers: the OpenBao requests an idle plan costs.
 async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> u64 {
-    let a = &mesh.env.clusters[0];
-    let mut text = format!(
-        "apiVersion: meshtrust.dev/v1\nkind: Mesh\nclusters:\n  - name: cluster-a\n    kubeconfig: {}\n",
-        a.kubeconfig.display()
-    );
-    let peers: Vec<String> = (0..fake).map(|i| format!("peer-{i}")).collect();
-    for p in &peers {
-        text.push_str(&format!(
-            "  - name: {p}\n    apiServer: https://127.0.0.1:1\n"
-        ));
-    }
+    let path = support::mesh_with_simulated_peers(mesh, fake).await;
+    let text = std::fs::read_to_string(&path).expect("mesh");
     let file = MeshFile::from_yaml(&text, "mesh.yaml", mesh.env.dir().to_path_buf()).expect("mesh");
     let bao = OpenBaoClient::new(OpenBaoConfig {
         address: mesh.env.bao.addr.clone(),
@@ -299,46 +288,16 @@ async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> u64 {
         ca_cert_pem: None,
     })
     .expect("client");
-    for p in &peers {
-        let data = BTreeMap::from([(p.clone(), SecretBytes::new(format!("kubeconfig of {p}")))]);
-        let path = format!("istio/remote-secrets/{p}");
-        let current = bao
-            .kv_get("secret", &path)
-            .await
-            .expect("get")
-            .map(|e| e.version)
-            .unwrap_or(0);
-        bao.kv_put("secret", &path, &data, current)
-            .await
-            .expect("put");
-        let entry = json!({"version": current + 1, "tokenExpires": 4_000_000_000i64, "configHash": "simulated"}).to_string();
-        let index = bao
-            .kv_get("secret", "istio/meshtrust-index")
-            .await
-            .expect("index");
-        let (v, mut fields) = index.map(|e| (e.version, e.data)).unwrap_or_default();
-        fields.insert(p.clone(), SecretBytes::new(entry));
-        bao.kv_put("secret", "istio/meshtrust-index", &fields, v)
-            .await
-            .expect("index put");
-    }
+    let a = &mesh.env.clusters[0];
     let kube = meshtrust_kube::connect("cluster-a", Some(&a.kubeconfig), None)
         .await
         .expect("connect");
     let clusters: BTreeMap<String, Arc<dyn Cluster>> =
         BTreeMap::from([("cluster-a".to_string(), Arc::new(kube) as Arc<dyn Cluster>)]);
-    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
-    let admin = Engine::new(file.clone(), Arc::new(bao.clone()), clusters.clone());
-    admin
-        .converge(&now, PlanOptions::default(), &mut |_, _| {})
-        .await
-        .expect("settle");
     let agent = Engine::new(file, Arc::new(bao.clone()), clusters).without_openbao_config();
     let before = bao.request_count();
-    let (plan, _) = agent
-        .plan(now(), PlanOptions::default())
-        .await
-        .expect("plan");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (plan, _) = agent.plan(now, PlanOptions::default()).await.expect("plan");
     let cost = bao.request_count() - before;
     assert!(plan.is_empty(), "idle: {plan}");
     assert_eq!(

@@ -19,6 +19,8 @@ pub struct Engine {
     pub(crate) clusters: BTreeMap<String, Arc<dyn Cluster>>,
     /// Whether this engine manages OpenBao's configuration (the admin CLI does; an agent cannot).
     pub(crate) manage_openbao: bool,
+    /// Whether this engine writes to the clusters (`apply --openbao-only` does not: the agents will).
+    pub(crate) manage_clusters: bool,
 }
 
 const CONFLICT_RETRIES: usize = 5;
@@ -34,7 +36,14 @@ impl Engine {
             bao,
             clusters,
             manage_openbao: true,
+            manage_clusters: true,
         }
+    }
+
+    /// An engine that configures OpenBao only and leaves the clusters to their agents.
+    pub fn only_openbao_config(mut self) -> Self {
+        self.manage_clusters = false;
+        self
     }
 
     /// An engine that leaves OpenBao's configuration (mounts, auth, policies) alone, as an agent must.
@@ -73,6 +82,11 @@ impl Engine {
         let mut plan = plan(&self.mesh, &observation.facts, options);
         if !self.manage_openbao {
             plan.changes.retain(|c| !c.action.is_openbao_config());
+        }
+        if !self.manage_clusters {
+            plan.changes.retain(|c| c.action.is_openbao_config());
+            plan.blockers.clear();
+            plan.warnings.clear();
         }
         Ok((plan, observation))
     }

@@ -9,7 +9,10 @@ use crate::error::CliError;
 use crate::output::emit;
 
 pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> {
-    let ctx = connect_all(global).await?;
+    let mut ctx = connect_all(global).await?;
+    if args.openbao_only {
+        ctx.engine = ctx.engine.only_openbao_config();
+    }
     let text = global.output == OutputFormat::Text;
     let mut progress = |change: &meshtrust_core::plan::Change,
                         applied: &meshtrust_engine::AppliedChange| {

@@ -8,7 +8,10 @@ use crate::error::CliError;
 use crate::output::emit;
 
 pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> {
-    let ctx = connect_all(global).await?;
+    let mut ctx = connect_all(global).await?;
+    if args.openbao_only {
+        ctx.engine = ctx.engine.only_openbao_config();
+    }
     let (plan, _) = ctx
         .engine
         .plan(now(), PlanOptions { adopt: args.adopt })

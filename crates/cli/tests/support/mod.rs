@@ -140,3 +140,67 @@ pub fn openssl_pubkey(pem: &str, is_cert: bool) -> String {
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// A mesh of the environment's first cluster plus `fake` peers that exist only in OpenBao (a published KV entry
+/// and an index entry each), as an in-process admin engine sets it up. Returns the mesh file's path.
+pub async fn mesh_with_simulated_peers(mesh: &Mesh, fake: usize) -> PathBuf {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use meshtrust_bao::{OpenBaoClient, OpenBaoConfig};
+    use meshtrust_core::planner::PlanOptions;
+    use meshtrust_core::ports::{Cluster, OpenBao};
+    use meshtrust_core::secret::SecretBytes;
+    use meshtrust_engine::Engine;
+
+    let a = &mesh.env.clusters[0];
+    let mut text = format!(
+        "apiVersion: meshtrust.dev/v1\nkind: Mesh\nopenbao:\n  address: {}\nclusters:\n  - name: cluster-a\n    kubeconfig: {}\n",
+        mesh.env.bao.addr,
+        a.kubeconfig.display()
+    );
+    let peers: Vec<String> = (0..fake).map(|i| format!("peer-{i}")).collect();
+    for p in &peers {
+        text.push_str(&format!(
+            "  - name: {p}\n    apiServer: https://127.0.0.1:1\n"
+        ));
+    }
+    let path = mesh.env.dir().join(format!("mesh-{fake}-peers.yaml"));
+    std::fs::write(&path, &text).expect("mesh file");
+    let file =
+        meshtrust_core::mesh::Mesh::from_yaml(&text, "mesh.yaml", mesh.env.dir().to_path_buf())
+            .expect("mesh");
+    let bao = OpenBaoClient::new(OpenBaoConfig {
+        address: mesh.env.bao.addr.clone(),
+        token: mesh.env.bao.root_token.clone(),
+        namespace: None,
+        ca_cert_pem: None,
+    })
+    .expect("client");
+    let mut index = BTreeMap::new();
+    for p in &peers {
+        let data = BTreeMap::from([(p.clone(), SecretBytes::new(format!("kubeconfig of {p}")))]);
+        let version = bao
+            .kv_put("secret", &format!("istio/remote-secrets/{p}"), &data, 0)
+            .await
+            .expect("put");
+        let entry = serde_json::json!({"version": version, "tokenExpires": 4_000_000_000i64, "configHash": "simulated"});
+        index.insert(p.clone(), SecretBytes::new(entry.to_string()));
+    }
+    if !index.is_empty() {
+        bao.kv_put("secret", "istio/meshtrust-index", &index, 0)
+            .await
+            .expect("index");
+    }
+    let kube = meshtrust_kube::connect("cluster-a", Some(&a.kubeconfig), None)
+        .await
+        .expect("connect");
+    let clusters: BTreeMap<String, Arc<dyn Cluster>> =
+        BTreeMap::from([("cluster-a".to_string(), Arc::new(kube) as Arc<dyn Cluster>)]);
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+    Engine::new(file, Arc::new(bao), clusters)
+        .converge(&now, PlanOptions::default(), &mut |_, _| {})
+        .await
+        .expect("settle");
+    path
+}
