@@ -36,22 +36,7 @@ pub(crate) fn error(kind: ErrorKind, operation: &str, message: impl Into<String>
 
 impl OpenBaoClient {
     pub fn new(config: OpenBaoConfig) -> PortResult<Self> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5));
-        if let Some(pem) = &config.ca_cert_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
-                error(
-                    ErrorKind::Invalid,
-                    "load BAO_CACERT",
-                    format!("not a PEM CA bundle: {e}"),
-                )
-            })?;
-            builder = builder.tls_certs_only(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| error(ErrorKind::Invalid, "build HTTP client", e.to_string()))?;
+        let http = http_client(&config, Duration::from_secs(30))?;
         Ok(Self {
             http,
             config: Arc::new(config),
@@ -74,24 +59,8 @@ impl OpenBaoClient {
 
     /// The same server with a shorter per-request timeout, so a hung server is noticed sooner.
     pub fn with_timeout(&self, timeout: Duration) -> PortResult<Self> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)));
-        if let Some(pem) = &self.config.ca_cert_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
-                error(
-                    ErrorKind::Invalid,
-                    "load BAO_CACERT",
-                    format!("not a PEM CA bundle: {e}"),
-                )
-            })?;
-            builder = builder.tls_certs_only(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| error(ErrorKind::Invalid, "build HTTP client", e.to_string()))?;
         Ok(Self {
-            http,
+            http: http_client(&self.config, timeout)?,
             config: self.config.clone(),
             requests: self.requests.clone(),
         })
@@ -172,6 +141,26 @@ impl OpenBaoClient {
         let response = self.call(method, path, body).await?;
         check(&operation, response)
     }
+}
+
+/// The HTTP client for `config`: its CA bundle if any, and a bound on every request.
+fn http_client(config: &OpenBaoConfig, timeout: Duration) -> PortResult<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)));
+    if let Some(pem) = &config.ca_cert_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+            error(
+                ErrorKind::Invalid,
+                "load BAO_CACERT",
+                format!("not a PEM CA bundle: {e}"),
+            )
+        })?;
+        builder = builder.tls_certs_only(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| error(ErrorKind::Invalid, "build HTTP client", e.to_string()))
 }
 
 fn root_cause(e: &reqwest::Error) -> String {

@@ -35,6 +35,20 @@ pub fn load_mesh(global: &Global) -> Result<Mesh, CliError> {
     )?)
 }
 
+/// The mesh file's cluster named by `--cluster`, or an error that says where it was looked for.
+pub fn cluster_named<'a>(
+    mesh: &'a Mesh,
+    name: &str,
+    global: &Global,
+) -> Result<&'a meshtrust_core::mesh::ClusterSettings, CliError> {
+    mesh.cluster(name).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--cluster {name}: no such cluster in {}",
+            global.mesh.display()
+        ))
+    })
+}
+
 pub struct Context {
     pub engine: Engine,
     pub bao: OpenBaoClient,

@@ -12,7 +12,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use meshtrust_bao::{OpenBaoClient, OpenBaoConfig};
 use meshtrust_core::mesh::Mesh as MeshFile;
 use meshtrust_core::planner::PlanOptions;
 use meshtrust_core::ports::Cluster;
@@ -281,13 +280,7 @@ async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> u64 {
     let path = support::mesh_with_simulated_peers(mesh, fake).await;
     let text = std::fs::read_to_string(&path).expect("mesh");
     let file = MeshFile::from_yaml(&text, "mesh.yaml", mesh.env.dir().to_path_buf()).expect("mesh");
-    let bao = OpenBaoClient::new(OpenBaoConfig {
-        address: mesh.env.bao.addr.clone(),
-        token: mesh.env.bao.root_token.clone(),
-        namespace: None,
-        ca_cert_pem: None,
-    })
-    .expect("client");
+    let bao = support::root_openbao(mesh);
     let a = &mesh.env.clusters[0];
     let kube = meshtrust_kube::connect("cluster-a", Some(&a.kubeconfig), None)
         .await

@@ -70,26 +70,7 @@ pub async fn connect(
                 }
             })?,
         };
-    let server = config
-        .cluster_url
-        .to_string()
-        .trim_end_matches('/')
-        .to_string();
-    let ca_pem = config
-        .root_cert
-        .as_ref()
-        .map(|certs| certs.iter().map(|der| der_to_pem(der)).collect::<String>());
-    let client = kube::Client::try_from(config).map_err(|e| ConnectError::Invalid {
-        cluster: cluster.into(),
-        path: kubeconfig.map(Path::to_path_buf).unwrap_or_default(),
-        reason: e.to_string(),
-    })?;
-    Ok(KubeCluster {
-        name: cluster.to_string(),
-        client,
-        server,
-        ca_pem,
-    })
+    from_config(cluster, config, kubeconfig)
 }
 
 /// Connects with the in-cluster configuration (ServiceAccount token and CA), else the default kubeconfig.

@@ -7,7 +7,7 @@ use meshtrust_engine::remote::fetch;
 use crate::args::{
     FlavorArg, GitopsArgs, Global, RemoteSecretArgs, RenderAgentArgs, RenderArgs, RenderCommand,
 };
-use crate::context::{connect_openbao, load_mesh};
+use crate::context::{cluster_named, connect_openbao, load_mesh};
 use crate::error::CliError;
 
 pub async fn run(global: &Global, args: RenderArgs) -> Result<ExitCode, CliError> {
@@ -71,13 +71,7 @@ async fn render_remote_secret(
     args: RemoteSecretArgs,
 ) -> Result<ExitCode, CliError> {
     let mesh = load_mesh(global)?;
-    let cluster = mesh.cluster(&args.cluster).ok_or_else(|| {
-        CliError::Usage(format!(
-            "--cluster {}: no such cluster in {}",
-            args.cluster,
-            global.mesh.display()
-        ))
-    })?;
+    let cluster = cluster_named(&mesh, &args.cluster, global)?;
     let bao = connect_openbao(&mesh)?;
     let (kubeconfig, _) = fetch(&bao, &mesh, &cluster.name).await?;
     let text = kubeconfig.expose_str().ok_or_else(|| {
@@ -95,13 +89,7 @@ async fn render_remote_secret(
 
 fn render_agent(global: &Global, args: RenderAgentArgs) -> Result<ExitCode, CliError> {
     let mesh = load_mesh(global)?;
-    let cluster = mesh.cluster(&args.cluster).ok_or_else(|| {
-        CliError::Usage(format!(
-            "--cluster {}: no such cluster in {}",
-            args.cluster,
-            global.mesh.display()
-        ))
-    })?;
+    let cluster = cluster_named(&mesh, &args.cluster, global)?;
     let text = std::fs::read_to_string(&global.mesh).map_err(|e| CliError::MeshFile {
         path: global.mesh.display().to_string(),
         reason: e.to_string(),

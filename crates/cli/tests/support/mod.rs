@@ -147,7 +147,6 @@ pub async fn mesh_with_simulated_peers(mesh: &Mesh, fake: usize) -> PathBuf {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use meshtrust_bao::{OpenBaoClient, OpenBaoConfig};
     use meshtrust_core::planner::PlanOptions;
     use meshtrust_core::ports::{Cluster, OpenBao};
     use meshtrust_core::secret::SecretBytes;
@@ -170,13 +169,7 @@ pub async fn mesh_with_simulated_peers(mesh: &Mesh, fake: usize) -> PathBuf {
     let file =
         meshtrust_core::mesh::Mesh::from_yaml(&text, "mesh.yaml", mesh.env.dir().to_path_buf())
             .expect("mesh");
-    let bao = OpenBaoClient::new(OpenBaoConfig {
-        address: mesh.env.bao.addr.clone(),
-        token: mesh.env.bao.root_token.clone(),
-        namespace: None,
-        ca_cert_pem: None,
-    })
-    .expect("client");
+    let bao = root_openbao(mesh);
     let mut index = BTreeMap::new();
     for p in &peers {
         let data = BTreeMap::from([(p.clone(), SecretBytes::new(format!("kubeconfig of {p}")))]);
@@ -203,4 +196,15 @@ pub async fn mesh_with_simulated_peers(mesh: &Mesh, fake: usize) -> PathBuf {
         .await
         .expect("settle");
     path
+}
+
+/// An OpenBao client with the environment's root token.
+pub fn root_openbao(mesh: &Mesh) -> meshtrust_bao::OpenBaoClient {
+    meshtrust_bao::OpenBaoClient::new(meshtrust_bao::OpenBaoConfig {
+        address: mesh.env.bao.addr.clone(),
+        token: mesh.env.bao.root_token.clone(),
+        namespace: None,
+        ca_cert_pem: None,
+    })
+    .expect("OpenBao client")
 }
