@@ -220,6 +220,9 @@ pub struct AgentArgs {
 pub struct RenderAgentArgs {
     #[arg(long)]
     pub cluster: String,
+    /// Write one file per object plus a kustomization.yaml into DIR instead of printing them.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[arg(long, default_value = concat!("ghcr.io/meshtrust/meshtrust:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
 }

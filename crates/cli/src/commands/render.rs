@@ -50,15 +50,7 @@ fn render_gitops(global: &Global, args: GitopsArgs) -> Result<ExitCode, CliError
         }
         Some(dir) => {
             for r in &rendered {
-                let folder = dir.join(&r.cluster);
-                let io = |e: std::io::Error| {
-                    CliError::Usage(format!("cannot write into {}: {e}", folder.display()))
-                };
-                std::fs::create_dir_all(&folder).map_err(io)?;
-                // Write then rename, so a reader never sees half a file.
-                let tmp = folder.join(format!(".{}.tmp", r.file));
-                std::fs::write(&tmp, yaml(&r.object)?).map_err(io)?;
-                std::fs::rename(&tmp, folder.join(&r.file)).map_err(io)?;
+                write_atomic(&dir.join(&r.cluster), &r.file, &yaml(&r.object)?)?;
             }
             eprintln!("wrote {} files under {}", rendered.len(), dir.display());
         }
@@ -94,11 +86,47 @@ fn render_agent(global: &Global, args: RenderAgentArgs) -> Result<ExitCode, CliE
         path: global.mesh.display().to_string(),
         reason: e.to_string(),
     })?;
-    let mut out = String::new();
-    for object in agent_manifests(&mesh, cluster, &text, &args.image) {
-        out.push_str("---\n");
-        out.push_str(&yaml(&object)?);
+    let objects = agent_manifests(&mesh, cluster, &text, &args.image);
+    match &args.out {
+        None => {
+            let mut out = String::new();
+            for object in &objects {
+                out.push_str("---\n");
+                out.push_str(&yaml(object)?);
+            }
+            print!("{out}");
+        }
+        Some(dir) => {
+            let mut files = Vec::new();
+            for (i, object) in objects.iter().enumerate() {
+                let kind = object["kind"].as_str().unwrap_or("object").to_lowercase();
+                let name = object["metadata"]["name"].as_str().unwrap_or("unnamed");
+                let file = format!("{i:02}-{kind}-{name}.yaml");
+                write_atomic(dir, &file, &yaml(object)?)?;
+                files.push(file);
+            }
+            let kustomization = serde_json::json!({
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": files,
+            });
+            write_atomic(dir, "kustomization.yaml", &yaml(&kustomization)?)?;
+            eprintln!(
+                "wrote {} files and kustomization.yaml into {}",
+                objects.len(),
+                dir.display()
+            );
+        }
     }
-    print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `dir/file` through a temporary file and a rename, so a reader never sees half a file.
+fn write_atomic(dir: &std::path::Path, file: &str, content: &str) -> Result<(), CliError> {
+    let io =
+        |e: std::io::Error| CliError::Usage(format!("cannot write into {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, content).map_err(io)?;
+    std::fs::rename(&tmp, dir.join(file)).map_err(io)
 }
