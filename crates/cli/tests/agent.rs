@@ -411,20 +411,9 @@ async fn of_two_replicas_only_the_leader_writes_and_the_other_takes_over() {
     .await;
 }
 
-/// Resumes a paused process even when the test fails half-way.
-struct Paused(u32);
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openbao_outage_deletes_nothing_shows_in_readiness_and_heals_within_a_poll() {
-    let mesh = Mesh::start(2, "");
+    let mut mesh = Mesh::start_persistent(2, "");
     mesh.ok(&["apply"]);
     agent_identity(&mesh, 0).await;
     let agent = start_agent_with(&mesh, 0, &mesh.file, &["--openbao-timeout", "2s"]);
@@ -446,13 +435,8 @@ async fn an_openbao_outage_deletes_nothing_shows_in_readiness_and_heals_within_a
     };
     let before = names().await;
 
-    // OpenBao hangs (SIGSTOP) for 30 s: requests time out, as with a dead server behind a load balancer.
-    let pid = mesh.env.bao.pid().expect("bao pid");
-    Command::new("kill")
-        .args(["-STOP", &pid.to_string()])
-        .status()
-        .expect("stop");
-    let paused = Paused(pid);
+    // OpenBao is stopped for 30 s (file storage: it comes back with its state, sealed, and is unsealed).
+    mesh.env.bao.stop();
     let start = Instant::now();
     while http_get(agent.port, "/readyz").map(|r| r.0) != Some(503) {
         assert!(
@@ -476,7 +460,10 @@ async fn an_openbao_outage_deletes_nothing_shows_in_readiness_and_heals_within_a
         "the agent deleted nothing while OpenBao was down"
     );
 
-    drop(paused);
+    mesh.env
+        .bao
+        .restart()
+        .expect("OpenBao restarts with its state");
     let resumed = Instant::now();
     wait_for(Duration::from_secs(20), || async {
         secrets

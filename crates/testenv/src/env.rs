@@ -18,11 +18,18 @@ pub fn cluster_name(index: usize) -> String {
 pub struct TestEnvBuilder {
     clusters: usize,
     dir: Option<PathBuf>,
+    persistent_openbao: bool,
 }
 
 impl TestEnvBuilder {
     pub fn clusters(mut self, n: usize) -> Self {
         self.clusters = n;
+        self
+    }
+
+    /// An OpenBao with file storage that keeps its state across [`OpenBaoServer::restart`].
+    pub fn persistent_openbao(mut self) -> Self {
+        self.persistent_openbao = true;
         self
     }
 
@@ -49,7 +56,11 @@ impl TestEnvBuilder {
                 (tmp.path().to_path_buf(), Some(tmp))
             }
         };
-        let bao = OpenBaoServer::start(&bins, &dir)?;
+        let bao = if self.persistent_openbao {
+            OpenBaoServer::start_persistent(&bins, &dir)?
+        } else {
+            OpenBaoServer::start(&bins, &dir)?
+        };
         let etcd = Etcd::start(&bins, &dir)?;
         let mut clusters = Vec::with_capacity(self.clusters);
         for i in 0..self.clusters {
@@ -85,6 +96,7 @@ impl TestEnv {
         TestEnvBuilder {
             clusters: 2,
             dir: None,
+            persistent_openbao: false,
         }
     }
 

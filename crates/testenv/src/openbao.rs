@@ -7,7 +7,9 @@ use rand::distr::Alphanumeric;
 use crate::process::ManagedProcess;
 use crate::{Binaries, TestEnvError, ports::free_port};
 
-/// A real OpenBao server in dev mode (in-memory storage, unsealed, KV v2 at `secret/`) with a random root token.
+/// A real OpenBao server on a loopback port: in dev mode (in-memory storage, unsealed, KV v2 at `secret/`, a
+/// random root token), or persistent (file storage, initialised and unsealed with one key) for tests that
+/// restart it and expect its state back.
 pub struct OpenBaoServer {
     pub addr: String,
     pub root_token: String,
@@ -15,6 +17,8 @@ pub struct OpenBaoServer {
     bin: std::path::PathBuf,
     dir: std::path::PathBuf,
     port: u16,
+    /// Persistent mode: the unseal key.
+    unseal_key: Option<String>,
 }
 
 impl OpenBaoServer {
@@ -33,9 +37,89 @@ impl OpenBaoServer {
             bin: bins.bao.clone(),
             dir: dir.to_path_buf(),
             port,
+            unseal_key: None,
         };
         server.wait_ready()?;
         Ok(server)
+    }
+
+    /// A persistent server: integrated storage under `dir`, initialised with one unseal key, KV v2 mounted at
+    /// `secret/` like the dev server's.
+    pub(crate) fn start_persistent(bins: &Binaries, dir: &Path) -> Result<Self, TestEnvError> {
+        let port = free_port().map_err(TestEnvError::io(dir))?;
+        let addr = format!("http://127.0.0.1:{port}");
+        let config = dir.join("openbao.hcl");
+        // OpenBao 2.x keeps state in integrated storage (raft), which needs a cluster address too.
+        let cluster_port = free_port().map_err(TestEnvError::io(dir))?;
+        let data = dir.join("openbao-data");
+        std::fs::create_dir_all(&data).map_err(TestEnvError::io(&data))?;
+        let hcl = format!(
+            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node1\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = 1\n}}\napi_addr = \"{addr}\"\ncluster_addr = \"http://127.0.0.1:{cluster_port}\"\n",
+            data.display()
+        );
+        std::fs::write(&config, hcl).map_err(TestEnvError::io(&config))?;
+        let process = spawn_persistent(&bins.bao, dir)?;
+        let mut server = Self {
+            addr: addr.clone(),
+            root_token: String::new(),
+            process,
+            bin: bins.bao.clone(),
+            dir: dir.to_path_buf(),
+            port,
+            unseal_key: None,
+        };
+        let seal_status = format!("{addr}/v1/sys/seal-status");
+        server.process.wait_ready(Duration::from_secs(30), || {
+            crate::probe::http_ok(None, &seal_status)
+        })?;
+        let init = crate::probe::http_json(
+            "PUT",
+            &format!("{addr}/v1/sys/init"),
+            None,
+            r#"{"secret_shares":1,"secret_threshold":1}"#,
+        )
+        .ok_or_else(|| TestEnvError::Kube("OpenBao init failed".into()))?;
+        let key = init["keys_base64"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        server.root_token = init["root_token"].as_str().unwrap_or_default().to_string();
+        server.unseal_key = Some(key);
+        server.unseal()?;
+        crate::probe::http_json(
+            "POST",
+            &format!("{addr}/v1/sys/mounts/secret"),
+            Some(&server.root_token),
+            r#"{"type":"kv","options":{"version":"2"}}"#,
+        )
+        .ok_or_else(|| TestEnvError::Kube("cannot mount KV v2 at secret/".into()))?;
+        Ok(server)
+    }
+
+    fn unseal(&mut self) -> Result<(), TestEnvError> {
+        let key = self.unseal_key.clone().unwrap_or_default();
+        crate::probe::http_json(
+            "PUT",
+            &format!("{}/v1/sys/unseal", self.addr),
+            None,
+            &format!("{{\"key\":\"{key}\"}}"),
+        )
+        .ok_or_else(|| TestEnvError::Kube("OpenBao unseal failed".into()))?;
+        self.wait_ready()
+    }
+
+    /// Persistent mode: starts the stopped server again on the same address and unseals it; its state is back.
+    pub fn restart(&mut self) -> Result<(), TestEnvError> {
+        if self.unseal_key.is_none() {
+            return self.restart_empty();
+        }
+        self.process.stop();
+        self.process = spawn_persistent(&self.bin, &self.dir)?;
+        let seal_status = format!("{}/v1/sys/seal-status", self.addr);
+        self.process.wait_ready(Duration::from_secs(30), || {
+            crate::probe::http_ok(None, &seal_status)
+        })?;
+        self.unseal()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -68,6 +152,14 @@ impl OpenBaoServer {
             .env("BAO_TOKEN", &self.root_token);
         cmd
     }
+}
+
+fn spawn_persistent(bin: &Path, dir: &Path) -> Result<ManagedProcess, TestEnvError> {
+    let args = vec![
+        "server".to_string(),
+        format!("-config={}", dir.join("openbao.hcl").display()),
+    ];
+    ManagedProcess::spawn("openbao", bin, &args, dir.join("openbao.log"))
 }
 
 fn spawn(bin: &Path, dir: &Path, port: u16, token: &str) -> Result<ManagedProcess, TestEnvError> {

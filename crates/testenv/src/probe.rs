@@ -25,3 +25,42 @@ pub(crate) fn http_ok(pki: Option<&ClusterPki>, url: &str) -> bool {
         .map(|r| r.status().is_success())
         .unwrap_or(false)
 }
+
+/// One JSON call to a plain-HTTP server (OpenBao's init and unseal). Runs on a scoped thread, so it is safe to
+/// call from inside an async test. `None` on any failure.
+pub(crate) fn http_json(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Option<serde_json::Value> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .ok()?;
+            let method = reqwest::Method::from_bytes(method.as_bytes()).ok()?;
+            let mut request = client
+                .request(method, url)
+                .header("content-type", "application/json")
+                .body(body.to_string());
+            if let Some(token) = token {
+                request = request.header("X-Vault-Token", token);
+            }
+            let response = request.send().ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let text = response.text().ok()?;
+            Some(if text.trim().is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_str(&text).ok()?
+            })
+        })
+        .join()
+        .ok()
+        .flatten()
+    })
+}

@@ -16,10 +16,26 @@ pub struct Mesh {
 
 impl Mesh {
     pub fn start(clusters: usize, extra: &str) -> Mesh {
+        Self::from_env(
+            TestEnv::builder()
+                .clusters(clusters)
+                .start()
+                .expect("test environment"),
+            extra,
+        )
+    }
+
+    /// With an OpenBao that keeps its state across `env.bao.stop()` and `env.bao.restart()`.
+    pub fn start_persistent(clusters: usize, extra: &str) -> Mesh {
         let env = TestEnv::builder()
             .clusters(clusters)
+            .persistent_openbao()
             .start()
             .expect("test environment");
+        Self::from_env(env, extra)
+    }
+
+    fn from_env(env: TestEnv, extra: &str) -> Mesh {
         let file = env.dir().join("mesh.yaml");
         std::fs::write(&file, mesh_file_with(&env, extra)).expect("write mesh file");
         Mesh { env, file }
