@@ -277,14 +277,20 @@ impl Agent {
             .converge(&now, PlanOptions::default(), &mut progress)
             .await
         {
-            Ok((_, report)) => {
+            Ok((_, report, observation)) => {
                 self.failures = 0;
                 self.last_full = Some(Instant::now());
-                if let Ok((version, _)) = read_index(&bao, &self.config.mesh).await {
-                    self.last_index = Some(version);
+                // An idle round already saw the current state; only a round that wrote looks again.
+                let current = if report.applied.is_empty() {
+                    Some(observation)
+                } else {
+                    engine.observe(now()).await.ok()
+                };
+                if let Some(current) = &current {
+                    self.last_index = Some(current.index_version);
                 }
-                if let Ok(observation) = engine.observe(now()).await
-                    && let Some(facts) = observation.facts.clusters.get(&self.config.cluster)
+                if let Some(current) = &current
+                    && let Some(facts) = current.facts.clusters.get(&self.config.cluster)
                     && let CacertsFacts::Managed(state) = &facts.cacerts
                     && let Some(cert) = &state.ca_cert
                 {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use meshtrust_core::bao_plan::{AGENT_ROLE, desired_host, desired_role};
 use meshtrust_core::facts::{CacertsFacts, root_issuer_name};
-use meshtrust_core::mesh::{ClusterSettings, Mesh};
+use meshtrust_core::mesh::ClusterSettings;
 use meshtrust_core::plan::{Action, Change, Plan};
 use meshtrust_core::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
 use meshtrust_core::ports::{
@@ -469,10 +469,6 @@ impl Engine {
             .cacerts
             .insert(settings.name.clone(), Some(written));
         Ok(())
-    }
-
-    pub(crate) fn mesh_ref(&self) -> &Mesh {
-        &self.mesh
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Observation {
     pub readers: BTreeMap<String, [Option<KubeObject>; 3]>,
     /// Each cluster's remote secrets as read, by peer.
     pub remote_secrets: BTreeMap<String, BTreeMap<String, SecretObject>>,
+    /// The change index's KV version when observed (0: no index yet).
+    pub index_version: u64,
     /// Kubeconfigs published during this apply, by cluster, with their KV version.
     pub published_now: BTreeMap<String, (SecretBytes, u64)>,
 }
@@ -169,19 +171,13 @@ pub async fn observe(
     };
     let mut roots_pem = BTreeMap::new();
     let mut shared_root = None;
+    let mut index_version = 0;
     // Nothing can exist inside an OpenBao namespace that does not exist yet.
-    let mode = if namespace_missing {
-        None
-    } else {
-        Some(mesh.ca.mode)
-    };
     if !namespace_missing {
-        let (_, published) = read_index(bao, mesh).await?;
+        let (version, published) = read_index(bao, mesh).await?;
+        index_version = version;
         openbao.published = published;
-    }
-    match mode {
-        None => {}
-        Some(mode) => match mode {
+        match mesh.ca.mode {
             CaMode::BaoPki => {
                 if let Some(mount) = bao.mount(&mesh.openbao.pki_mount).await? {
                     openbao.pki_mount = MountFacts::Present {
@@ -217,7 +213,7 @@ pub async fn observe(
                     openbao.shared_root = Some(cert[0].facts.clone());
                 }
             }
-        },
+        }
     }
 
     // Only connected clusters are observed: an agent connects to its own cluster alone.
@@ -298,6 +294,7 @@ pub async fn observe(
         shared_root,
         readers,
         remote_secrets,
+        index_version,
         published_now: BTreeMap::new(),
     })
 }

@@ -53,7 +53,7 @@ impl Engine {
     }
 
     pub fn mesh(&self) -> &Mesh {
-        self.mesh_ref()
+        &self.mesh
     }
 
     pub(crate) fn cluster(&self, name: &str) -> Result<&Arc<dyn Cluster>, EngineError> {
@@ -92,12 +92,14 @@ impl Engine {
     }
 
     /// Plans and applies until nothing conflicts. `now` is read once per attempt by the caller's clock.
+    /// Also returns the observation the applied plan was made from: when nothing was applied, it is the
+    /// current state, and callers need not observe again.
     pub async fn converge(
         &self,
         clock: &(dyn Fn() -> i64 + Send + Sync),
         options: PlanOptions,
         progress: &mut (dyn FnMut(&Change, &AppliedChange) + Send),
-    ) -> Result<(Plan, ApplyReport), EngineError> {
+    ) -> Result<(Plan, ApplyReport, Observation), EngineError> {
         let mut attempt = 0;
         let mut earlier: Vec<AppliedChange> = Vec::new();
         loop {
@@ -110,7 +112,7 @@ impl Engine {
                 Ok(mut report) => {
                     // Report every change made, including those of attempts that later lost a race.
                     report.applied = earlier;
-                    return Ok((plan, report));
+                    return Ok((plan, report, observation));
                 }
                 Err(e) if e.is_conflict() && attempt < CONFLICT_RETRIES => {
                     tracing::info!(error = %e, attempt, "a conditional write lost a race; observing again");

@@ -23,7 +23,7 @@ pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> 
             );
         }
     };
-    let (plan, report) = ctx
+    let (plan, report, _) = ctx
         .engine
         .converge(&now, PlanOptions { adopt: args.adopt }, &mut progress)
         .await?;

@@ -72,7 +72,7 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
                 );
             }
         };
-        let (plan, report) = engine
+        let (plan, report, _) = engine
             .converge(&now, PlanOptions::default(), &mut progress)
             .await?;
         if plan.is_empty() {
