@@ -8,10 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use support::{Mesh, field};
 
@@ -52,28 +51,10 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// The agent's identity in its cluster: its ServiceAccount, allowed to have OpenBao review its tokens.
 async fn agent_identity(mesh: &Mesh, index: usize) {
-    let client = mesh.env.clusters[index].client().await.expect("client");
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("meshtrust-agent".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(client.clone(), "istio-system")
-        .create(&PostParams::default(), &sa)
+    mesh.env.clusters[index]
+        .create_login_service_account("istio-system", "meshtrust-agent")
         .await
-        .expect("sa");
-    let crb: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "meshtrust-agent-auth-delegator"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-        "subjects": [{"kind": "ServiceAccount", "name": "meshtrust-agent", "namespace": "istio-system"}]
-    }))
-    .expect("crb");
-    Api::<ClusterRoleBinding>::all(client)
-        .create(&PostParams::default(), &crb)
-        .await
-        .expect("crb");
+        .expect("agent identity");
 }
 
 fn start_agent(mesh: &Mesh, index: usize) -> Agent {

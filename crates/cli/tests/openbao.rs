@@ -3,11 +3,6 @@
 
 mod support;
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
 use meshtrust_core::mesh::{KeySpec, KeyType};
 use meshtrust_pki::{generate_key, intermediate_csr};
 use serde_json::{Value, json};
@@ -17,38 +12,14 @@ use support::Mesh;
 /// `auth/<mount>/login` for an OpenBao token.
 async fn agent_token(mesh: &Mesh, index: usize, namespace: Option<&str>) -> String {
     let cluster = &mesh.env.clusters[index];
-    let client = cluster.client().await.expect("client");
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "istio-system");
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("meshtrust-agent".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    sas.create(&PostParams::default(), &sa)
+    cluster
+        .create_login_service_account("istio-system", "meshtrust-agent")
         .await
         .expect("service account");
-    let crb: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "meshtrust-agent-auth-delegator"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-        "subjects": [{"kind": "ServiceAccount", "name": "meshtrust-agent", "namespace": "istio-system"}]
-    }))
-    .expect("binding");
-    Api::<ClusterRoleBinding>::all(client)
-        .create(&PostParams::default(), &crb)
+    let jwt = cluster
+        .request_token("istio-system", "meshtrust-agent")
         .await
-        .expect("binding");
-    let request: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
-            .expect("tr");
-    let jwt = sas
-        .create_token_request("meshtrust-agent", &PostParams::default(), &request)
-        .await
-        .expect("token")
-        .status
-        .expect("status")
-        .token;
+        .expect("token");
     let (status, body) = call(
         mesh,
         None,

@@ -1,6 +1,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::certs::ClusterPki;
@@ -114,5 +120,59 @@ impl TestCluster {
 
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
+    }
+
+    /// Creates ServiceAccount `namespace/name` bound to `system:auth-delegator`: OpenBao's Kubernetes auth,
+    /// configured without a reviewer token, reviews each login JWT with the JWT itself.
+    pub async fn create_login_service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), TestEnvError> {
+        let client = self.client().await?;
+        let err = |e: kube::Error| TestEnvError::Kube(e.to_string());
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+            .create(&PostParams::default(), &sa)
+            .await
+            .map_err(err)?;
+        let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{name}-auth-delegator")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+        }))
+        .map_err(|e| TestEnvError::Kube(e.to_string()))?;
+        Api::<ClusterRoleBinding>::all(client)
+            .create(&PostParams::default(), &binding)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// A 10-minute bound token for ServiceAccount `namespace/name` from the TokenRequest API.
+    pub async fn request_token(&self, namespace: &str, name: &str) -> Result<String, TestEnvError> {
+        let client = self.client().await?;
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(600),
+                bound_object_ref: None,
+            },
+            ..Default::default()
+        };
+        let issued = Api::<ServiceAccount>::namespaced(client, namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .map_err(|e| TestEnvError::Kube(e.to_string()))?;
+        issued
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| TestEnvError::Kube("TokenRequest returned no token".into()))
     }
 }

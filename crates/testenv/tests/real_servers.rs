@@ -3,46 +3,21 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::PostParams;
 use meshtrust_testenv::{TestCluster, TestEnv};
 use serde_json::{Value, json};
 
 async fn service_account_token(cluster: &TestCluster, name: &str) -> String {
-    let client = cluster.client().await.expect("admin client");
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    sas.create(&PostParams::default(), &sa)
+    cluster
+        .create_login_service_account("default", name)
         .await
-        .expect("create service account");
-    // OpenBao reviews the login JWT with the JWT itself, so the account needs system:auth-delegator.
-    let crbs: Api<ClusterRoleBinding> = Api::all(client);
-    let crb: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-auth-delegator")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}]
-    }))
-    .expect("binding");
-    crbs.create(&PostParams::default(), &crb)
+        .expect("service account");
+    cluster
+        .request_token("default", name)
         .await
-        .expect("create binding");
-    let request: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
-            .expect("token request");
-    let issued = sas
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest");
-    issued.status.expect("token status").token
+        .expect("TokenRequest")
 }
 
 async fn bao(
