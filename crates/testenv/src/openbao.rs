@@ -72,13 +72,26 @@ impl OpenBaoServer {
         server.process.wait_ready(Duration::from_secs(30), || {
             crate::probe::http_ok(None, &seal_status)
         })?;
-        let init = crate::probe::http_json(
-            "PUT",
-            &format!("{addr}/v1/sys/init"),
-            None,
-            r#"{"secret_shares":1,"secret_threshold":1}"#,
-        )
-        .ok_or_else(|| TestEnvError::Kube("OpenBao init failed".into()))?;
+        // The listener answers before integrated storage is ready for init; retry briefly.
+        let mut init = None;
+        for _ in 0..50 {
+            init = crate::probe::http_json(
+                "PUT",
+                &format!("{addr}/v1/sys/init"),
+                None,
+                r#"{"secret_shares":1,"secret_threshold":1}"#,
+            );
+            if init.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let init = init.ok_or_else(|| {
+            TestEnvError::Kube(format!(
+                "OpenBao init failed; see {}",
+                server.process.log.display()
+            ))
+        })?;
         let key = init["keys_base64"][0]
             .as_str()
             .unwrap_or_default()
@@ -98,14 +111,30 @@ impl OpenBaoServer {
 
     fn unseal(&mut self) -> Result<(), TestEnvError> {
         let key = self.unseal_key.clone().unwrap_or_default();
-        crate::probe::http_json(
-            "PUT",
-            &format!("{}/v1/sys/unseal", self.addr),
-            None,
-            &format!("{{\"key\":\"{key}\"}}"),
-        )
-        .ok_or_else(|| TestEnvError::Kube("OpenBao unseal failed".into()))?;
+        self.call_retrying("PUT", "sys/unseal", None, &format!("{{\"key\":\"{key}\"}}"))?;
         self.wait_ready()
+    }
+
+    /// One API call during bootstrap, retried for up to 10 s: the listener answers before integrated
+    /// storage is ready for init or unseal.
+    fn call_retrying(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Result<serde_json::Value, TestEnvError> {
+        let url = format!("{}/v1/{path}", self.addr);
+        for _ in 0..50 {
+            if let Some(answer) = crate::probe::http_json(method, &url, token, body) {
+                return Ok(answer);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(TestEnvError::Kube(format!(
+            "OpenBao {method} {path} kept failing; see {}",
+            self.process.log.display()
+        )))
     }
 
     /// Persistent mode: starts the stopped server again on the same address and unseals it; its state is back.
