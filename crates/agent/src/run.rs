@@ -14,12 +14,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::watcher;
 use meshtrust_bao::OpenBaoClient;
-use meshtrust_core::facts::CacertsFacts;
 use meshtrust_core::mesh::Mesh;
 use meshtrust_core::planner::PlanOptions;
 use meshtrust_core::ports::{Cluster, ErrorKind};
-use meshtrust_engine::remote::read_index;
-use meshtrust_engine::{Engine, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use meshtrust_engine::{Engine, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Scope};
 use meshtrust_kube::KubeCluster;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -204,6 +202,15 @@ struct Agent {
 
 impl Agent {
     /// A logged-in OpenBao client, logging in again when the token is past half its life.
+    /// The engine for one round: this cluster only, with the agent's own OpenBao session.
+    fn engine(&self, bao: OpenBaoClient) -> Engine {
+        let clusters: BTreeMap<String, Arc<dyn Cluster>> = BTreeMap::from([(
+            self.config.cluster.clone(),
+            Arc::new(self.kube.clone()) as Arc<dyn Cluster>,
+        )]);
+        Engine::new(self.config.mesh.clone(), Arc::new(bao), clusters).with_scope(Scope::Agent)
+    }
+
     async fn bao(&mut self) -> Result<OpenBaoClient, EngineError> {
         if let Some(s) = &self.session
             && Instant::now() < s.expires
@@ -237,8 +244,8 @@ impl Agent {
             .last_full
             .is_none_or(|t| t.elapsed() >= self.config.resync_interval);
         let moved = match self.bao().await {
-            Ok(bao) => match read_index(&bao, &self.config.mesh).await {
-                Ok((version, _)) => self.last_index != Some(version),
+            Ok(bao) => match self.engine(bao).index_version().await {
+                Ok(version) => self.last_index != Some(version),
                 Err(e) => {
                     self.note_failure(&e);
                     return;
@@ -263,12 +270,7 @@ impl Agent {
                 return Err(());
             }
         };
-        let clusters: BTreeMap<String, Arc<dyn Cluster>> = BTreeMap::from([(
-            self.config.cluster.clone(),
-            Arc::new(self.kube.clone()) as Arc<dyn Cluster>,
-        )]);
-        let engine = Engine::new(self.config.mesh.clone(), Arc::new(bao.clone()), clusters)
-            .without_openbao_config();
+        let engine = self.engine(bao);
         let mut progress = |change: &meshtrust_core::plan::Change,
                             applied: &meshtrust_engine::AppliedChange| {
             tracing::info!(target = %change.target, resource = %change.resource, reason = %change.reason, detail = %applied.detail, "applied");
@@ -287,14 +289,13 @@ impl Agent {
                     engine.observe(now()).await.ok()
                 };
                 if let Some(current) = &current {
-                    self.last_index = Some(current.index_version);
+                    self.last_index = Some(current.index_version());
                 }
-                if let Some(current) = &current
-                    && let Some(facts) = current.facts.clusters.get(&self.config.cluster)
-                    && let CacertsFacts::Managed(state) = &facts.cacerts
-                    && let Some(cert) = &state.ca_cert
+                if let Some(not_after) = current
+                    .as_ref()
+                    .and_then(|c| c.intermediate_expiry(&self.config.cluster))
                 {
-                    self.health.set_expiry("cacerts", cert.not_after);
+                    self.health.set_expiry("cacerts", not_after);
                 }
                 self.health
                     .success(now(), started.elapsed().as_secs_f64(), report.applied.len());

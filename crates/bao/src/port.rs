@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use meshtrust_core::duration::Span;
+use meshtrust_core::facts::RoleFacts;
 use meshtrust_core::mesh::KeyType;
 use meshtrust_core::ports::{
-    ErrorKind, GenerateOutcome, IssuerInfo, KeyInfo, KvEntry, MountInfo, OpenBao, PortResult,
-    RootRequest, SignRequest, SignedCertificate,
+    ErrorKind, GenerateOutcome, IssuerInfo, KeyInfo, KubernetesAuthConfig, KvEntry, KvMetadata,
+    MountInfo, OpenBao, PortResult, RootRequest, SignRequest, SignedCertificate,
 };
 use meshtrust_core::secret::SecretBytes;
 use reqwest::{Method, StatusCode};
@@ -315,7 +316,122 @@ impl OpenBao for OpenBaoClient {
         .map(|_| ())
     }
 
-    async fn read(&self, path: &str) -> PortResult<Option<Value>> {
+    async fn kubernetes_auth_config(
+        &self,
+        mount: &str,
+    ) -> PortResult<Option<KubernetesAuthConfig>> {
+        let Some(data) = self.read_data(&format!("auth/{mount}/config")).await? else {
+            return Ok(None);
+        };
+        let text = |k: &str| {
+            data.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(Some(KubernetesAuthConfig {
+            kubernetes_host: text("kubernetes_host"),
+            kubernetes_ca_cert: text("kubernetes_ca_cert"),
+        }))
+    }
+
+    async fn write_kubernetes_auth_config(
+        &self,
+        mount: &str,
+        config: &KubernetesAuthConfig,
+    ) -> PortResult<()> {
+        // No token_reviewer_jwt: OpenBao reviews each login JWT with itself, so no long-lived reviewer token is
+        // stored (the agent's ServiceAccount needs system:auth-delegator instead).
+        let body = json!({
+            "kubernetes_host": config.kubernetes_host,
+            "kubernetes_ca_cert": config.kubernetes_ca_cert,
+            "disable_local_ca_jwt": true,
+        });
+        self.post(&format!("auth/{mount}/config"), &body).await
+    }
+
+    async fn kubernetes_auth_role(&self, mount: &str, role: &str) -> PortResult<Option<RoleFacts>> {
+        let Some(data) = self.read_data(&format!("auth/{mount}/role/{role}")).await? else {
+            return Ok(None);
+        };
+        let list = |k: &str| -> Vec<String> {
+            data.get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(Some(RoleFacts {
+            service_account_names: list("bound_service_account_names"),
+            service_account_namespaces: list("bound_service_account_namespaces"),
+            policies: list("token_policies"),
+            token_ttl: data.get("token_ttl").and_then(Value::as_u64).unwrap_or(0),
+        }))
+    }
+
+    async fn write_kubernetes_auth_role(
+        &self,
+        mount: &str,
+        role: &str,
+        settings: &RoleFacts,
+    ) -> PortResult<()> {
+        let body = json!({
+            "bound_service_account_names": settings.service_account_names,
+            "bound_service_account_namespaces": settings.service_account_namespaces,
+            "token_policies": settings.policies,
+            "token_ttl": settings.token_ttl,
+        });
+        self.post(&format!("auth/{mount}/role/{role}"), &body).await
+    }
+
+    async fn kv_metadata(&self, mount: &str, path: &str) -> PortResult<Option<KvMetadata>> {
+        let api = format!("{mount}/metadata/{path}");
+        let Some(data) = self.read_data(&api).await? else {
+            return Ok(None);
+        };
+        let op = format!("GET {api}");
+        let current_version = data
+            .get("current_version")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| error(ErrorKind::Invalid, &op, "the answer has no current_version"))?;
+        let current = data
+            .get("versions")
+            .and_then(|v| v.get(current_version.to_string()));
+        let current_deleted = current.is_some_and(|v| {
+            v.get("destroyed").and_then(Value::as_bool) == Some(true)
+                || v.get("deletion_time")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| !t.is_empty())
+        });
+        Ok(Some(KvMetadata {
+            current_version,
+            current_deleted,
+        }))
+    }
+
+    async fn read_policy(&self, name: &str) -> PortResult<Option<String>> {
+        Ok(self
+            .read_data(&format!("sys/policies/acl/{name}"))
+            .await?
+            .and_then(|d| d.get("policy").and_then(Value::as_str).map(str::to_string)))
+    }
+
+    async fn write_policy(&self, name: &str, text: &str) -> PortResult<()> {
+        self.post(
+            &format!("sys/policies/acl/{name}"),
+            &json!({ "policy": text }),
+        )
+        .await
+    }
+}
+
+impl OpenBaoClient {
+    /// The `data` of a plain read; `None` when absent.
+    async fn read_data(&self, path: &str) -> PortResult<Option<Value>> {
         let response = self.call(Method::GET, path, None).await?;
         if response.status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -324,25 +440,10 @@ impl OpenBao for OpenBaoClient {
         Ok(body.get("data").cloned())
     }
 
-    async fn write(&self, path: &str, body: &Value) -> PortResult<()> {
+    async fn post(&self, path: &str, body: &Value) -> PortResult<()> {
         self.call_ok(Method::POST, path, Some(body))
             .await
             .map(|_| ())
-    }
-
-    async fn read_policy(&self, name: &str) -> PortResult<Option<String>> {
-        Ok(self
-            .read(&format!("sys/policies/acl/{name}"))
-            .await?
-            .and_then(|d| d.get("policy").and_then(Value::as_str).map(str::to_string)))
-    }
-
-    async fn write_policy(&self, name: &str, text: &str) -> PortResult<()> {
-        self.write(
-            &format!("sys/policies/acl/{name}"),
-            &json!({ "policy": text }),
-        )
-        .await
     }
 }
 

@@ -287,7 +287,8 @@ async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> u64 {
         .expect("connect");
     let clusters: BTreeMap<String, Arc<dyn Cluster>> =
         BTreeMap::from([("cluster-a".to_string(), Arc::new(kube) as Arc<dyn Cluster>)]);
-    let agent = Engine::new(file, Arc::new(bao.clone()), clusters).without_openbao_config();
+    let agent = Engine::new(file, Arc::new(bao.clone()), clusters)
+        .with_scope(meshtrust_engine::Scope::Agent);
     let before = bao.request_count();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (plan, _) = agent.plan(now, PlanOptions::default()).await.expect("plan");

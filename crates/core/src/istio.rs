@@ -4,7 +4,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::{Value, json};
+
+use crate::ports::RbacRule;
 
 pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
 pub const CLUSTER_ANNOTATION: &str = "networking.istio.io/cluster";
@@ -43,21 +44,60 @@ pub fn remote_secret_manifest(cluster: &str, namespace: &str, kubeconfig: &str) 
 
 /// The rules of Istio's `istio-reader-clusterrole-<ns>` (manifests/charts/istio-control/istio-discovery/
 /// templates/reader-clusterrole.yaml), without the istiodRemote-only extras.
-pub fn reader_rules() -> Value {
-    let read = json!(["get", "list", "watch"]);
-    json!([
-        {"apiGroups": ["config.istio.io", "security.istio.io", "networking.istio.io", "authentication.istio.io", "rbac.istio.io", "telemetry.istio.io", "extensions.istio.io"], "resources": ["*"], "verbs": read},
-        {"apiGroups": [""], "resources": ["endpoints", "pods", "services", "nodes", "replicationcontrollers", "namespaces", "secrets", "configmaps"], "verbs": read},
-        {"apiGroups": ["networking.istio.io"], "resources": ["workloadentries"], "verbs": ["get", "watch", "list"]},
-        {"apiGroups": ["networking.x-k8s.io", "gateway.networking.k8s.io"], "resources": ["gateways"], "verbs": ["get", "watch", "list"]},
-        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": read},
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
-        {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports"], "verbs": ["get", "list", "watch", "create", "delete"]},
-        {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports"], "verbs": read},
-        {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": read},
-        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
-    ])
+pub fn reader_rules() -> Vec<RbacRule> {
+    const READ: &[&str] = &["get", "list", "watch"];
+    const ISTIO_GROUPS: &[&str] = &[
+        "config.istio.io",
+        "security.istio.io",
+        "networking.istio.io",
+        "authentication.istio.io",
+        "rbac.istio.io",
+        "telemetry.istio.io",
+        "extensions.istio.io",
+    ];
+    const CORE: &[&str] = &[
+        "endpoints",
+        "pods",
+        "services",
+        "nodes",
+        "replicationcontrollers",
+        "namespaces",
+        "secrets",
+        "configmaps",
+    ];
+    vec![
+        RbacRule::new(ISTIO_GROUPS, &["*"], READ),
+        RbacRule::new(&[""], CORE, READ),
+        RbacRule::new(
+            &["networking.istio.io"],
+            &["workloadentries"],
+            &["get", "watch", "list"],
+        ),
+        RbacRule::new(
+            &["networking.x-k8s.io", "gateway.networking.k8s.io"],
+            &["gateways"],
+            &["get", "watch", "list"],
+        ),
+        RbacRule::new(
+            &["apiextensions.k8s.io"],
+            &["customresourcedefinitions"],
+            READ,
+        ),
+        RbacRule::new(&["discovery.k8s.io"], &["endpointslices"], READ),
+        RbacRule::new(
+            &["multicluster.x-k8s.io"],
+            &["serviceexports"],
+            &["get", "list", "watch", "create", "delete"],
+        ),
+        RbacRule::new(&["multicluster.x-k8s.io"], &["serviceimports"], READ),
+        RbacRule::new(&["apps"], &["replicasets"], READ),
+        RbacRule::new(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        RbacRule::new(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews"],
+            &["create"],
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -108,7 +148,7 @@ stringData:
 
     #[test]
     fn reader_rules_cover_what_istiod_lists() {
-        let rules = reader_rules().to_string();
+        let rules = format!("{:?}", reader_rules());
         for r in [
             "endpointslices",
             "services",

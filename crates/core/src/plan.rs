@@ -118,9 +118,45 @@ pub enum Action {
     },
 }
 
+/// Which applier carries out an action; mirrors the planners (`bao_plan`, `planner`, `remote_plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// OpenBao's namespace, mounts, Kubernetes auth and policies.
+    OpenBaoConfig,
+    /// Roots, intermediates and every cluster's `cacerts`.
+    Trust,
+    /// Reader identities, published kubeconfigs and `istio-remote-secret-*`.
+    RemoteSecrets,
+}
+
 impl Action {
-    /// Changes to OpenBao's configuration (namespace, mounts, auth, policies): the admin's job, never an agent's.
-    pub fn is_openbao_config(&self) -> bool {
+    pub fn domain(&self) -> Domain {
+        match self {
+            Action::CreateBaoNamespace { .. }
+            | Action::EnableKvMount { .. }
+            | Action::EnableAuthMount { .. }
+            | Action::ConfigureAuth { .. }
+            | Action::WriteAgentRole { .. }
+            | Action::WritePolicy { .. } => Domain::OpenBaoConfig,
+            Action::EnablePkiMount { .. }
+            | Action::TunePkiMount { .. }
+            | Action::GenerateRoot { .. }
+            | Action::CreateSharedRoot { .. }
+            | Action::CreateNamespace { .. }
+            | Action::IssueIntermediate { .. }
+            | Action::UpdateTrustBundle { .. }
+            | Action::WriteSharedRoot { .. } => Domain::Trust,
+            Action::EnsureReader { .. }
+            | Action::PublishRemoteSecret { .. }
+            | Action::SyncRemoteSecret { .. }
+            | Action::DeleteRemoteSecret { .. }
+            | Action::UnpublishRemoteSecret { .. } => Domain::RemoteSecrets,
+        }
+    }
+
+    /// Changes that need the admin's OpenBao rights: its configuration, the mesh-wide CA in OpenBao, and
+    /// removing a departed cluster's entry. An agent never makes them; `apply --openbao-only` makes only them.
+    pub fn needs_openbao_admin(&self) -> bool {
         matches!(
             self,
             Action::CreateBaoNamespace { .. }

@@ -1,19 +1,20 @@
 //! The engine both drivers share (the `apply` CLI and the per-cluster agent): observe OpenBao and the clusters
-//! through the core's ports, plan with the pure planner, apply the plan with conditional writes.
+//! through the core's ports into an immutable snapshot, plan with the pure planner, apply the plan with
+//! conditional writes, one applier per domain.
 #![forbid(unsafe_code)]
 
 mod apply;
+mod engine;
 mod error;
+pub mod names;
 mod observe;
-pub mod remote;
-mod run;
+mod outcome;
+pub mod published;
+mod reader;
+mod snapshot;
 
-pub use apply::{AppliedChange, ApplyReport};
+pub use engine::{Engine, RotationStart, Scope};
 pub use error::EngineError;
-pub use observe::{Observation, observe};
-pub use run::Engine;
-
-/// The label every object meshtrust writes carries; objects without it are never modified.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY_VALUE: &str = "meshtrust";
-pub const CACERTS: &str = "cacerts";
+pub use names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+pub use outcome::{AppliedChange, ApplyReport};
+pub use snapshot::{Snapshot, SyncedKubeconfig};

@@ -5,6 +5,7 @@
 mod connect;
 mod port;
 mod probe;
+mod rbac;
 
 pub use connect::{ConnectError, KubeCluster, connect, connect_inferred};
 pub use probe::probe_reader_kubeconfig;

@@ -10,31 +10,17 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use meshtrust_core::ports::{
-    Cluster, ErrorKind, KubeObject, ObjectKind, PortError, PortResult, SecretObject, System,
+    BoundToken, Cluster, ErrorKind, KubeObject, ObjectBody, ObjectKind, PortError, PortResult,
+    SecretObject, System,
 };
 use meshtrust_core::secret::SecretBytes;
 
 use crate::KubeCluster;
-
-fn resource(kind: ObjectKind) -> (bool, ApiResource) {
-    match kind {
-        ObjectKind::ServiceAccount => (true, ApiResource::erase::<ServiceAccount>(&())),
-        ObjectKind::ClusterRole => (false, ApiResource::erase::<ClusterRole>(&())),
-        ObjectKind::ClusterRoleBinding => (false, ApiResource::erase::<ClusterRoleBinding>(&())),
-    }
-}
+use crate::rbac;
 
 impl KubeCluster {
-    fn dynamic(&self, kind: ObjectKind, namespace: Option<&str>) -> Api<DynamicObject> {
-        let (namespaced, resource) = resource(kind);
-        match namespace {
-            Some(ns) if namespaced => Api::namespaced_with(self.client.clone(), ns, &resource),
-            _ => Api::all_with(self.client.clone(), &resource),
-        }
-    }
-
     fn error(&self, operation: &str, e: kube::Error) -> PortError {
         let (kind, message) = match &e {
             kube::Error::Api(status) => {
@@ -198,7 +184,7 @@ impl Cluster for KubeCluster {
         namespace: &str,
         service_account: &str,
         ttl_seconds: i64,
-    ) -> PortResult<(SecretBytes, i64)> {
+    ) -> PortResult<BoundToken> {
         let op = format!("TokenRequest for ServiceAccount {namespace}/{service_account}");
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
         let request = TokenRequest {
@@ -221,10 +207,10 @@ impl Cluster for KubeCluster {
                 "the answer has no status",
             )
         })?;
-        Ok((
-            SecretBytes::new(status.token.into_bytes()),
-            status.expiration_timestamp.0.as_second(),
-        ))
+        Ok(BoundToken {
+            token: SecretBytes::new(status.token.into_bytes()),
+            expires: status.expiration_timestamp.0.as_second(),
+        })
     }
 
     async fn get_object(
@@ -233,39 +219,69 @@ impl Cluster for KubeCluster {
         namespace: Option<&str>,
         name: &str,
     ) -> PortResult<Option<KubeObject>> {
-        let api = self.dynamic(kind, namespace);
-        let found = api
-            .get_opt(name)
-            .await
-            .map_err(|e| self.error(&format!("get {kind:?} {name}"), e))?;
-        Ok(found.map(|o| KubeObject {
-            namespace: o.metadata.namespace.clone(),
-            name: o.metadata.name.clone().unwrap_or_default(),
-            labels: o.metadata.labels.clone().unwrap_or_default(),
-            resource_version: o.metadata.resource_version.clone(),
-            body: o.data,
-        }))
+        let op = format!("get {kind} {name}");
+        let client = self.client.clone();
+        let found = match kind {
+            ObjectKind::ServiceAccount => {
+                let ns = namespace.unwrap_or("default");
+                Api::<ServiceAccount>::namespaced(client, ns)
+                    .get_opt(name)
+                    .await
+                    .map(|o| o.map(|o| to_kube_object(o.metadata, ObjectBody::ServiceAccount)))
+            }
+            ObjectKind::ClusterRole => Api::<ClusterRole>::all(client)
+                .get_opt(name)
+                .await
+                .map(|o| o.map(|o| to_kube_object(o.metadata, rbac::role_body(o.rules)))),
+            ObjectKind::ClusterRoleBinding => Api::<ClusterRoleBinding>::all(client)
+                .get_opt(name)
+                .await
+                .map(|o| {
+                    o.map(|o| {
+                        to_kube_object(o.metadata, rbac::binding_body(o.role_ref, o.subjects))
+                    })
+                }),
+        };
+        found.map_err(|e| self.error(&op, e))
     }
 
-    async fn put_object(&self, kind: ObjectKind, object: &KubeObject) -> PortResult<()> {
-        let api = self.dynamic(kind, object.namespace.as_deref());
-        let (_, resource) = resource(kind);
-        let mut dynamic = DynamicObject::new(&object.name, &resource).data(object.body.clone());
-        dynamic.metadata.namespace = object.namespace.clone();
-        dynamic.metadata.labels = Some(object.labels.clone());
-        dynamic.metadata.resource_version = object.resource_version.clone();
-        let op = format!("write {kind:?} {}", object.name);
-        match &object.resource_version {
-            None => api
-                .create(&PostParams::default(), &dynamic)
-                .await
-                .map(|_| ()),
-            Some(_) => api
-                .replace(&object.name, &PostParams::default(), &dynamic)
-                .await
-                .map(|_| ()),
-        }
-        .map_err(|e| self.error(&op, e))
+    async fn put_object(&self, object: &KubeObject) -> PortResult<()> {
+        let op = format!("write {} {}", object.body.kind(), object.name);
+        let meta = ObjectMeta {
+            name: Some(object.name.clone()),
+            namespace: object.namespace.clone(),
+            labels: Some(object.labels.clone()),
+            resource_version: object.resource_version.clone(),
+            ..Default::default()
+        };
+        let client = self.client.clone();
+        let create = object.resource_version.is_none();
+        let result = match &object.body {
+            ObjectBody::ServiceAccount => {
+                let ns = object.namespace.as_deref().unwrap_or("default");
+                let sa = ServiceAccount {
+                    metadata: meta,
+                    ..Default::default()
+                };
+                create_or_replace(&Api::namespaced(client, ns), &object.name, &sa, create).await
+            }
+            ObjectBody::ClusterRole { rules } => {
+                let role = ClusterRole {
+                    metadata: meta,
+                    rules: Some(rules.iter().map(rbac::to_policy_rule).collect()),
+                    ..Default::default()
+                };
+                create_or_replace(&Api::all(client), &object.name, &role, create).await
+            }
+            ObjectBody::ClusterRoleBinding {
+                cluster_role,
+                subjects,
+            } => {
+                let binding = rbac::to_binding(meta, cluster_role, subjects);
+                create_or_replace(&Api::all(client), &object.name, &binding, create).await
+            }
+        };
+        result.map_err(|e| self.error(&op, e))
     }
 
     async fn delete_secret(
@@ -287,5 +303,34 @@ impl Cluster for KubeCluster {
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(self.error(&format!("delete Secret {namespace}/{name}"), e)),
         }
+    }
+}
+
+fn to_kube_object(meta: ObjectMeta, body: ObjectBody) -> KubeObject {
+    KubeObject {
+        namespace: meta.namespace,
+        name: meta.name.unwrap_or_default(),
+        labels: meta.labels.unwrap_or_default(),
+        resource_version: meta.resource_version,
+        body,
+    }
+}
+
+/// Create-only without a resourceVersion; otherwise a replace conditional on the one that was read.
+async fn create_or_replace<K>(
+    api: &Api<K>,
+    name: &str,
+    object: &K,
+    create: bool,
+) -> kube::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    if create {
+        api.create(&PostParams::default(), object).await.map(|_| ())
+    } else {
+        api.replace(name, &PostParams::default(), object)
+            .await
+            .map(|_| ())
     }
 }

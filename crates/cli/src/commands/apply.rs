@@ -11,7 +11,7 @@ use crate::output::emit;
 pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> {
     let mut ctx = connect_all(global).await?;
     if args.openbao_only {
-        ctx.engine = ctx.engine.only_openbao_config();
+        ctx.engine = ctx.engine.with_scope(meshtrust_engine::Scope::OpenBaoOnly);
     }
     let text = global.output == OutputFormat::Text;
     let mut progress = |change: &meshtrust_core::plan::Change,

@@ -2,10 +2,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use meshtrust_core::duration::Span;
-use meshtrust_core::facts::root_issuer_name;
 use meshtrust_core::mesh::CaMode;
 use meshtrust_core::planner::PlanOptions;
-use meshtrust_core::ports::{OpenBao, RootRequest};
+use meshtrust_engine::RotationStart;
 
 use crate::args::{CaArgs, CaCommand, Global, OutputFormat, RotateArgs};
 use crate::context::{Context, connect_all, now};
@@ -22,9 +21,8 @@ pub async fn run(global: &Global, args: CaArgs) -> Result<ExitCode, CliError> {
 async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliError> {
     let wait =
         Span::parse(&args.phase_wait).map_err(|e| CliError::Usage(format!("--phase-wait: {e}")))?;
-    let Context { engine, bao } = connect_all(global).await?;
-    let mesh = engine.mesh().clone();
-    if mesh.ca.mode != CaMode::BaoPki {
+    let Context { engine, .. } = connect_all(global).await?;
+    if engine.mesh().ca.mode != CaMode::BaoPki {
         return Err(CliError::Usage("ca rotate-root works in ca.mode bao-pki; a shared root cannot be rotated without a trust gap".into()));
     }
     let text = global.output == OutputFormat::Text;
@@ -36,29 +34,16 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
             );
         }
     } else {
-        let next = observation
-            .facts
-            .openbao
-            .newest_root()
-            .map(|r| r.generation + 1)
-            .ok_or_else(|| {
-                CliError::Usage(
-                    "there is no root to rotate yet; run `meshtrust apply` first".into(),
-                )
-            })?;
-        let request = RootRequest {
-            issuer_name: root_issuer_name(next),
-            common_name: mesh.ca.root.common_name.clone(),
-            organization: mesh.ca.root.organization.clone(),
-            key: mesh.ca.root.key,
-            ttl: mesh.ca.root.ttl,
-        };
-        bao.generate_root(&mesh.openbao.pki_mount, &request).await?;
+        let started = engine.start_root_rotation(&observation).await?;
         if text {
-            println!(
-                "Generated {} inside OpenBao. Rotation phases follow.",
-                request.issuer_name
-            );
+            match started {
+                RotationStart::Generated { issuer_name } => {
+                    println!("Generated {issuer_name} inside OpenBao. Rotation phases follow.")
+                }
+                RotationStart::AlreadyExists { issuer_name } => println!(
+                    "{issuer_name} was created a moment ago by another run. Rotation phases follow."
+                ),
+            }
         }
     }
     let mut phase = 0;

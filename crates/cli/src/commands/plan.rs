@@ -10,7 +10,7 @@ use crate::output::emit;
 pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> {
     let mut ctx = connect_all(global).await?;
     if args.openbao_only {
-        ctx.engine = ctx.engine.only_openbao_config();
+        ctx.engine = ctx.engine.with_scope(meshtrust_engine::Scope::OpenBaoOnly);
     }
     let (plan, _) = ctx
         .engine

@@ -15,7 +15,7 @@ pub async fn run(global: &Global, _args: StatusArgs) -> Result<ExitCode, CliErro
     let mesh = ctx.engine.mesh();
     let observation = ctx.engine.observe(now()).await?;
     let rows = rows(mesh, &observation);
-    let roots = &observation.facts.openbao.roots;
+    let roots = &observation.facts().openbao.roots;
     emit(
         global.output,
         &json!({ "mesh": mesh.mesh_id, "roots": roots, "clusters": rows }),

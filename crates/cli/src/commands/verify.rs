@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use meshtrust_core::facts::CacertsFacts;
 use meshtrust_core::verify::{Finding, verify_remote_secrets, verify_trust};
-use meshtrust_engine::Observation;
+use meshtrust_engine::Snapshot;
 use serde::Serialize;
 use serde_json::json;
 
@@ -29,11 +29,11 @@ fn date(t: Option<i64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-pub fn rows(mesh: &meshtrust_core::mesh::Mesh, observation: &Observation) -> Vec<ClusterRow> {
+pub fn rows(mesh: &meshtrust_core::mesh::Mesh, observation: &Snapshot) -> Vec<ClusterRow> {
     mesh.clusters
         .iter()
         .map(|c| {
-            let facts = observation.facts.clusters.get(&c.name);
+            let facts = observation.facts().clusters.get(&c.name);
             let (roots, ca_serial, ca_not_after) = match facts.map(|f| &f.cacerts) {
                 Some(CacertsFacts::Managed(s)) => (
                     s.trusted_roots
@@ -58,7 +58,7 @@ pub fn rows(mesh: &meshtrust_core::mesh::Mesh, observation: &Observation) -> Vec
                         .filter(|p| p.name != c.name)
                         .filter(|p| {
                             let published = observation
-                                .facts
+                                .facts()
                                 .openbao
                                 .published
                                 .get(&p.name)
@@ -77,7 +77,7 @@ pub fn rows(mesh: &meshtrust_core::mesh::Mesh, observation: &Observation) -> Vec
                 ca_not_after,
                 peers_synced: format!("{synced}/{peers}"),
                 token_expires: observation
-                    .facts
+                    .facts()
                     .openbao
                     .published
                     .get(&c.name)
@@ -107,39 +107,27 @@ pub fn table(rows: &[ClusterRow]) -> String {
 }
 
 /// Uses every synced kubeconfig the way the peer's istiod would.
-async fn reachability(
-    mesh: &meshtrust_core::mesh::Mesh,
-    observation: &Observation,
-) -> Vec<Finding> {
+async fn reachability(mesh: &meshtrust_core::mesh::Mesh, observation: &Snapshot) -> Vec<Finding> {
     let mut probes = Vec::new();
-    for (cluster, secrets) in &observation.remote_secrets {
-        for (peer, secret) in secrets {
-            if mesh.cluster(peer).is_none() {
-                continue;
-            }
-            let Some(kubeconfig) = secret
-                .data
-                .get(peer)
-                .and_then(|v| v.expose_str())
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            let (cluster, peer, name, ns) = (
-                cluster.clone(),
-                peer.clone(),
-                secret.name.clone(),
-                secret.namespace.clone(),
-            );
-            probes.push(async move {
-                meshtrust_kube::probe_reader_kubeconfig(&kubeconfig).await.err().map(|why| Finding {
-                    cluster,
-                    object: format!("Secret {ns}/{name}"),
-                    problem: format!("its kubeconfig cannot read {peer}: {why}"),
-                    fix: format!("check {peer}'s reader ServiceAccount and RBAC, then run `meshtrust apply` to publish a fresh token"),
-                })
-            });
+    for synced in observation.synced_kubeconfigs() {
+        if mesh.cluster(synced.peer).is_none() {
+            continue;
         }
+        let kubeconfig = synced.kubeconfig.to_string();
+        let (cluster, peer, name, ns) = (
+            synced.cluster.to_string(),
+            synced.peer.to_string(),
+            synced.secret_name.to_string(),
+            synced.namespace.to_string(),
+        );
+        probes.push(async move {
+            meshtrust_kube::probe_reader_kubeconfig(&kubeconfig).await.err().map(|why| Finding {
+                cluster,
+                object: format!("Secret {ns}/{name}"),
+                problem: format!("its kubeconfig cannot read {peer}: {why}"),
+                fix: format!("check {peer}'s reader ServiceAccount and RBAC, then run `meshtrust apply` to publish a fresh token"),
+            })
+        });
     }
     futures::future::join_all(probes)
         .await
@@ -152,8 +140,8 @@ pub async fn run(global: &Global, _args: VerifyArgs) -> Result<ExitCode, CliErro
     let ctx = connect_all(global).await?;
     let mesh = ctx.engine.mesh();
     let observation = ctx.engine.observe(now()).await?;
-    let mut findings = verify_trust(mesh, &observation.facts);
-    findings.extend(verify_remote_secrets(mesh, &observation.facts));
+    let mut findings = verify_trust(mesh, observation.facts());
+    findings.extend(verify_remote_secrets(mesh, observation.facts()));
     findings.extend(reachability(mesh, &observation).await);
     let rows = rows(mesh, &observation);
     let ok = findings.is_empty();

@@ -1,0 +1,133 @@
+//! Executing a plan, change by change, in order. Each domain has its applier, mirroring the planners:
+//! OpenBao's configuration, trust (roots, intermediates, `cacerts`) and remote secrets. Every write is
+//! conditional (create-only, resourceVersion, check-and-set), so a change that loses a race surfaces as a
+//! conflict and the caller observes and plans again.
+
+mod openbao_config;
+mod remote_secrets;
+pub(crate) mod trust;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use meshtrust_core::mesh::{ClusterSettings, Mesh};
+use meshtrust_core::plan::{Change, Domain, Plan};
+use meshtrust_core::ports::{Cluster, KvEntry, OpenBao, SecretObject};
+use meshtrust_core::secret::SecretBytes;
+
+use crate::EngineError;
+use crate::names::root_issuer_name;
+use crate::outcome::{AppliedChange, ApplyReport};
+use crate::snapshot::Snapshot;
+pub(crate) use trust::root_request;
+
+/// The systems an applier writes to, and the mesh file that says what is wanted.
+pub(crate) struct Targets<'a> {
+    pub mesh: &'a Mesh,
+    pub bao: &'a dyn OpenBao,
+    pub clusters: &'a BTreeMap<String, Arc<dyn Cluster>>,
+}
+
+impl Targets<'_> {
+    pub fn cluster(&self, name: &str) -> Result<&dyn Cluster, EngineError> {
+        self.clusters
+            .get(name)
+            .map(|c| c.as_ref())
+            .ok_or_else(|| EngineError::UnknownCluster(name.to_string()))
+    }
+
+    pub fn settings(&self, name: &str) -> Result<&ClusterSettings, EngineError> {
+        self.mesh
+            .cluster(name)
+            .ok_or_else(|| EngineError::UnknownCluster(name.to_string()))
+    }
+}
+
+/// What this run has written so far, layered over the snapshot it planned from: later changes in the same
+/// plan need the new root, the `cacerts` just written (its new resourceVersion) or the kubeconfig just published.
+pub(crate) struct RunState<'a> {
+    snapshot: &'a Snapshot,
+    roots_pem: Option<BTreeMap<u32, String>>,
+    shared_root: Option<KvEntry>,
+    cacerts: BTreeMap<String, SecretObject>,
+    published: BTreeMap<String, (SecretBytes, u64)>,
+}
+
+impl<'a> RunState<'a> {
+    fn new(snapshot: &'a Snapshot) -> Self {
+        RunState {
+            snapshot,
+            roots_pem: None,
+            shared_root: None,
+            cacerts: BTreeMap::new(),
+            published: BTreeMap::new(),
+        }
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        self.snapshot
+    }
+
+    pub fn root_pem(&self, generation: u32) -> Result<String, EngineError> {
+        self.roots_pem
+            .as_ref()
+            .unwrap_or(&self.snapshot.roots_pem)
+            .get(&generation)
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::Inconsistent(format!(
+                    "{} is not in OpenBao; run plan again",
+                    root_issuer_name(generation)
+                ))
+            })
+    }
+
+    pub fn cacerts(&self, cluster: &str) -> Option<&SecretObject> {
+        self.cacerts
+            .get(cluster)
+            .or_else(|| self.snapshot.cacerts.get(cluster)?.as_ref())
+    }
+
+    pub fn shared_root(&self) -> Option<&KvEntry> {
+        self.shared_root
+            .as_ref()
+            .or(self.snapshot.shared_root.as_ref())
+    }
+
+    pub fn published(&self, cluster: &str) -> Option<&(SecretBytes, u64)> {
+        self.published.get(cluster)
+    }
+}
+
+/// Applies `plan`, made from `snapshot`. `progress` hears about each change as it completes.
+pub(crate) async fn apply(
+    targets: &Targets<'_>,
+    plan: &Plan,
+    snapshot: &Snapshot,
+    progress: &mut (dyn FnMut(&Change, &AppliedChange) + Send),
+) -> Result<ApplyReport, EngineError> {
+    if !plan.blockers.is_empty() {
+        return Err(EngineError::Blocked(plan.blockers.clone()));
+    }
+    let mut run = RunState::new(snapshot);
+    let mut report = ApplyReport {
+        applied: vec![],
+        warnings: plan.warnings.clone(),
+    };
+    for change in &plan.changes {
+        let action = &change.action;
+        let detail = match action.domain() {
+            Domain::OpenBaoConfig => openbao_config::apply(targets, &run, action).await?,
+            Domain::Trust => trust::apply(targets, &mut run, action).await?,
+            Domain::RemoteSecrets => remote_secrets::apply(targets, &mut run, action).await?,
+        };
+        let applied = AppliedChange {
+            resource: change.resource.clone(),
+            target: change.target.to_string(),
+            detail,
+        };
+        progress(change, &applied);
+        report.applied.push(applied);
+    }
+    Ok(report)
+}

@@ -1,0 +1,112 @@
+//! Applying OpenBao's configuration: the namespace, the KV mount, one Kubernetes auth mount per cluster with
+//! its config and agent role, and meshtrust's policies. Creations tolerate a concurrent run that made the same
+//! thing a moment ago.
+
+use meshtrust_core::bao_plan::{AGENT_ROLE, desired_host, desired_role};
+use meshtrust_core::plan::Action;
+use meshtrust_core::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
+use meshtrust_core::ports::KubernetesAuthConfig;
+
+use super::{RunState, Targets};
+use crate::EngineError;
+
+pub(super) async fn apply(
+    targets: &Targets<'_>,
+    run: &RunState<'_>,
+    action: &Action,
+) -> Result<String, EngineError> {
+    let bao = targets.bao;
+    match action {
+        Action::CreateBaoNamespace { namespace } => {
+            if let Err(e) = bao.create_namespace(namespace).await
+                && !bao.namespace_exists(namespace).await?
+            {
+                return Err(e.into());
+            }
+            Ok(format!("created OpenBao namespace {namespace}"))
+        }
+        Action::EnableKvMount { mount } => {
+            if let Err(e) = bao.enable_mount(mount, "kv", None).await
+                && bao.mount(mount).await?.is_none_or(|m| m.kind != "kv")
+            {
+                return Err(e.into());
+            }
+            Ok(format!("mounted KV v2 at {mount}/"))
+        }
+        Action::EnableAuthMount { mount, .. } => {
+            if let Err(e) = bao.enable_auth(mount, "kubernetes").await
+                && bao.auth_mount(mount).await?.as_deref() != Some("kubernetes")
+            {
+                return Err(e.into());
+            }
+            Ok(format!("enabled Kubernetes auth at auth/{mount}/"))
+        }
+        Action::ConfigureAuth { cluster, mount } => {
+            configure_auth(targets, run, cluster, mount).await
+        }
+        Action::WriteAgentRole { cluster, mount } => {
+            let role = desired_role(targets.mesh, targets.settings(cluster)?);
+            bao.write_kubernetes_auth_role(mount, AGENT_ROLE, &role)
+                .await?;
+            Ok(format!(
+                "role {AGENT_ROLE} grants {}",
+                role.policies.join(", ")
+            ))
+        }
+        Action::WritePolicy { name } => {
+            bao.write_policy(name, &policy_text(targets, name)?).await?;
+            Ok(format!("wrote policy {name}"))
+        }
+        other => Err(EngineError::Inconsistent(format!(
+            "{other:?} is not an OpenBao configuration change"
+        ))),
+    }
+}
+
+async fn configure_auth(
+    targets: &Targets<'_>,
+    run: &RunState<'_>,
+    cluster: &str,
+    mount: &str,
+) -> Result<String, EngineError> {
+    let settings = targets.settings(cluster)?;
+    let api = run
+        .snapshot()
+        .facts
+        .clusters
+        .get(cluster)
+        .map(|c| c.api.clone())
+        .unwrap_or_default();
+    let host = desired_host(settings, &api.server);
+    let ca = api.ca_pem.ok_or_else(|| {
+        EngineError::Inconsistent(format!(
+            "cluster {cluster}: its kubeconfig has no certificate-authority-data, so OpenBao cannot verify the API server; add it to the kubeconfig"
+        ))
+    })?;
+    let config = KubernetesAuthConfig {
+        kubernetes_host: host.clone(),
+        kubernetes_ca_cert: ca,
+    };
+    targets
+        .bao
+        .write_kubernetes_auth_config(mount, &config)
+        .await?;
+    Ok(format!("auth/{mount} reviews tokens at {host}"))
+}
+
+fn policy_text(targets: &Targets<'_>, name: &str) -> Result<String, EngineError> {
+    if name == ADMIN_POLICY {
+        return Ok(admin_policy(targets.mesh));
+    }
+    let cluster = targets
+        .mesh
+        .clusters
+        .iter()
+        .find(|c| agent_policy_name(&c.name) == name)
+        .ok_or_else(|| {
+            EngineError::Inconsistent(format!(
+                "policy {name} belongs to no cluster of the mesh file"
+            ))
+        })?;
+    Ok(agent_policy(targets.mesh, cluster))
+}

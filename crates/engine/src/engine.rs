@@ -1,0 +1,191 @@
+//! The engine's entry points: observe → plan → apply, retried from the top when a conditional write loses a
+//! race, so that two concurrent runs both end in the same consistent state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use meshtrust_core::mesh::{CaMode, Mesh};
+use meshtrust_core::plan::{Change, Plan};
+use meshtrust_core::planner::{PlanOptions, plan};
+use meshtrust_core::ports::{Cluster, GenerateOutcome, OpenBao};
+
+use crate::EngineError;
+use crate::apply::{Targets, apply};
+use crate::names::root_issuer_name;
+use crate::observe::observe;
+use crate::outcome::{AppliedChange, ApplyReport};
+use crate::published::read_index;
+use crate::snapshot::Snapshot;
+
+/// What an engine may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The admin CLI: OpenBao's configuration and CA, and every connected cluster.
+    Admin,
+    /// `apply --openbao-only`: OpenBao's configuration and CA; the clusters are left to their agents.
+    OpenBaoOnly,
+    /// An agent: its own cluster, with no power over OpenBao's configuration.
+    Agent,
+}
+
+pub struct Engine {
+    mesh: Mesh,
+    bao: Arc<dyn OpenBao>,
+    clusters: BTreeMap<String, Arc<dyn Cluster>>,
+    scope: Scope,
+}
+
+const CONFLICT_RETRIES: usize = 5;
+
+/// The outcome of `ca rotate-root --start`'s first step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationStart {
+    /// A new root issuer now exists inside OpenBao.
+    Generated { issuer_name: String },
+    /// Another run created the same generation a moment ago.
+    AlreadyExists { issuer_name: String },
+}
+
+impl Engine {
+    /// An admin engine (scope [`Scope::Admin`]).
+    pub fn new(
+        mesh: Mesh,
+        bao: Arc<dyn OpenBao>,
+        clusters: BTreeMap<String, Arc<dyn Cluster>>,
+    ) -> Self {
+        Self {
+            mesh,
+            bao,
+            clusters,
+            scope: Scope::Admin,
+        }
+    }
+
+    pub fn with_scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    fn targets(&self) -> Targets<'_> {
+        Targets {
+            mesh: &self.mesh,
+            bao: self.bao.as_ref(),
+            clusters: &self.clusters,
+        }
+    }
+
+    pub async fn observe(&self, now: i64) -> Result<Snapshot, EngineError> {
+        let with_config = self.scope != Scope::Agent;
+        observe(
+            &self.mesh,
+            self.bao.as_ref(),
+            &self.clusters,
+            now,
+            with_config,
+        )
+        .await
+    }
+
+    /// The change index's version: one small read, whatever the mesh's size. The agent polls it.
+    pub async fn index_version(&self) -> Result<u64, EngineError> {
+        Ok(read_index(self.bao.as_ref(), &self.mesh).await?.0)
+    }
+
+    pub async fn plan(
+        &self,
+        now: i64,
+        options: PlanOptions,
+    ) -> Result<(Plan, Snapshot), EngineError> {
+        let snapshot = self.observe(now).await?;
+        let mut plan = plan(&self.mesh, snapshot.facts(), options);
+        match self.scope {
+            Scope::Admin => {}
+            Scope::Agent => plan.changes.retain(|c| !c.action.needs_openbao_admin()),
+            Scope::OpenBaoOnly => {
+                plan.changes.retain(|c| c.action.needs_openbao_admin());
+                plan.blockers.clear();
+                plan.warnings.clear();
+            }
+        }
+        Ok((plan, snapshot))
+    }
+
+    /// Applies `plan`, made from `snapshot`. `progress` hears about each change as it completes.
+    pub async fn apply(
+        &self,
+        plan: &Plan,
+        snapshot: &Snapshot,
+        progress: &mut (dyn FnMut(&Change, &AppliedChange) + Send),
+    ) -> Result<ApplyReport, EngineError> {
+        apply(&self.targets(), plan, snapshot, progress).await
+    }
+
+    /// Plans and applies until nothing conflicts. `now` is read once per attempt by the caller's clock.
+    /// Also returns the snapshot the applied plan was made from: when nothing was applied, it is the
+    /// current state, and callers need not observe again.
+    pub async fn converge(
+        &self,
+        clock: &(dyn Fn() -> i64 + Send + Sync),
+        options: PlanOptions,
+        progress: &mut (dyn FnMut(&Change, &AppliedChange) + Send),
+    ) -> Result<(Plan, ApplyReport, Snapshot), EngineError> {
+        let mut attempt = 0;
+        let mut earlier: Vec<AppliedChange> = Vec::new();
+        loop {
+            let (plan, snapshot) = self.plan(clock(), options).await?;
+            let mut recorder = |change: &Change, applied: &AppliedChange| {
+                earlier.push(applied.clone());
+                progress(change, applied);
+            };
+            match self.apply(&plan, &snapshot, &mut recorder).await {
+                Ok(mut report) => {
+                    // Report every change made, including those of attempts that later lost a race.
+                    report.applied = earlier;
+                    return Ok((plan, report, snapshot));
+                }
+                Err(e) if e.is_conflict() && attempt < CONFLICT_RETRIES => {
+                    tracing::info!(error = %e, attempt, "a conditional write lost a race; observing again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Creates the next root generation inside OpenBao, which starts a phased rotation. The caller makes sure
+    /// the mesh is settled first (an empty plan).
+    pub async fn start_root_rotation(
+        &self,
+        snapshot: &Snapshot,
+    ) -> Result<RotationStart, EngineError> {
+        if self.mesh.ca.mode != CaMode::BaoPki {
+            return Err(EngineError::Inconsistent(
+                "root rotation works in ca.mode bao-pki; a shared root cannot be rotated without a trust gap".into(),
+            ));
+        }
+        let next = snapshot
+            .facts()
+            .openbao
+            .newest_root()
+            .map(|r| r.generation + 1)
+            .ok_or_else(|| {
+                EngineError::Inconsistent(
+                    "there is no root to rotate yet; run `meshtrust apply` first".into(),
+                )
+            })?;
+        let request = crate::apply::root_request(&self.mesh, next);
+        let issuer_name = root_issuer_name(next);
+        match self
+            .bao
+            .generate_root(&self.mesh.openbao.pki_mount, &request)
+            .await?
+        {
+            GenerateOutcome::Created => Ok(RotationStart::Generated { issuer_name }),
+            GenerateOutcome::AlreadyExists => Ok(RotationStart::AlreadyExists { issuer_name }),
+        }
+    }
+}

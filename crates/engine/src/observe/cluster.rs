@@ -1,0 +1,146 @@
+//! Observing one cluster: its Istio namespace, `cacerts`, the reader identity peers use, and the remote
+//! secrets it holds.
+
+use std::collections::BTreeMap;
+
+use meshtrust_core::bao_plan::desired_host;
+use meshtrust_core::facts::{
+    CacertsFacts, ClusterApiFacts, ClusterFacts, ObjectState, ReaderFacts, RemoteSecretFacts,
+};
+use meshtrust_core::istio::{MULTICLUSTER_LABEL, READER_SERVICE_ACCOUNT, reader_cluster_role_name};
+use meshtrust_core::mesh::ClusterSettings;
+use meshtrust_core::ports::{Cluster, KubeObject, ObjectKind, SecretObject};
+use meshtrust_pki::cacerts::inspect;
+
+use crate::EngineError;
+use crate::names::{CACERTS, KV_VERSION_ANNOTATION, REMOTE_SECRET_PREFIX, is_managed};
+use crate::published::config_hash;
+use crate::reader::{desired_reader, is_up_to_date};
+use crate::snapshot::ReaderObjects;
+
+/// One cluster's facts and the objects behind them.
+pub(crate) struct ClusterFound {
+    pub name: String,
+    pub facts: ClusterFacts,
+    pub cacerts: Option<SecretObject>,
+    pub reader: ReaderObjects,
+    pub remote_secrets: BTreeMap<String, SecretObject>,
+}
+
+pub(crate) async fn observe_cluster(
+    cluster: &dyn Cluster,
+    settings: &ClusterSettings,
+    now: i64,
+) -> Result<ClusterFound, EngineError> {
+    let namespace_exists = cluster.namespace_exists(&settings.istio_namespace).await?;
+    let cacerts = if namespace_exists {
+        cluster
+            .get_secret(&settings.istio_namespace, CACERTS)
+            .await?
+    } else {
+        None
+    };
+    let cacerts_facts = match &cacerts {
+        None => CacertsFacts::Absent,
+        Some(s) if !is_managed(&s.labels) => CacertsFacts::Unmanaged,
+        Some(s) => CacertsFacts::Managed(inspect(&s.data, now)),
+    };
+    let (reader_facts, reader) = observe_reader(cluster, settings).await?;
+    let remote_secrets = if namespace_exists {
+        observe_remote_secrets(cluster, settings).await?
+    } else {
+        BTreeMap::new()
+    };
+    let remote_facts = remote_secrets
+        .iter()
+        .map(|(peer, s)| (peer.clone(), remote_secret_facts(s)))
+        .collect();
+    let facts = ClusterFacts {
+        namespace_exists,
+        cacerts: cacerts_facts,
+        api: ClusterApiFacts {
+            server: cluster.server().to_string(),
+            ca_pem: cluster.api_ca_pem().map(str::to_string),
+        },
+        reader: reader_facts,
+        remote_secrets: remote_facts,
+        desired_config_hash: config_hash(
+            &desired_host(settings, cluster.server()),
+            cluster.api_ca_pem(),
+        ),
+    };
+    Ok(ClusterFound {
+        name: settings.name.clone(),
+        facts,
+        cacerts,
+        reader,
+        remote_secrets,
+    })
+}
+
+fn state(found: &Option<KubeObject>, wanted: &KubeObject) -> ObjectState {
+    match found {
+        None => ObjectState::Absent,
+        Some(o) if !is_managed(&o.labels) => ObjectState::Unmanaged,
+        Some(o) => ObjectState::Managed {
+            up_to_date: is_up_to_date(o, wanted),
+        },
+    }
+}
+
+/// The reader identity's three objects, as found, and how they compare with what meshtrust wants.
+async fn observe_reader(
+    cluster: &dyn Cluster,
+    settings: &ClusterSettings,
+) -> Result<(ReaderFacts, ReaderObjects), EngineError> {
+    let ns = settings.istio_namespace.as_str();
+    let role_name = reader_cluster_role_name(ns);
+    let found = ReaderObjects {
+        service_account: cluster
+            .get_object(ObjectKind::ServiceAccount, Some(ns), READER_SERVICE_ACCOUNT)
+            .await?,
+        cluster_role: cluster
+            .get_object(ObjectKind::ClusterRole, None, &role_name)
+            .await?,
+        binding: cluster
+            .get_object(ObjectKind::ClusterRoleBinding, None, &role_name)
+            .await?,
+    };
+    let [sa, role, binding] = desired_reader(settings);
+    let facts = ReaderFacts {
+        service_account: state(&found.service_account, &sa),
+        cluster_role: state(&found.cluster_role, &role),
+        binding: state(&found.binding, &binding),
+    };
+    Ok((facts, found))
+}
+
+/// Remote secrets in the Istio namespace, by peer.
+async fn observe_remote_secrets(
+    cluster: &dyn Cluster,
+    settings: &ClusterSettings,
+) -> Result<BTreeMap<String, SecretObject>, EngineError> {
+    let secrets = cluster
+        .list_secrets(
+            &settings.istio_namespace,
+            &format!("{MULTICLUSTER_LABEL}=true"),
+        )
+        .await?;
+    Ok(secrets
+        .into_iter()
+        .filter_map(|s| {
+            let peer = s.name.strip_prefix(REMOTE_SECRET_PREFIX)?.to_string();
+            Some((peer, s))
+        })
+        .collect())
+}
+
+fn remote_secret_facts(secret: &SecretObject) -> RemoteSecretFacts {
+    RemoteSecretFacts {
+        managed: is_managed(&secret.labels),
+        kv_version: secret
+            .annotations
+            .get(KV_VERSION_ANNOTATION)
+            .and_then(|v| v.parse().ok()),
+    }
+}

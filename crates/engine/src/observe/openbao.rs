@@ -1,0 +1,151 @@
+//! Observing OpenBao: meshtrust's configuration (namespace, KV mount, auth mounts and roles, policies) and the
+//! CA (the PKI mount's `meshtrust-root-N` issuers, or the shared-root bundle in KV).
+
+use std::collections::BTreeMap;
+
+use meshtrust_core::bao_plan::AGENT_ROLE;
+use meshtrust_core::facts::{AuthFacts, BaoConfigFacts, MountFacts, RootIssuerFacts};
+use meshtrust_core::mesh::{CaMode, Mesh};
+use meshtrust_core::policy::{ADMIN_POLICY, agent_policy_name};
+use meshtrust_core::ports::OpenBao;
+use meshtrust_pki::parse_certs;
+
+use crate::EngineError;
+use crate::names::root_generation;
+use crate::snapshot::Snapshot;
+
+fn mount_facts(mount: Option<meshtrust_core::ports::MountInfo>) -> MountFacts {
+    match mount {
+        Some(m) => MountFacts::Present {
+            kind: m.kind,
+            max_lease_ttl: m.max_lease_ttl,
+        },
+        None => MountFacts::Absent,
+    }
+}
+
+/// meshtrust's root issuers (oldest first), the number of other issuers, and each root's PEM by generation.
+pub(crate) async fn observe_roots(
+    bao: &dyn OpenBao,
+    pki: &str,
+) -> Result<(Vec<RootIssuerFacts>, usize, BTreeMap<u32, String>), EngineError> {
+    let mut roots = Vec::new();
+    let mut pems = BTreeMap::new();
+    let mut foreign = 0;
+    for issuer in bao.list_issuers(pki).await? {
+        let Some(generation) = root_generation(&issuer.issuer_name) else {
+            foreign += 1;
+            continue;
+        };
+        let cert = parse_certs(
+            &issuer.certificate_pem,
+            &format!("OpenBao issuer {}", issuer.issuer_name),
+        )
+        .map_err(EngineError::pki("reading OpenBao's root"))?
+        .remove(0);
+        // A key OpenBao will not describe is treated as not internal, which the planner reports.
+        let key_internal = match bao.key_info(pki, &issuer.key_id).await {
+            Ok(info) => info.internal,
+            Err(_) => false,
+        };
+        pems.insert(generation, cert.pem.clone());
+        roots.push(RootIssuerFacts {
+            generation,
+            issuer_id: issuer.issuer_id,
+            cert: cert.facts,
+            key_internal,
+        });
+    }
+    roots.sort_by_key(|r| r.generation);
+    Ok((roots, foreign, pems))
+}
+
+async fn observe_auth(bao: &dyn OpenBao, mount: &str) -> Result<AuthFacts, EngineError> {
+    let mut auth = AuthFacts {
+        kind: bao.auth_mount(mount).await?,
+        ..Default::default()
+    };
+    if auth.kind.as_deref() == Some("kubernetes") {
+        if let Some(config) = bao.kubernetes_auth_config(mount).await? {
+            let some = |s: String| Some(s).filter(|s| !s.is_empty());
+            auth.kubernetes_host = some(config.kubernetes_host);
+            auth.kubernetes_ca_cert = some(config.kubernetes_ca_cert);
+        }
+        auth.role = bao.kubernetes_auth_role(mount, AGENT_ROLE).await?;
+    }
+    Ok(auth)
+}
+
+/// OpenBao's namespace, KV mount, auth mounts with their config and agent role, and meshtrust's policies.
+pub(crate) async fn observe_config(
+    mesh: &Mesh,
+    bao: &dyn OpenBao,
+) -> Result<BaoConfigFacts, EngineError> {
+    let mut config = BaoConfigFacts::default();
+    if let Some(ns) = &mesh.openbao.namespace {
+        let exists = bao.namespace_exists(ns).await?;
+        config.namespace_exists = Some(exists);
+        if !exists {
+            return Ok(config);
+        }
+    }
+    config.kv_mount = Some(mount_facts(bao.mount(&mesh.openbao.kv_mount).await?));
+    for cluster in &mesh.clusters {
+        let auth = observe_auth(bao, &cluster.auth_mount).await?;
+        config.auth.insert(cluster.name.clone(), auth);
+    }
+    let names = mesh
+        .clusters
+        .iter()
+        .map(|c| agent_policy_name(&c.name))
+        .chain([ADMIN_POLICY.to_string()]);
+    for name in names {
+        let text = bao.read_policy(&name).await?;
+        config.policies.insert(name, text);
+    }
+    Ok(config)
+}
+
+/// The CA as OpenBao holds it, in the mesh file's mode.
+pub(crate) async fn observe_ca(
+    mesh: &Mesh,
+    bao: &dyn OpenBao,
+    snapshot: &mut Snapshot,
+) -> Result<(), EngineError> {
+    let openbao = &mut snapshot.facts.openbao;
+    match mesh.ca.mode {
+        CaMode::BaoPki => {
+            let mount = bao.mount(&mesh.openbao.pki_mount).await?;
+            let is_pki = mount.as_ref().is_some_and(|m| m.kind == "pki");
+            openbao.pki_mount = mount_facts(mount);
+            if is_pki {
+                let (roots, foreign, pems) = observe_roots(bao, &mesh.openbao.pki_mount).await?;
+                openbao.roots = roots;
+                openbao.foreign_issuers = foreign;
+                snapshot.roots_pem = pems;
+            }
+        }
+        CaMode::SharedRoot => {
+            let entry = bao
+                .kv_get(&mesh.openbao.kv_mount, &mesh.ca.shared_root_kv_path)
+                .await?;
+            if let Some(entry) = &entry {
+                let pem = entry
+                    .data
+                    .get(meshtrust_pki::shared_root::ROOT_CERT_FIELD)
+                    .and_then(|v| v.expose_str())
+                    .ok_or_else(|| {
+                        EngineError::Inconsistent(format!(
+                            "KV {}/{} has no root-cert.pem field; it is not a shared root bundle. Move it away or set ca.sharedRootKvPath",
+                            mesh.openbao.kv_mount, mesh.ca.shared_root_kv_path
+                        ))
+                    })?;
+                let cert = parse_certs(pem, "shared root root-cert.pem")
+                    .map_err(EngineError::pki("reading the shared root from KV"))?;
+                openbao.shared_root = Some(cert[0].facts.clone());
+            }
+            snapshot.shared_root = entry;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! In-memory doubles of OpenBao and a Kubernetes cluster behind meshtrust's ports. They keep the semantics the
+//! engine relies on — KV check-and-set, create-only and resourceVersion-conditional writes, issuer-name
+//! uniqueness, soft-deleted KV versions — record every call, and can be told to fail a call or to lose a race.
+//! The real-server tests stay the proof; these make the engine's edge cases cheap to state.
+#![forbid(unsafe_code)]
+
+mod cluster;
+mod faults;
+mod openbao;
+mod signing;
+
+pub use cluster::FakeCluster;
+pub use faults::CallLog;
+pub use openbao::FakeOpenBao;
