@@ -20,7 +20,11 @@ pub struct OpenBaoClient {
     http: reqwest::Client,
     config: Arc<OpenBaoConfig>,
     requests: Arc<AtomicU64>,
+    response_bytes: Arc<AtomicU64>,
 }
+
+/// No answer meshtrust reads comes near this; a larger one is refused rather than buffered.
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 impl std::fmt::Debug for OpenBaoClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,11 +40,13 @@ pub(crate) fn error(kind: ErrorKind, operation: &str, message: impl Into<String>
 
 impl OpenBaoClient {
     pub fn new(config: OpenBaoConfig) -> PortResult<Self> {
+        config.check_transport()?;
         let http = http_client(&config, Duration::from_secs(30))?;
         Ok(Self {
             http,
             config: Arc::new(config),
             requests: Arc::new(AtomicU64::new(0)),
+            response_bytes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -57,12 +63,18 @@ impl OpenBaoClient {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// How many bytes of answers this client (and its clones) received, counted as they arrive.
+    pub fn response_bytes(&self) -> u64 {
+        self.response_bytes.load(Ordering::Relaxed)
+    }
+
     /// The same server with a shorter per-request timeout, so a hung server is noticed sooner.
     pub fn with_timeout(&self, timeout: Duration) -> PortResult<Self> {
         Ok(Self {
             http: http_client(&self.config, timeout)?,
             config: self.config.clone(),
             requests: self.requests.clone(),
+            response_bytes: self.response_bytes.clone(),
         })
     }
 
@@ -74,6 +86,7 @@ impl OpenBaoClient {
             http: self.http.clone(),
             config: Arc::new(config),
             requests: self.requests.clone(),
+            response_bytes: self.response_bytes.clone(),
         }
     }
 
@@ -121,12 +134,16 @@ impl OpenBaoClient {
             )
         })?;
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let body: Value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::Null)
-        };
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("no content type")
+            .to_string();
+        let bytes = read_capped(response, &operation).await?;
+        self.response_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let body = parse_answer(&bytes, status, &content_type, &operation)?;
         Ok(Response { status, body })
     }
 
@@ -161,6 +178,72 @@ fn http_client(config: &OpenBaoConfig, timeout: Duration) -> PortResult<reqwest:
     builder
         .build()
         .map_err(|e| error(ErrorKind::Invalid, "build HTTP client", e.to_string()))
+}
+
+/// Reads the body chunk by chunk, refusing more than [`MAX_ANSWER_BYTES`]; a body that breaks off or stalls
+/// past the request timeout is an error, never an empty answer.
+async fn read_capped(mut response: reqwest::Response, operation: &str) -> PortResult<Vec<u8>> {
+    let too_big = || {
+        error(
+            ErrorKind::Invalid,
+            operation,
+            format!(
+                "the answer is larger than {} MiB, far beyond anything OpenBao sends meshtrust; check BAO_ADDR",
+                MAX_ANSWER_BYTES >> 20
+            ),
+        )
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = response.chunk().await.map_err(|e| {
+            error(
+                ErrorKind::Unavailable,
+                operation,
+                format!(
+                    "the answer broke off or stalled ({}); OpenBao may be overloaded, try again",
+                    root_cause(&e)
+                ),
+            )
+        })?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// OpenBao answers JSON (or nothing, for 204). Anything else on a success status means BAO_ADDR points at
+/// something that is not OpenBao, and must not be read as "absent".
+fn parse_answer(
+    bytes: &[u8],
+    status: StatusCode,
+    content_type: &str,
+    operation: &str,
+) -> PortResult<Value> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(body) => Ok(body),
+        Err(_) if !status.is_success() => Ok(Value::Null),
+        Err(e) => Err(error(
+            ErrorKind::Invalid,
+            operation,
+            format!(
+                "OpenBao answered {status} with {} bytes of {content_type} that are not JSON ({e}); check that BAO_ADDR points at OpenBao",
+                bytes.len()
+            ),
+        )),
+    }
 }
 
 fn root_cause(e: &reqwest::Error) -> String {

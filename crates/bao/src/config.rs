@@ -1,5 +1,7 @@
 use std::fmt;
 
+use meshtrust_core::ports::{ErrorKind, PortError, PortResult, System};
+
 /// Where OpenBao is and who we are there, read like the `bao` CLI reads it.
 #[derive(Clone)]
 pub struct OpenBaoConfig {
@@ -8,6 +10,9 @@ pub struct OpenBaoConfig {
     pub namespace: Option<String>,
     /// PEM CA bundle to trust for OpenBao's TLS (`BAO_CACERT`).
     pub ca_cert_pem: Option<String>,
+    /// Allow `http://` to a host other than loopback (`--allow-insecure-http`): tokens would cross the
+    /// network in clear text.
+    pub allow_insecure_http: bool,
 }
 
 impl fmt::Debug for OpenBaoConfig {
@@ -68,6 +73,101 @@ impl OpenBaoConfig {
             token,
             namespace,
             ca_cert_pem,
+            allow_insecure_http: false,
         })
+    }
+
+    /// `https://` anywhere; `http://` only to loopback unless explicitly allowed.
+    pub fn check_transport(&self) -> PortResult<()> {
+        let refuse = |why: String| {
+            Err(PortError::new(
+                System::OpenBao,
+                ErrorKind::Invalid,
+                "check the OpenBao address",
+                why,
+            ))
+        };
+        let Some((scheme, rest)) = self.address.split_once("://") else {
+            return refuse(format!(
+                "{:?} is not a URL; set BAO_ADDR (or openbao.address) to https://host:8200",
+                self.address
+            ));
+        };
+        let host = host_of(rest);
+        match scheme {
+            "https" => Ok(()),
+            "http" if self.allow_insecure_http || is_loopback(host) => Ok(()),
+            "http" => refuse(format!(
+                "{} uses http://, which would send tokens in clear text to {host}; use https:// (and BAO_CACERT), or pass --allow-insecure-http if you accept that",
+                self.address
+            )),
+            other => refuse(format!(
+                "{} has scheme {other:?}; OpenBao is reached over https://",
+                self.address
+            )),
+        }
+    }
+}
+
+/// The host of `host:port/path`, without brackets for IPv6.
+fn host_of(rest: &str) -> &str {
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(address: &str, allow: bool) -> OpenBaoConfig {
+        OpenBaoConfig {
+            address: address.into(),
+            token: String::new(),
+            namespace: None,
+            ca_cert_pem: None,
+            allow_insecure_http: allow,
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_except_to_loopback_or_when_allowed() {
+        for ok in [
+            "https://bao.example:8200",
+            "http://127.0.0.1:8200",
+            "http://127.8.9.1:8200",
+            "http://localhost:8200",
+            "http://[::1]:8200",
+        ] {
+            assert!(config(ok, false).check_transport().is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://bao.example:8200",
+            "http://10.0.0.1:8200",
+            "http://localhost.evil.example:8200",
+            "ftp://bao.example",
+            "bao.example:8200",
+        ] {
+            let e = config(bad, false)
+                .check_transport()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("https://"), "{bad}: {e}");
+        }
+        assert!(
+            config("http://bao.example:8200", true)
+                .check_transport()
+                .is_ok()
+        );
     }
 }

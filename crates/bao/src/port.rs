@@ -21,17 +21,28 @@ fn list() -> Method {
     Method::from_bytes(b"LIST").unwrap_or(Method::GET)
 }
 
+/// An answer without a field OpenBao always sends: something else answered, or the API changed.
+fn wrong_shape(operation: &str, pointer: &str) -> meshtrust_core::ports::PortError {
+    error(
+        ErrorKind::Invalid,
+        operation,
+        format!(
+            "the answer has no {pointer} field; check that BAO_ADDR points at OpenBao 2.x (or Vault)"
+        ),
+    )
+}
+
+fn u64_field(body: &Value, pointer: &str, operation: &str) -> PortResult<u64> {
+    body.pointer(pointer)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| wrong_shape(operation, pointer))
+}
+
 fn str_field(body: &Value, pointer: &str, operation: &str) -> PortResult<String> {
     body.pointer(pointer)
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| {
-            error(
-                ErrorKind::Invalid,
-                operation,
-                format!("the answer has no {pointer} field"),
-            )
-        })
+        .ok_or_else(|| wrong_shape(operation, pointer))
 }
 
 #[async_trait]
@@ -52,19 +63,13 @@ impl OpenBao for OpenBaoClient {
         }
         let body = check(&op, response)?;
         let data = body.get("data").unwrap_or(&body);
-        let kind = data
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let kind = str_field(data, "/type", &op)?;
+        let tune_op = format!("GET sys/mounts/{path}/tune");
         let tune = self
             .call_ok(Method::GET, &format!("sys/mounts/{path}/tune"), None)
             .await?;
         let tune = tune.get("data").unwrap_or(&tune);
-        let max_lease_ttl = tune
-            .get("max_lease_ttl")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+        let max_lease_ttl = u64_field(tune, "/max_lease_ttl", &tune_op)?;
         Ok(Some(MountInfo {
             kind,
             max_lease_ttl,
@@ -105,10 +110,13 @@ impl OpenBao for OpenBaoClient {
         if response.status == StatusCode::NOT_FOUND {
             return Ok(vec![]);
         }
-        let body = check(&format!("LIST {pki}/issuers"), response)?;
-        let Some(info) = body.pointer("/data/key_info").and_then(Value::as_object) else {
-            return Ok(vec![]);
-        };
+        let list_op = format!("LIST {pki}/issuers");
+        let body = check(&list_op, response)?;
+        // An empty mount answers 404; a 200 must describe its issuers.
+        let info = body
+            .pointer("/data/key_info")
+            .and_then(Value::as_object)
+            .ok_or_else(|| wrong_shape(&list_op, "/data/key_info"))?;
         let mut issuers = Vec::new();
         for (id, meta) in info {
             let op = format!("GET {pki}/issuer/{id}");
@@ -117,16 +125,13 @@ impl OpenBao for OpenBaoClient {
                 .await?;
             issuers.push(IssuerInfo {
                 issuer_id: id.clone(),
+                // An issuer may be unnamed; then it is not meshtrust's.
                 issuer_name: meta
                     .get("issuer_name")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string(),
-                key_id: meta
-                    .get("key_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
+                key_id: str_field(meta, "/key_id", &list_op)?,
                 certificate_pem: str_field(&detail, "/data/certificate", &op)?,
             });
         }
@@ -205,14 +210,14 @@ impl OpenBao for OpenBaoClient {
         if response.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let body = check(&format!("GET {api}"), response)?;
-        let version = body
-            .pointer("/data/metadata/version")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let Some(fields) = body.pointer("/data/data").and_then(Value::as_object) else {
-            // A deleted (soft) version: data is null.
-            return Ok(None);
+        let op = format!("GET {api}");
+        let body = check(&op, response)?;
+        let version = u64_field(&body, "/data/metadata/version", &op)?;
+        let fields = match body.pointer("/data/data") {
+            Some(Value::Object(fields)) => fields,
+            // A soft-deleted or destroyed version: data is null, the metadata says so.
+            Some(Value::Null) => return Ok(None),
+            _ => return Err(wrong_shape(&op, "/data/data")),
         };
         let data = fields
             .iter()
@@ -257,10 +262,7 @@ impl OpenBao for OpenBaoClient {
             ));
         }
         let answer = check(&op, response)?;
-        Ok(answer
-            .pointer("/data/version")
-            .and_then(Value::as_u64)
-            .unwrap_or(0))
+        u64_field(&answer, "/data/version", &op)
     }
 
     async fn kv_delete(&self, mount: &str, path: &str) -> PortResult<()> {
@@ -298,7 +300,10 @@ impl OpenBao for OpenBaoClient {
 
     async fn auth_mount(&self, path: &str) -> PortResult<Option<String>> {
         let body = self.call_ok(Method::GET, "sys/auth", None).await?;
-        let mounts = body.get("data").unwrap_or(&body);
+        let mounts = body
+            .get("data")
+            .filter(|d| d.is_object())
+            .ok_or_else(|| wrong_shape("GET sys/auth", "/data"))?;
         Ok(mounts
             .get(format!("{path}/"))
             .and_then(|m| m.get("type"))
@@ -414,10 +419,11 @@ impl OpenBao for OpenBaoClient {
     }
 
     async fn read_policy(&self, name: &str) -> PortResult<Option<String>> {
-        Ok(self
-            .read_data(&format!("sys/policies/acl/{name}"))
-            .await?
-            .and_then(|d| d.get("policy").and_then(Value::as_str).map(str::to_string)))
+        let path = format!("sys/policies/acl/{name}");
+        match self.read_data(&path).await? {
+            Some(data) => str_field(&data, "/policy", &format!("GET {path}")).map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn write_policy(&self, name: &str, text: &str) -> PortResult<()> {
@@ -436,8 +442,12 @@ impl OpenBaoClient {
         if response.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let body = check(&format!("GET {path}"), response)?;
-        Ok(body.get("data").cloned())
+        let op = format!("GET {path}");
+        let body = check(&op, response)?;
+        match body.get("data") {
+            Some(data @ Value::Object(_)) => Ok(Some(data.clone())),
+            _ => Err(wrong_shape(&op, "/data")),
+        }
     }
 
     async fn post(&self, path: &str, body: &Value) -> PortResult<()> {

@@ -105,6 +105,12 @@ pub fn agent_policy(mesh: &Mesh, cluster: &ClusterSettings) -> String {
         &format!("{kv}/data/{}", mesh.remote_secrets.index_path),
         &["create", "read", "update"],
     );
+    rule(
+        &mut out,
+        "the change index's version, for check-and-set after a soft delete",
+        &format!("{kv}/metadata/{}", mesh.remote_secrets.index_path),
+        &["read"],
+    );
     out.trim_end().to_string() + "\n"
 }
 
@@ -227,6 +233,12 @@ pub fn admin_policy(mesh: &Mesh) -> String {
         "the change index",
         &format!("{kv}/data/{}", mesh.remote_secrets.index_path),
         &["create", "read", "update"],
+    );
+    rule(
+        &mut out,
+        "the change index's version",
+        &format!("{kv}/metadata/{}", mesh.remote_secrets.index_path),
+        &["read"],
     );
     out.trim_end().to_string() + "\n"
 }

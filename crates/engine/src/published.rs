@@ -66,8 +66,11 @@ pub(crate) async fn update_index(
         .map_err(|e| EngineError::Inconsistent(format!("cannot encode the index entry: {e}")))?;
     let mut attempt = 0;
     loop {
-        let current = bao.kv_get(kv, path).await?;
-        let (version, mut data) = current.map(|e| (e.version, e.data)).unwrap_or_default();
+        let (version, mut data) = match bao.kv_get(kv, path).await? {
+            Some(entry) => (entry.version, entry.data),
+            // Absent, or its current version soft-deleted: start afresh, at the version CAS expects.
+            None => (current_version(bao, kv, path).await?, BTreeMap::new()),
+        };
         match &text {
             Some(t) => data.insert(cluster.to_string(), SecretBytes::new(t.clone())),
             None => data.remove(cluster),
@@ -78,6 +81,20 @@ pub(crate) async fn update_index(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The version a check-and-set write must name: 0 for a new entry, the current version otherwise — also when
+/// that version was soft-deleted, which a data read reports as absent.
+pub(crate) async fn current_version(
+    bao: &dyn OpenBao,
+    mount: &str,
+    path: &str,
+) -> Result<u64, EngineError> {
+    Ok(bao
+        .kv_metadata(mount, path)
+        .await?
+        .map(|m| m.current_version)
+        .unwrap_or(0))
 }
 
 /// Reads a peer's published kubeconfig and its version.

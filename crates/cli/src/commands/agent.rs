@@ -32,6 +32,7 @@ pub async fn run(global: &Global, args: AgentArgs) -> Result<ExitCode, CliError>
         token: String::new(),
         namespace: mesh.openbao.namespace.clone(),
         ca_cert_pem: None,
+        allow_insecure_http: false,
     })?
     .with_timeout(span("--openbao-timeout", &args.openbao_timeout)?)?;
     let jwt = if args.token_request {

@@ -221,6 +221,7 @@ pub fn root_openbao(mesh: &Mesh) -> meshtrust_bao::OpenBaoClient {
         token: mesh.env.bao.root_token.clone(),
         namespace: None,
         ca_cert_pem: None,
+        allow_insecure_http: false,
     })
     .expect("OpenBao client")
 }

@@ -17,7 +17,7 @@ use meshtrust_core::secret::SecretBytes;
 use super::{RunState, Targets};
 use crate::EngineError;
 use crate::names::{KV_VERSION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::published::{config_hash, fetch, kubeconfig_path, update_index};
+use crate::published::{config_hash, current_version, fetch, kubeconfig_path, update_index};
 use crate::reader::ensure_reader;
 
 pub(super) async fn apply(
@@ -128,7 +128,7 @@ async fn publish(
     let kubeconfig = SecretBytes::new(reader_kubeconfig(&settings.name, &host, ca, text));
     let kv = &mesh.openbao.kv_mount;
     let path = kubeconfig_path(mesh, &settings.name);
-    let current = bao.kv_get(kv, &path).await?.map(|e| e.version).unwrap_or(0);
+    let current = current_version(bao, kv, &path).await?;
     let data = BTreeMap::from([
         (settings.name.clone(), kubeconfig.clone()),
         ("server".to_string(), SecretBytes::new(host.clone())),
