@@ -13,7 +13,6 @@ pub mod planner;
 pub mod policy;
 pub mod ports;
 pub mod remote_plan;
-pub mod render;
 pub mod rotation;
 pub mod secret;
 pub mod verify;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use meshtrust_core::istio::remote_secret_manifest;
-use meshtrust_core::render::{Flavor, RenderOptions, agent_manifests, gitops};
+use meshtrust_render::{Flavor, RenderOptions, agent_manifests, gitops};
 use meshtrust_engine::remote::fetch;
 
 use crate::args::{
