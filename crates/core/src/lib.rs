@@ -8,6 +8,7 @@ pub mod duration;
 pub mod facts;
 pub mod istio;
 pub mod mesh;
+pub mod names;
 pub mod plan;
 pub mod planner;
 pub mod policy;

@@ -9,6 +9,7 @@ use crate::facts::{
     CacertsFacts, CacertsState, ClusterFacts, MountFacts, Observed, root_issuer_name,
 };
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
+use crate::names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
 use crate::rotation::RotationState;
 
@@ -30,7 +31,7 @@ pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
 }
 
 fn cacerts_resource(cluster: &ClusterSettings) -> String {
-    format!("Secret {}/cacerts", cluster.istio_namespace)
+    format!("Secret {}/{CACERTS}", cluster.istio_namespace)
 }
 
 fn cluster_target(cluster: &ClusterSettings) -> Target {
@@ -67,7 +68,7 @@ fn unmanaged_blocker(cluster: &ClusterSettings) -> Blocker {
     Blocker {
         target: cluster_target(cluster),
         resource: cacerts_resource(cluster),
-        reason: "exists and is not managed by meshtrust (no app.kubernetes.io/managed-by=meshtrust label); meshtrust never overwrites it".into(),
+        reason: format!("exists and is not managed by meshtrust (no {MANAGED_BY_LABEL}={MANAGED_BY_VALUE} label); meshtrust never overwrites it"),
         fix: "check that nothing else (cert-manager, an ExternalSecret) writes it, then rerun with --adopt to let meshtrust take it over".into(),
     }
 }

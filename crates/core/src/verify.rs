@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::duration::humanize;
 use crate::facts::{CacertsFacts, Observed};
 use crate::mesh::{CaMode, Mesh};
+use crate::names::{CACERTS, remote_secret_name};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -24,7 +25,7 @@ pub fn verify_trust(mesh: &Mesh, observed: &Observed) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut states = Vec::new();
     for cluster in &mesh.clusters {
-        let object = format!("Secret {}/cacerts", cluster.istio_namespace);
+        let object = format!("Secret {}/{CACERTS}", cluster.istio_namespace);
         let finding = |problem: String, fix: &str| Finding {
             cluster: cluster.name.clone(),
             object: object.clone(),
@@ -133,8 +134,9 @@ pub fn verify_remote_secrets(mesh: &Mesh, observed: &Observed) -> Vec<Finding> {
         };
         for peer in mesh.clusters.iter().filter(|p| p.name != cluster.name) {
             let object = format!(
-                "Secret {}/istio-remote-secret-{}",
-                cluster.istio_namespace, peer.name
+                "Secret {}/{}",
+                cluster.istio_namespace,
+                remote_secret_name(&peer.name)
             );
             let finding = |problem: String, fix: &str| Finding {
                 cluster: cluster.name.clone(),

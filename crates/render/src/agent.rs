@@ -2,6 +2,7 @@
 
 use meshtrust_core::istio;
 use meshtrust_core::mesh::{ClusterSettings, Mesh};
+use meshtrust_core::names::{AGENT_NAME, MESH_CONFIG_MAP};
 use serde_json::{Value, json};
 
 /// The agent's deploy files for one cluster: its ServiceAccount, least-privilege RBAC, the mesh file as a
@@ -17,7 +18,8 @@ pub fn agent_manifests(
     let sa = &mesh.agent.service_account;
     let istio_ns = &cluster.istio_namespace;
     let reader_role = istio::reader_cluster_role_name(istio_ns);
-    let labels = json!({"app.kubernetes.io/name": "meshtrust-agent", "app.kubernetes.io/part-of": "meshtrust"});
+    let labels =
+        json!({"app.kubernetes.io/name": AGENT_NAME, "app.kubernetes.io/part-of": "meshtrust"});
     let meta = |name: &str, namespaced: bool| {
         let mut m = json!({"name": name, "labels": labels});
         if namespaced {
@@ -35,7 +37,7 @@ pub fn agent_manifests(
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, true)}),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "meshtrust-agent", "namespace": istio_ns, "labels": labels},
+            "metadata": {"name": AGENT_NAME, "namespace": istio_ns, "labels": labels},
             "rules": [
                 {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "update", "delete"]},
                 {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create"]},
@@ -45,13 +47,13 @@ pub fn agent_manifests(
         }),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "meshtrust-agent", "namespace": istio_ns, "labels": labels},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "meshtrust-agent"},
+            "metadata": {"name": AGENT_NAME, "namespace": istio_ns, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT_NAME},
             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
         }),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": meta("meshtrust-agent", false),
+            "metadata": meta(AGENT_NAME, false),
             "rules": [
                 {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
                 // Creating a ClusterRole cannot be limited by name; reading, updating and granting it can.
@@ -62,24 +64,24 @@ pub fn agent_manifests(
         }),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": meta("meshtrust-agent", false),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "meshtrust-agent"},
+            "metadata": meta(AGENT_NAME, false),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT_NAME},
             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
         }),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": meta("meshtrust-agent-auth-delegator", false),
+            "metadata": meta(&format!("{AGENT_NAME}-auth-delegator"), false),
             // OpenBao reviews the agent's login token with the token itself.
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
         }),
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("meshtrust-mesh", true), "data": {"mesh.yaml": mesh_file}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(MESH_CONFIG_MAP, true), "data": {"mesh.yaml": mesh_file}}),
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": meta("meshtrust-agent", true),
+            "metadata": meta(AGENT_NAME, true),
             "spec": {
                 "replicas": 2,
-                "selector": {"matchLabels": {"app.kubernetes.io/name": "meshtrust-agent"}},
+                "selector": {"matchLabels": {"app.kubernetes.io/name": AGENT_NAME}},
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
@@ -97,7 +99,7 @@ pub fn agent_manifests(
                             "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
                             "volumeMounts": [{"name": "mesh", "mountPath": "/etc/meshtrust", "readOnly": true}],
                         }],
-                        "volumes": [{"name": "mesh", "configMap": {"name": "meshtrust-mesh"}}],
+                        "volumes": [{"name": "mesh", "configMap": {"name": MESH_CONFIG_MAP}}],
                     },
                 },
             },
