@@ -2,6 +2,8 @@
 //! (desired, observed) into a plan. Nothing here does IO or reads a clock; the ports it defines are
 //! implemented by the OpenBao and Kubernetes clients.
 #![forbid(unsafe_code)]
+// Long functions hide their steps; split them (tests may `#[allow]` this).
+#![deny(clippy::too_many_lines)]
 
 pub mod bao_plan;
 pub mod duration;
