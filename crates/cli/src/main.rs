@@ -1,6 +1,8 @@
 //! `meshtrust`: shared trust and cross-cluster discovery for a multi-cluster Istio mesh, with OpenBao as the
 //! only source of truth.
 #![forbid(unsafe_code)]
+// Long functions hide their steps; split them (tests may `#[allow]` this).
+#![deny(clippy::too_many_lines)]
 
 mod args;
 mod commands;

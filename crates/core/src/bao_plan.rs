@@ -1,7 +1,7 @@
 //! Planning OpenBao's side of the mesh: the namespace, the KV mount, one Kubernetes auth mount per cluster
 //! with its config and the agent's role, and meshtrust's policies. Anything edited by hand shows up as drift.
 
-use crate::facts::{AuthFacts, MountFacts, Observed, RoleFacts};
+use crate::facts::{AuthFacts, BaoConfigFacts, ClusterFacts, MountFacts, Observed, RoleFacts};
 use crate::mesh::{ClusterSettings, Mesh};
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
 use crate::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
@@ -39,6 +39,14 @@ fn change(op: Op, resource: String, summary: String, reason: String, action: Act
 
 pub fn plan_openbao(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
     let config = &observed.openbao.config;
+    plan_namespace_and_kv(mesh, config, plan);
+    for cluster in &mesh.clusters {
+        plan_auth(mesh, observed, cluster, plan);
+    }
+    plan_policies(mesh, config, plan);
+}
+
+fn plan_namespace_and_kv(mesh: &Mesh, config: &BaoConfigFacts, plan: &mut Plan) {
     if let (Some(ns), Some(false)) = (&mesh.openbao.namespace, config.namespace_exists) {
         plan.changes.push(change(
             Op::Create,
@@ -67,79 +75,91 @@ pub fn plan_openbao(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
         }),
         Some(MountFacts::Present { .. }) => {}
     }
+}
 
-    for cluster in &mesh.clusters {
-        let mount = &cluster.auth_mount;
-        let empty = AuthFacts::default();
-        let auth = config.auth.get(&cluster.name).unwrap_or(&empty);
-        match auth.kind.as_deref() {
-            None => plan.changes.push(change(
-                Op::Create,
-                format!("auth mount auth/{mount}"),
-                format!("Kubernetes auth for cluster {}", cluster.name),
-                "it does not exist".into(),
-                Action::EnableAuthMount {
-                    cluster: cluster.name.clone(),
-                    mount: mount.clone(),
-                },
-            )),
-            Some("kubernetes") => {}
-            Some(other) => {
-                plan.blockers.push(Blocker {
-                    target: Target::OpenBao,
-                    resource: format!("auth mount auth/{mount}"),
-                    reason: format!("is a {other:?} auth method, not kubernetes"),
-                    fix: format!(
-                        "set clusters[].authMount for {} to a free path",
-                        cluster.name
-                    ),
-                });
-                continue;
-            }
+/// One cluster's Kubernetes auth mount, its TokenReview config and the agent's role.
+fn plan_auth(mesh: &Mesh, observed: &Observed, cluster: &ClusterSettings, plan: &mut Plan) {
+    let config = &observed.openbao.config;
+    let mount = &cluster.auth_mount;
+    let empty = AuthFacts::default();
+    let auth = config.auth.get(&cluster.name).unwrap_or(&empty);
+    match auth.kind.as_deref() {
+        None => plan.changes.push(change(
+            Op::Create,
+            format!("auth mount auth/{mount}"),
+            format!("Kubernetes auth for cluster {}", cluster.name),
+            "it does not exist".into(),
+            Action::EnableAuthMount {
+                cluster: cluster.name.clone(),
+                mount: mount.clone(),
+            },
+        )),
+        Some("kubernetes") => {}
+        Some(other) => {
+            plan.blockers.push(Blocker {
+                target: Target::OpenBao,
+                resource: format!("auth mount auth/{mount}"),
+                reason: format!("is a {other:?} auth method, not kubernetes"),
+                fix: format!(
+                    "set clusters[].authMount for {} to a free path",
+                    cluster.name
+                ),
+            });
+            return;
         }
-        let role = desired_role(mesh, cluster);
-        let Some(cluster_facts) = observed.clusters.get(&cluster.name) else {
-            // Not connected: its API address and CA are unknown, so only the role can be planned.
-            plan_role(mesh, cluster, auth, role, plan);
-            continue;
-        };
-        let server = cluster_facts.api.server.as_str();
-        let host = desired_host(cluster, server);
-        let ca = observed
-            .clusters
-            .get(&cluster.name)
-            .and_then(|c| c.api.ca_pem.as_deref());
-        let same_ca = match (ca, auth.kubernetes_ca_cert.as_deref()) {
-            (Some(want), Some(have)) => want.trim() == have.trim(),
-            (None, _) => true,
-            (Some(_), None) => false,
-        };
-        if auth.kubernetes_host.as_deref() != Some(host.as_str()) || !same_ca {
-            let reason = match &auth.kubernetes_host {
-                None => "the mount is not configured yet".to_string(),
-                Some(h) if h != &host => {
-                    format!("kubernetes_host is {h}, the mesh file says {host} (drift)")
-                }
-                Some(_) => "kubernetes_ca_cert differs from the cluster's CA (drift)".to_string(),
-            };
-            plan.changes.push(change(
-                if auth.kubernetes_host.is_none() {
-                    Op::Create
-                } else {
-                    Op::Update
-                },
-                format!("auth/{mount}/config"),
-                format!("TokenReview against {host}"),
-                reason,
-                Action::ConfigureAuth {
-                    cluster: cluster.name.clone(),
-                    mount: mount.clone(),
-                },
-            ));
-        }
-        plan_role(mesh, cluster, auth, role, plan);
     }
+    let role = desired_role(mesh, cluster);
+    let Some(cluster_facts) = observed.clusters.get(&cluster.name) else {
+        // Not connected: its API address and CA are unknown, so only the role can be planned.
+        plan_role(mesh, cluster, auth, role, plan);
+        return;
+    };
+    plan_auth_config(cluster, auth, cluster_facts, plan);
+    plan_role(mesh, cluster, auth, role, plan);
+}
 
+/// `auth/<mount>/config`: TokenReview against the cluster's API with its CA.
+fn plan_auth_config(
+    cluster: &ClusterSettings,
+    auth: &AuthFacts,
+    cluster_facts: &ClusterFacts,
+    plan: &mut Plan,
+) {
+    let mount = &cluster.auth_mount;
+    let server = cluster_facts.api.server.as_str();
+    let host = desired_host(cluster, server);
+    let ca = cluster_facts.api.ca_pem.as_deref();
+    let same_ca = match (ca, auth.kubernetes_ca_cert.as_deref()) {
+        (Some(want), Some(have)) => want.trim() == have.trim(),
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    if auth.kubernetes_host.as_deref() != Some(host.as_str()) || !same_ca {
+        let reason = match &auth.kubernetes_host {
+            None => "the mount is not configured yet".to_string(),
+            Some(h) if h != &host => {
+                format!("kubernetes_host is {h}, the mesh file says {host} (drift)")
+            }
+            Some(_) => "kubernetes_ca_cert differs from the cluster's CA (drift)".to_string(),
+        };
+        plan.changes.push(change(
+            if auth.kubernetes_host.is_none() {
+                Op::Create
+            } else {
+                Op::Update
+            },
+            format!("auth/{mount}/config"),
+            format!("TokenReview against {host}"),
+            reason,
+            Action::ConfigureAuth {
+                cluster: cluster.name.clone(),
+                mount: mount.clone(),
+            },
+        ));
+    }
+}
+
+fn plan_policies(mesh: &Mesh, config: &BaoConfigFacts, plan: &mut Plan) {
     let mut wanted: Vec<(String, String)> = mesh
         .clusters
         .iter()

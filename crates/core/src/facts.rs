@@ -34,9 +34,7 @@ impl RootIssuerFacts {
     }
 }
 
-pub fn root_issuer_name(generation: u32) -> String {
-    format!("meshtrust-root-{generation}")
-}
+pub use crate::names::root_issuer_name;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum MountFacts {

@@ -11,9 +11,7 @@ pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
 pub const CLUSTER_ANNOTATION: &str = "networking.istio.io/cluster";
 pub const READER_SERVICE_ACCOUNT: &str = "istio-reader-service-account";
 
-pub fn remote_secret_name(cluster: &str) -> String {
-    format!("istio-remote-secret-{cluster}")
-}
+pub use crate::names::remote_secret_name;
 
 pub fn reader_cluster_role_name(istio_namespace: &str) -> String {
     format!("istio-reader-clusterrole-{istio_namespace}")

@@ -1,20 +1,17 @@
 //! The planning core: (mesh file, observed facts) → plan. Pure: no IO and no clock (the observation carries
 //! the time it was taken), so every branch is tested here without servers.
 //!
-//! Root rotation is derived from what is observed, so it survives crashes and needs no extra state:
-//! the newest `meshtrust-root-<n>` issuer is the target. While some cluster does not yet trust it, every
-//! cluster's `root-cert.pem` gains it (phase 1, same intermediates). Once all trust it, intermediates are
-//! re-issued from it (phase 2). Once all are signed by it, older roots leave `root-cert.pem` (phase 3).
-//! Each phase is one `apply`, so no cluster ever stops trusting another.
-
-use std::collections::BTreeSet;
+//! Root rotation is derived from what is observed (see [`crate::rotation`]), so it survives crashes and
+//! needs no extra state.
 
 use crate::duration::{Span, humanize};
 use crate::facts::{
     CacertsFacts, CacertsState, ClusterFacts, MountFacts, Observed, root_issuer_name,
 };
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
+use crate::names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
+use crate::rotation::RotationState;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlanOptions {
@@ -34,7 +31,7 @@ pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
 }
 
 fn cacerts_resource(cluster: &ClusterSettings) -> String {
-    format!("Secret {}/cacerts", cluster.istio_namespace)
+    format!("Secret {}/{CACERTS}", cluster.istio_namespace)
 }
 
 fn cluster_target(cluster: &ClusterSettings) -> Target {
@@ -71,7 +68,7 @@ fn unmanaged_blocker(cluster: &ClusterSettings) -> Blocker {
     Blocker {
         target: cluster_target(cluster),
         resource: cacerts_resource(cluster),
-        reason: "exists and is not managed by meshtrust (no app.kubernetes.io/managed-by=meshtrust label); meshtrust never overwrites it".into(),
+        reason: format!("exists and is not managed by meshtrust (no {MANAGED_BY_LABEL}={MANAGED_BY_VALUE} label); meshtrust never overwrites it"),
         fix: "check that nothing else (cert-manager, an ExternalSecret) writes it, then rerun with --adopt to let meshtrust take it over".into(),
     }
 }
@@ -85,61 +82,16 @@ fn restart_warning(cluster: &ClusterSettings) -> String {
 
 fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &mut Plan) {
     let bao = &observed.openbao;
-    let mount = mesh.openbao.pki_mount.clone();
-    // The mount's max TTL bounds every certificate it signs: make room for the root's lifetime.
-    let wanted_ttl = mesh.ca.root.ttl;
-    match &bao.pki_mount {
-        MountFacts::Absent => plan.changes.push(Change {
-            target: Target::OpenBao,
-            op: Op::Create,
-            resource: format!("PKI mount {mount}"),
-            summary: format!("max lease TTL {wanted_ttl}"),
-            reason: "no secrets engine is mounted there".into(),
-            action: Action::EnablePkiMount { mount: mount.clone(), max_lease_ttl: wanted_ttl },
-        }),
-        MountFacts::Present { kind, .. } if kind != "pki" => {
-            plan.blockers.push(Blocker {
-                target: Target::OpenBao,
-                resource: format!("mount {mount}"),
-                reason: format!("is a {kind:?} mount, not pki"),
-                fix: "set openbao.pkiMount in the mesh file to a free path or to a PKI mount".into(),
-            });
-            return;
-        }
-        MountFacts::Present { max_lease_ttl, .. } if *max_lease_ttl < wanted_ttl.seconds() => plan.changes.push(Change {
-            target: Target::OpenBao,
-            op: Op::Update,
-            resource: format!("PKI mount {mount}"),
-            summary: format!("max lease TTL {} -> {wanted_ttl}", Span(*max_lease_ttl)),
-            reason: "the root and intermediate lifetimes need a longer max TTL than the mount allows".into(),
-            action: Action::TunePkiMount { mount: mount.clone(), max_lease_ttl: wanted_ttl },
-        }),
-        MountFacts::Present { .. } => {}
+    if !plan_pki_mount(mesh, &bao.pki_mount, plan) {
+        return;
     }
-
     let newest = match bao.newest_root() {
         Some(root) => root.generation,
         None => {
-            plan.changes.push(Change {
-                target: Target::OpenBao,
-                op: Op::Create,
-                resource: format!("root CA issuer {mount}/{}", root_issuer_name(1)),
-                summary: format!(
-                    "internal root \"{}\", {}, ttl {} (the key never leaves OpenBao)",
-                    mesh.ca.root.common_name, mesh.ca.root.key, mesh.ca.root.ttl
-                ),
-                reason: "the PKI mount holds no meshtrust root yet".into(),
-                action: Action::GenerateRoot {
-                    mount: mount.clone(),
-                    generation: 1,
-                },
-            });
+            plan.changes.push(generate_first_root(mesh));
             1
         }
     };
-    let generation_of =
-        |fingerprint: &str| bao.root_by_fingerprint(fingerprint).map(|r| r.generation);
-
     let states: Vec<&CacertsState> = mesh
         .clusters
         .iter()
@@ -150,82 +102,102 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
             },
         )
         .collect();
-    let trusted_generations = |s: &CacertsState| -> Vec<Option<u32>> {
-        s.trusted_roots.iter().map(|fp| generation_of(fp)).collect()
-    };
-    let issuer_generation =
-        |s: &CacertsState| s.issuer_fingerprint.as_deref().and_then(generation_of);
-
-    let all_trust_newest = states
-        .iter()
-        .all(|s| trusted_generations(s).contains(&Some(newest)));
-    let all_signed_by_newest = states.iter().all(|s| issuer_generation(s) == Some(newest));
-    let mut in_use: BTreeSet<u32> = BTreeSet::new();
-    for s in &states {
-        in_use.extend(trusted_generations(s).into_iter().flatten());
-        in_use.extend(issuer_generation(s));
-    }
-    let trust: Vec<u32> = if all_signed_by_newest {
-        vec![newest]
-    } else {
-        in_use
-            .iter()
-            .copied()
-            .chain([newest])
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect()
-    };
-    // A cluster that has no intermediate yet gets one from a root every cluster already trusts.
-    let default_signing = if all_trust_newest {
-        newest
-    } else {
-        in_use.iter().next().copied().unwrap_or(newest)
-    };
-    let rotating = trust.len() > 1;
-    if rotating {
+    let rotation = RotationState::new(newest, &bao.roots, &states);
+    if rotation.rotating() {
         plan.warnings.push(format!(
             "root rotation in progress ({}): istiod needs ISTIO_MULTIROOT_MESH=true to accept a changed root-cert.pem without a restart",
-            names(&trust)
+            names(&rotation.trust)
         ));
     }
-
     for cluster in &mesh.clusters {
         // Clusters that were not observed (an agent sees only its own) are not acted on.
         let Some(facts) = observed.clusters.get(&cluster.name) else {
             continue;
         };
         ensure_namespace(cluster, facts, plan);
-        let issue = |signing: u32, op: Op, reason: String, adopt: bool| {
-            let mut trust = trust.clone();
-            if !trust.contains(&signing) {
-                trust.push(signing);
-                trust.sort_unstable();
-            }
-            Change {
-                target: cluster_target(cluster),
-                op,
-                resource: cacerts_resource(cluster),
-                summary: format!(
-                    "new {} intermediate \"{}\" signed by {}; root-cert.pem = {}",
-                    mesh.ca.intermediate.key,
-                    cluster.intermediate_common_name(&mesh.mesh_id),
-                    root_issuer_name(signing),
-                    names(&trust)
-                ),
-                reason,
-                action: Action::IssueIntermediate {
-                    cluster: cluster.name.clone(),
-                    signing,
-                    trust,
-                    adopt,
-                },
-            }
+        let pki = PkiCluster {
+            mesh,
+            cluster,
+            rotation: &rotation,
         };
-        match &facts.cacerts {
+        pki.plan_cacerts(&facts.cacerts, options, observed.now, plan);
+    }
+}
+
+/// Makes sure the PKI mount exists with room for the root's lifetime. False: planning cannot go on.
+fn plan_pki_mount(mesh: &Mesh, facts: &MountFacts, plan: &mut Plan) -> bool {
+    let mount = mesh.openbao.pki_mount.clone();
+    // The mount's max TTL bounds every certificate it signs: make room for the root's lifetime.
+    let wanted_ttl = mesh.ca.root.ttl;
+    match facts {
+        MountFacts::Absent => plan.changes.push(Change {
+            target: Target::OpenBao,
+            op: Op::Create,
+            resource: format!("PKI mount {mount}"),
+            summary: format!("max lease TTL {wanted_ttl}"),
+            reason: "no secrets engine is mounted there".into(),
+            action: Action::EnablePkiMount { mount, max_lease_ttl: wanted_ttl },
+        }),
+        MountFacts::Present { kind, .. } if kind != "pki" => {
+            plan.blockers.push(Blocker {
+                target: Target::OpenBao,
+                resource: format!("mount {mount}"),
+                reason: format!("is a {kind:?} mount, not pki"),
+                fix: "set openbao.pkiMount in the mesh file to a free path or to a PKI mount".into(),
+            });
+            return false;
+        }
+        MountFacts::Present { max_lease_ttl, .. } if *max_lease_ttl < wanted_ttl.seconds() => plan.changes.push(Change {
+            target: Target::OpenBao,
+            op: Op::Update,
+            resource: format!("PKI mount {mount}"),
+            summary: format!("max lease TTL {} -> {wanted_ttl}", Span(*max_lease_ttl)),
+            reason: "the root and intermediate lifetimes need a longer max TTL than the mount allows".into(),
+            action: Action::TunePkiMount { mount, max_lease_ttl: wanted_ttl },
+        }),
+        MountFacts::Present { .. } => {}
+    }
+    true
+}
+
+fn generate_first_root(mesh: &Mesh) -> Change {
+    let mount = &mesh.openbao.pki_mount;
+    Change {
+        target: Target::OpenBao,
+        op: Op::Create,
+        resource: format!("root CA issuer {mount}/{}", root_issuer_name(1)),
+        summary: format!(
+            "internal root \"{}\", {}, ttl {} (the key never leaves OpenBao)",
+            mesh.ca.root.common_name, mesh.ca.root.key, mesh.ca.root.ttl
+        ),
+        reason: "the PKI mount holds no meshtrust root yet".into(),
+        action: Action::GenerateRoot {
+            mount: mount.clone(),
+            generation: 1,
+        },
+    }
+}
+
+/// One cluster's `cacerts` in bao-pki mode, planned against the mesh-wide rotation state.
+struct PkiCluster<'a> {
+    mesh: &'a Mesh,
+    cluster: &'a ClusterSettings,
+    rotation: &'a RotationState,
+}
+
+impl PkiCluster<'_> {
+    fn plan_cacerts(
+        &self,
+        cacerts: &CacertsFacts,
+        options: PlanOptions,
+        now: i64,
+        plan: &mut Plan,
+    ) {
+        let (mesh, cluster, rotation) = (self.mesh, self.cluster, self.rotation);
+        match cacerts {
             CacertsFacts::Absent => {
-                plan.changes.push(issue(
-                    default_signing,
+                plan.changes.push(self.issue(
+                    rotation.default_signing,
                     Op::Create,
                     "it does not exist".into(),
                     false,
@@ -233,8 +205,8 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
                 plan.warnings.push(restart_warning(cluster));
             }
             CacertsFacts::Unmanaged if options.adopt => {
-                plan.changes.push(issue(
-                    default_signing,
+                plan.changes.push(self.issue(
+                    rotation.default_signing,
                     Op::Update,
                     "--adopt: taking over a cacerts meshtrust did not write".into(),
                     true,
@@ -243,53 +215,53 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
             }
             CacertsFacts::Unmanaged => plan.blockers.push(unmanaged_blocker(cluster)),
             CacertsFacts::Managed(state) => {
-                let current = issuer_generation(state);
-                if let Some(reason) = reissue_reason(
-                    mesh,
-                    cluster,
-                    state,
-                    observed.now,
-                    current,
-                    newest,
-                    all_trust_newest,
-                ) {
-                    let signing = if all_trust_newest {
-                        newest
-                    } else {
-                        current.unwrap_or(default_signing)
-                    };
-                    plan.changes.push(issue(signing, Op::Update, reason, false));
-                } else if trusted_generations(state)
-                    != trust.iter().map(|g| Some(*g)).collect::<Vec<_>>()
-                {
-                    let reason = if trust.contains(&newest)
-                        && !trusted_generations(state).contains(&Some(newest))
-                    {
-                        format!(
-                            "root rotation phase 1: every cluster must trust {} before any intermediate moves to it",
-                            root_issuer_name(newest)
-                        )
-                    } else if all_signed_by_newest {
-                        format!(
-                            "root rotation phase 3: every cluster now signs with {}; older roots are dropped",
-                            root_issuer_name(newest)
-                        )
-                    } else {
-                        "root-cert.pem differs from the roots the mesh trusts".into()
-                    };
+                let current = rotation.issuer_generation(state);
+                if let Some(reason) = reissue_reason(mesh, cluster, state, now, current, rotation) {
+                    let signing = rotation.reissue_signing(current);
+                    plan.changes
+                        .push(self.issue(signing, Op::Update, reason, false));
+                } else if let Some(reason) = rotation.bundle_update_reason(state) {
                     plan.changes.push(Change {
                         target: cluster_target(cluster),
                         op: Op::Update,
                         resource: cacerts_resource(cluster),
-                        summary: format!("root-cert.pem = {} (intermediate kept)", names(&trust)),
+                        summary: format!(
+                            "root-cert.pem = {} (intermediate kept)",
+                            names(&rotation.trust)
+                        ),
                         reason,
                         action: Action::UpdateTrustBundle {
                             cluster: cluster.name.clone(),
-                            trust: trust.clone(),
+                            trust: rotation.trust.clone(),
                         },
                     });
                 }
             }
+        }
+    }
+
+    /// A new intermediate signed by root `signing`, with a `root-cert.pem` that also trusts that root.
+    fn issue(&self, signing: u32, op: Op, reason: String, adopt: bool) -> Change {
+        let (mesh, cluster) = (self.mesh, self.cluster);
+        let trust = self.rotation.trust_with(signing);
+        Change {
+            target: cluster_target(cluster),
+            op,
+            resource: cacerts_resource(cluster),
+            summary: format!(
+                "new {} intermediate \"{}\" signed by {}; root-cert.pem = {}",
+                mesh.ca.intermediate.key,
+                cluster.intermediate_common_name(&mesh.mesh_id),
+                root_issuer_name(signing),
+                names(&trust)
+            ),
+            reason,
+            action: Action::IssueIntermediate {
+                cluster: cluster.name.clone(),
+                signing,
+                trust,
+                adopt,
+            },
         }
     }
 }
@@ -301,8 +273,7 @@ fn reissue_reason(
     state: &CacertsState,
     now: i64,
     current: Option<u32>,
-    newest: u32,
-    all_trust_newest: bool,
+    rotation: &RotationState,
 ) -> Option<String> {
     if !state.problems.is_empty() {
         return Some(format!(
@@ -363,10 +334,10 @@ fn reissue_reason(
             cert.subject_cn
         ));
     }
-    if all_trust_newest && current != newest {
+    if rotation.moves_intermediate(current) {
         return Some(format!(
             "root rotation phase 2: every cluster trusts {}, so intermediates move to it",
-            root_issuer_name(newest)
+            root_issuer_name(rotation.newest)
         ));
     }
     None

@@ -5,9 +5,9 @@
 //! just its own cluster's share.
 
 use crate::duration::humanize;
-use crate::facts::{ObjectState, Observed};
+use crate::facts::{ClusterFacts, ObjectState, Observed};
 use crate::istio::remote_secret_name;
-use crate::mesh::Mesh;
+use crate::mesh::{ClusterSettings, Mesh};
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
 
 fn cluster_target(name: &str) -> Target {
@@ -17,170 +17,218 @@ fn cluster_target(name: &str) -> Target {
 }
 
 pub fn plan_remote_secrets(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
-    let rs = &mesh.remote_secrets;
     let mut publishing: Vec<&str> = Vec::new();
-
     for cluster in &mesh.clusters {
         let Some(facts) = observed.clusters.get(&cluster.name) else {
             continue;
         };
-        let reader = &facts.reader;
-        let pending: Vec<&str> = [
-            ("ServiceAccount", reader.service_account),
-            ("ClusterRole", reader.cluster_role),
-            ("ClusterRoleBinding", reader.binding),
-        ]
-        .iter()
-        .filter(|(_, s)| {
-            matches!(
-                s,
-                ObjectState::Absent | ObjectState::Managed { up_to_date: false }
-            )
-        })
-        .map(|(k, _)| *k)
-        .collect();
-        if !pending.is_empty() {
-            let creating = reader.service_account == ObjectState::Absent;
+        plan_reader(cluster, facts, plan);
+        if plan_publish(mesh, observed, cluster, facts, plan) {
+            publishing.push(&cluster.name);
+        }
+    }
+    for cluster in &mesh.clusters {
+        let Some(facts) = observed.clusters.get(&cluster.name) else {
+            continue;
+        };
+        plan_peer_secrets(mesh, observed, cluster, facts, &publishing, plan);
+        plan_stale_secrets(mesh, observed, cluster, facts, &publishing, plan);
+    }
+    plan_unpublish(mesh, observed, plan);
+}
+
+/// The reader identity (ServiceAccount and RBAC) peers' istiod use to read this cluster.
+fn plan_reader(cluster: &ClusterSettings, facts: &ClusterFacts, plan: &mut Plan) {
+    let reader = &facts.reader;
+    let pending: Vec<&str> = [
+        ("ServiceAccount", reader.service_account),
+        ("ClusterRole", reader.cluster_role),
+        ("ClusterRoleBinding", reader.binding),
+    ]
+    .iter()
+    .filter(|(_, s)| {
+        matches!(
+            s,
+            ObjectState::Absent | ObjectState::Managed { up_to_date: false }
+        )
+    })
+    .map(|(k, _)| *k)
+    .collect();
+    if !pending.is_empty() {
+        let creating = reader.service_account == ObjectState::Absent;
+        plan.changes.push(Change {
+            target: cluster_target(&cluster.name),
+            op: if creating { Op::Create } else { Op::Update },
+            resource: format!(
+                "reader identity {}/istio-reader-service-account",
+                cluster.istio_namespace
+            ),
+            summary: format!("{} with Istio's reader rules", pending.join(", ")),
+            reason: "peers' istiod read this cluster through it".into(),
+            action: Action::EnsureReader {
+                cluster: cluster.name.clone(),
+            },
+        });
+    }
+}
+
+/// Publishes this cluster's kubeconfig in OpenBao when it is missing, void, changed or about to expire.
+/// True when it is published in this plan.
+fn plan_publish(
+    mesh: &Mesh,
+    observed: &Observed,
+    cluster: &ClusterSettings,
+    facts: &ClusterFacts,
+    plan: &mut Plan,
+) -> bool {
+    let rs = &mesh.remote_secrets;
+    let reader = &facts.reader;
+    let reason = match observed.openbao.published.get(&cluster.name) {
+        None => Some("it is not published in OpenBao yet".to_string()),
+        // A new ServiceAccount has a new UID: tokens of the old one no longer authenticate.
+        Some(_) if reader.service_account == ObjectState::Absent => Some(
+            "the reader ServiceAccount is being (re)created, so the published token is void"
+                .to_string(),
+        ),
+        Some(p) if p.config_hash != facts.desired_config_hash => {
+            Some("the API address or CA peers must use changed".to_string())
+        }
+        Some(p) if p.token_expires - observed.now < rs.refresh_before.seconds() as i64 => {
+            Some(format!(
+                "its reader token expires in {}, within refreshBefore {}",
+                humanize(p.token_expires - observed.now),
+                rs.refresh_before
+            ))
+        }
+        Some(_) => None,
+    };
+    let Some(reason) = reason else {
+        return false;
+    };
+    plan.changes.push(Change {
+        target: Target::OpenBao,
+        op: Op::Update,
+        resource: format!(
+            "KV {}/{}/{}",
+            mesh.openbao.kv_mount, rs.kv_path, cluster.name
+        ),
+        summary: format!(
+            "kubeconfig for {} with a fresh {} reader token (check-and-set), index bumped",
+            cluster.name, rs.token_ttl
+        ),
+        reason,
+        action: Action::PublishRemoteSecret {
+            cluster: cluster.name.clone(),
+        },
+    });
+    true
+}
+
+/// Every peer's remote secret in this cluster, copied from what the peer published.
+fn plan_peer_secrets(
+    mesh: &Mesh,
+    observed: &Observed,
+    cluster: &ClusterSettings,
+    facts: &ClusterFacts,
+    publishing: &[&str],
+    plan: &mut Plan,
+) {
+    for peer in mesh.clusters.iter().filter(|p| p.name != cluster.name) {
+        let published = observed.openbao.published.get(&peer.name);
+        let fresh = publishing.contains(&peer.name.as_str());
+        if published.is_none() && !fresh {
+            continue;
+        }
+        let resource = format!(
+            "Secret {}/{}",
+            cluster.istio_namespace,
+            remote_secret_name(&peer.name)
+        );
+        let reason = match facts.remote_secrets.get(&peer.name) {
+            Some(existing) if !existing.managed => {
+                plan.blockers.push(Blocker {
+                    target: cluster_target(&cluster.name),
+                    resource,
+                    reason: "exists and is not managed by meshtrust (made by istioctl?); meshtrust never overwrites it".into(),
+                    fix: format!("delete it once meshtrust may manage peer {} (kubectl -n {} delete secret {})", peer.name, cluster.istio_namespace, remote_secret_name(&peer.name)),
+                });
+                continue;
+            }
+            None => Some(format!("new peer {}", peer.name)),
+            Some(_) if fresh => Some(format!("{} publishes a new kubeconfig", peer.name)),
+            Some(existing) => match published {
+                Some(p) if existing.kv_version != Some(p.version) => Some(format!(
+                    "{} published version {} (this copy is from {})",
+                    peer.name,
+                    p.version,
+                    existing
+                        .kv_version
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "an unknown version".into())
+                )),
+                _ => None,
+            },
+        };
+        if let Some(reason) = reason {
+            let creating = !facts.remote_secrets.contains_key(&peer.name);
             plan.changes.push(Change {
                 target: cluster_target(&cluster.name),
                 op: if creating { Op::Create } else { Op::Update },
-                resource: format!(
-                    "reader identity {}/istio-reader-service-account",
-                    cluster.istio_namespace
-                ),
-                summary: format!("{} with Istio's reader rules", pending.join(", ")),
-                reason: "peers' istiod read this cluster through it".into(),
-                action: Action::EnsureReader {
-                    cluster: cluster.name.clone(),
-                },
-            });
-        }
-        let reason = match observed.openbao.published.get(&cluster.name) {
-            None => Some("it is not published in OpenBao yet".to_string()),
-            // A new ServiceAccount has a new UID: tokens of the old one no longer authenticate.
-            Some(_) if reader.service_account == ObjectState::Absent => Some(
-                "the reader ServiceAccount is being (re)created, so the published token is void"
-                    .to_string(),
-            ),
-            Some(p) if p.config_hash != facts.desired_config_hash => {
-                Some("the API address or CA peers must use changed".to_string())
-            }
-            Some(p) if p.token_expires - observed.now < rs.refresh_before.seconds() as i64 => {
-                Some(format!(
-                    "its reader token expires in {}, within refreshBefore {}",
-                    humanize(p.token_expires - observed.now),
-                    rs.refresh_before
-                ))
-            }
-            Some(_) => None,
-        };
-        if let Some(reason) = reason {
-            publishing.push(&cluster.name);
-            plan.changes.push(Change {
-                target: Target::OpenBao,
-                op: Op::Update,
-                resource: format!(
-                    "KV {}/{}/{}",
-                    mesh.openbao.kv_mount, rs.kv_path, cluster.name
-                ),
+                resource,
                 summary: format!(
-                    "kubeconfig for {} with a fresh {} reader token (check-and-set), index bumped",
-                    cluster.name, rs.token_ttl
+                    "kubeconfig of {} (istioctl's format, labelled istio/multiCluster=true)",
+                    peer.name
                 ),
                 reason,
-                action: Action::PublishRemoteSecret {
+                action: Action::SyncRemoteSecret {
                     cluster: cluster.name.clone(),
+                    peer: peer.name.clone(),
                 },
             });
         }
     }
+}
 
-    for cluster in &mesh.clusters {
-        let Some(facts) = observed.clusters.get(&cluster.name) else {
-            continue;
-        };
-        for peer in mesh.clusters.iter().filter(|p| p.name != cluster.name) {
-            let published = observed.openbao.published.get(&peer.name);
-            let fresh = publishing.contains(&peer.name.as_str());
-            if published.is_none() && !fresh {
-                continue;
-            }
-            let resource = format!(
-                "Secret {}/{}",
-                cluster.istio_namespace,
-                remote_secret_name(&peer.name)
-            );
-            let reason = match facts.remote_secrets.get(&peer.name) {
-                Some(existing) if !existing.managed => {
-                    plan.blockers.push(Blocker {
-                        target: cluster_target(&cluster.name),
-                        resource,
-                        reason: "exists and is not managed by meshtrust (made by istioctl?); meshtrust never overwrites it".into(),
-                        fix: format!("delete it once meshtrust may manage peer {} (kubectl -n {} delete secret {})", peer.name, cluster.istio_namespace, remote_secret_name(&peer.name)),
-                    });
-                    continue;
-                }
-                None => Some(format!("new peer {}", peer.name)),
-                Some(_) if fresh => Some(format!("{} publishes a new kubeconfig", peer.name)),
-                Some(existing) => match published {
-                    Some(p) if existing.kv_version != Some(p.version) => Some(format!(
-                        "{} published version {} (this copy is from {})",
-                        peer.name,
-                        p.version,
-                        existing
-                            .kv_version
-                            .map(|v| v.to_string())
-                            .unwrap_or_else(|| "an unknown version".into())
-                    )),
-                    _ => None,
+/// Remote secrets meshtrust wrote for peers that left the mesh file or OpenBao.
+fn plan_stale_secrets(
+    mesh: &Mesh,
+    observed: &Observed,
+    cluster: &ClusterSettings,
+    facts: &ClusterFacts,
+    publishing: &[&str],
+    plan: &mut Plan,
+) {
+    for (peer, existing) in &facts.remote_secrets {
+        let in_mesh = mesh.clusters.iter().any(|c| &c.name == peer) && peer != &cluster.name;
+        let in_openbao =
+            observed.openbao.published.contains_key(peer) || publishing.contains(&peer.as_str());
+        if existing.managed && !(in_mesh && in_openbao) {
+            plan.changes.push(Change {
+                target: cluster_target(&cluster.name),
+                op: Op::Delete,
+                resource: format!(
+                    "Secret {}/{}",
+                    cluster.istio_namespace,
+                    remote_secret_name(peer)
+                ),
+                summary: "istiod drops the peer when the Secret goes".into(),
+                reason: if in_mesh {
+                    format!("{peer} is no longer published in OpenBao")
+                } else {
+                    format!("{peer} is no longer in the mesh file")
                 },
-            };
-            if let Some(reason) = reason {
-                let creating = !facts.remote_secrets.contains_key(&peer.name);
-                plan.changes.push(Change {
-                    target: cluster_target(&cluster.name),
-                    op: if creating { Op::Create } else { Op::Update },
-                    resource,
-                    summary: format!(
-                        "kubeconfig of {} (istioctl's format, labelled istio/multiCluster=true)",
-                        peer.name
-                    ),
-                    reason,
-                    action: Action::SyncRemoteSecret {
-                        cluster: cluster.name.clone(),
-                        peer: peer.name.clone(),
-                    },
-                });
-            }
-        }
-        for (peer, existing) in &facts.remote_secrets {
-            let in_mesh = mesh.clusters.iter().any(|c| &c.name == peer) && peer != &cluster.name;
-            let in_openbao = observed.openbao.published.contains_key(peer)
-                || publishing.contains(&peer.as_str());
-            if existing.managed && !(in_mesh && in_openbao) {
-                plan.changes.push(Change {
-                    target: cluster_target(&cluster.name),
-                    op: Op::Delete,
-                    resource: format!(
-                        "Secret {}/{}",
-                        cluster.istio_namespace,
-                        remote_secret_name(peer)
-                    ),
-                    summary: "istiod drops the peer when the Secret goes".into(),
-                    reason: if in_mesh {
-                        format!("{peer} is no longer published in OpenBao")
-                    } else {
-                        format!("{peer} is no longer in the mesh file")
-                    },
-                    action: Action::DeleteRemoteSecret {
-                        cluster: cluster.name.clone(),
-                        peer: peer.clone(),
-                    },
-                });
-            }
+                action: Action::DeleteRemoteSecret {
+                    cluster: cluster.name.clone(),
+                    peer: peer.clone(),
+                },
+            });
         }
     }
+}
 
+/// Published kubeconfigs of clusters that left the mesh file.
+fn plan_unpublish(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
+    let rs = &mesh.remote_secrets;
     for gone in observed
         .openbao
         .published

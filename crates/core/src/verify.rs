@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::duration::humanize;
-use crate::facts::{CacertsFacts, Observed};
+use crate::facts::{CacertsFacts, CacertsState, Observed};
 use crate::mesh::{CaMode, Mesh};
+use crate::names::{CACERTS, remote_secret_name};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -24,7 +25,7 @@ pub fn verify_trust(mesh: &Mesh, observed: &Observed) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut states = Vec::new();
     for cluster in &mesh.clusters {
-        let object = format!("Secret {}/cacerts", cluster.istio_namespace);
+        let object = format!("Secret {}/{CACERTS}", cluster.istio_namespace);
         let finding = |problem: String, fix: &str| Finding {
             cluster: cluster.name.clone(),
             object: object.clone(),
@@ -40,46 +41,76 @@ pub fn verify_trust(mesh: &Mesh, observed: &Observed) -> Vec<Finding> {
                 "run `meshtrust apply --adopt` to manage it, or remove the cluster from the mesh file",
             )),
             Some(CacertsFacts::Managed(state)) => {
-                for p in &state.problems {
-                    findings.push(finding(p.clone(), "run `meshtrust apply` to re-issue a valid bundle"));
-                }
-                if let Some(cert) = &state.ca_cert {
-                    let remaining = cert.not_after - observed.now;
-                    let renew_before = mesh.ca.intermediate.renew_before.seconds() as i64;
-                    if remaining <= 0 {
-                        findings.push(finding(
-                            format!("the CA certificate (serial {}) expired {} ago", cert.serial, humanize(-remaining)),
-                            "run `meshtrust apply` to renew it now",
-                        ));
-                    } else if mesh.ca.mode == CaMode::BaoPki && remaining < renew_before {
-                        findings.push(finding(
-                            format!(
-                                "the intermediate (serial {}) expires in {}, within renewBefore {}",
-                                cert.serial,
-                                humanize(remaining),
-                                mesh.ca.intermediate.renew_before
-                            ),
-                            "run `meshtrust apply` (or let the agent) renew it",
-                        ));
-                    }
-                }
-                if mesh.ca.mode == CaMode::BaoPki {
-                    for fp in &state.trusted_roots {
-                        if observed.openbao.root_by_fingerprint(fp).is_none() {
-                            findings.push(finding(
-                                format!("root-cert.pem holds a root OpenBao does not know (sha256 {})", short(fp)),
-                                "run `meshtrust apply` to rewrite it from OpenBao",
-                            ));
-                        }
-                    }
+                for (problem, fix) in bundle_problems(mesh, observed, state) {
+                    findings.push(finding(problem, fix));
                 }
                 states.push((cluster.name.clone(), object.clone(), state));
             }
         }
     }
+    findings.extend(cross_cluster_findings(&states));
+    findings
+}
+
+/// What is wrong with one managed bundle on its own, as (problem, fix).
+fn bundle_problems(
+    mesh: &Mesh,
+    observed: &Observed,
+    state: &CacertsState,
+) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    for p in &state.problems {
+        out.push((
+            p.clone(),
+            "run `meshtrust apply` to re-issue a valid bundle",
+        ));
+    }
+    if let Some(cert) = &state.ca_cert {
+        let remaining = cert.not_after - observed.now;
+        let renew_before = mesh.ca.intermediate.renew_before.seconds() as i64;
+        if remaining <= 0 {
+            out.push((
+                format!(
+                    "the CA certificate (serial {}) expired {} ago",
+                    cert.serial,
+                    humanize(-remaining)
+                ),
+                "run `meshtrust apply` to renew it now",
+            ));
+        } else if mesh.ca.mode == CaMode::BaoPki && remaining < renew_before {
+            out.push((
+                format!(
+                    "the intermediate (serial {}) expires in {}, within renewBefore {}",
+                    cert.serial,
+                    humanize(remaining),
+                    mesh.ca.intermediate.renew_before
+                ),
+                "run `meshtrust apply` (or let the agent) renew it",
+            ));
+        }
+    }
+    if mesh.ca.mode == CaMode::BaoPki {
+        for fp in &state.trusted_roots {
+            if observed.openbao.root_by_fingerprint(fp).is_none() {
+                out.push((
+                    format!(
+                        "root-cert.pem holds a root OpenBao does not know (sha256 {})",
+                        short(fp)
+                    ),
+                    "run `meshtrust apply` to rewrite it from OpenBao",
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Cross-cluster trust over the managed bundles, as (cluster, object, bundle).
+fn cross_cluster_findings(states: &[(String, String, &CacertsState)]) -> Vec<Finding> {
+    let mut findings = Vec::new();
     // Cross-cluster trust: every cluster's issuer must be in every other cluster's root-cert.pem.
-    for (name, object, state) in &states {
-        for (peer, _, peer_state) in &states {
+    for (name, object, state) in states {
+        for (peer, _, peer_state) in states {
             if let Some(issuer) = &peer_state.issuer_fingerprint
                 && !state.trusted_roots.contains(issuer)
             {
@@ -133,8 +164,9 @@ pub fn verify_remote_secrets(mesh: &Mesh, observed: &Observed) -> Vec<Finding> {
         };
         for peer in mesh.clusters.iter().filter(|p| p.name != cluster.name) {
             let object = format!(
-                "Secret {}/istio-remote-secret-{}",
-                cluster.istio_namespace, peer.name
+                "Secret {}/{}",
+                cluster.istio_namespace,
+                remote_secret_name(&peer.name)
             );
             let finding = |problem: String, fix: &str| Finding {
                 cluster: cluster.name.clone(),

@@ -1,6 +1,8 @@
 //! Kubernetes access for meshtrust: connecting to a cluster from a kubeconfig (or in-cluster), and the core's
 //! `Cluster` port over kube-rs with conditional writes (resourceVersion preconditions).
 #![forbid(unsafe_code)]
+// Long functions hide their steps; split them (tests may `#[allow]` this).
+#![deny(clippy::too_many_lines)]
 
 mod connect;
 mod port;

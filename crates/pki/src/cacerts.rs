@@ -165,6 +165,26 @@ pub fn inspect(data: &BTreeMap<String, SecretBytes>, now: i64) -> CacertsState {
         return state;
     };
     state.ca_cert = Some(ca.facts.clone());
+    check_signing_ca(&mut state, ca, key_text, (cert_key, key_key), now);
+    if let Some(name) = chain_key
+        && chain.first().map(|c| &c.der) != Some(&ca.der)
+    {
+        state
+            .problems
+            .push(format!("{name} must start with {cert_key}"));
+    }
+    check_issuer(&mut state, ca, &chain, &roots, (cert_key, root_key));
+    state
+}
+
+/// The signing CA itself: a CA, usable for serving, already valid, and matching its key.
+fn check_signing_ca(
+    state: &mut CacertsState,
+    ca: &ParsedCert,
+    key_text: Option<String>,
+    (cert_key, key_key): (&str, &str),
+    now: i64,
+) {
     if !ca.facts.is_ca {
         state.problems.push(format!(
             "{cert_key} is not a CA certificate (basicConstraints CA:TRUE is required)"
@@ -187,13 +207,16 @@ pub fn inspect(data: &BTreeMap<String, SecretBytes>, now: i64) -> CacertsState {
             Err(e) => state.problems.push(e.to_string()),
         }
     }
-    if let Some(name) = chain_key
-        && chain.first().map(|c| &c.der) != Some(&ca.der)
-    {
-        state
-            .problems
-            .push(format!("{name} must start with {cert_key}"));
-    }
+}
+
+/// Finds the certificate that signed the signing CA and checks that it is anchored in `root-cert.pem`.
+fn check_issuer(
+    state: &mut CacertsState,
+    ca: &ParsedCert,
+    chain: &[ParsedCert],
+    roots: &[ParsedCert],
+    (cert_key, root_key): (&str, &str),
+) {
     // The issuer: the signing CA itself if self-signed, else a chain or root certificate that verifies it.
     let issuer = if ca.self_signed {
         Some(ca)
@@ -221,7 +244,6 @@ pub fn inspect(data: &BTreeMap<String, SecretBytes>, now: i64) -> CacertsState {
             "no certificate in the chain or {root_key} signed {cert_key}"
         )),
     }
-    state
 }
 
 #[cfg(test)]

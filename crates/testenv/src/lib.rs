@@ -4,6 +4,8 @@
 //! Every process is a child that dies with its owner: it is killed when the [`TestEnv`] drops (also while a test
 //! panics), and `setpriv --pdeathsig` kills it if the owner dies without unwinding.
 #![forbid(unsafe_code)]
+// Long functions hide their steps; split them (tests may `#[allow]` this).
+#![deny(clippy::too_many_lines)]
 
 mod apiserver;
 mod binaries;

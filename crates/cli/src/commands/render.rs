@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use meshtrust_core::istio::remote_secret_manifest;
-use meshtrust_core::render::{Flavor, RenderOptions, agent_manifests, gitops};
 use meshtrust_engine::published::fetch;
+use meshtrust_render::{Flavor, RenderOptions, agent_manifests, gitops};
 
 use crate::args::{
     FlavorArg, GitopsArgs, Global, RemoteSecretArgs, RenderAgentArgs, RenderArgs, RenderCommand,

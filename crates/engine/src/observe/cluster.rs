@@ -13,7 +13,7 @@ use meshtrust_core::ports::{Cluster, KubeObject, ObjectKind, SecretObject};
 use meshtrust_pki::cacerts::inspect;
 
 use crate::EngineError;
-use crate::names::{CACERTS, KV_VERSION_ANNOTATION, REMOTE_SECRET_PREFIX, is_managed};
+use crate::names::{CACERTS, KV_VERSION_ANNOTATION, is_managed, remote_secret_peer};
 use crate::published::config_hash;
 use crate::reader::{desired_reader, is_up_to_date};
 use crate::snapshot::ReaderObjects;
@@ -129,7 +129,7 @@ async fn observe_remote_secrets(
     Ok(secrets
         .into_iter()
         .filter_map(|s| {
-            let peer = s.name.strip_prefix(REMOTE_SECRET_PREFIX)?.to_string();
+            let peer = remote_secret_peer(&s.name)?.to_string();
             Some((peer, s))
         })
         .collect())

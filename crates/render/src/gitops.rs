@@ -2,9 +2,8 @@
 //! istio-base → istiod → east-west gateway. ArgoCD Applications ordered by sync waves (seed 000), or Flux
 //! Kustomizations and HelmReleases chained with `dependsOn` (seed 001). Pure data.
 
+use meshtrust_core::mesh::{ClusterSettings, Mesh};
 use serde_json::{Value, json};
-
-use crate::mesh::{ClusterSettings, Mesh};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -234,107 +233,6 @@ fn argocd_application(
             "syncPolicy": {"automated": {"prune": true, "selfHeal": true}, "syncOptions": ["CreateNamespace=true", "ServerSideApply=true"]},
         },
     })
-}
-
-/// The agent's deploy files for one cluster: its ServiceAccount, least-privilege RBAC, the mesh file as a
-/// ConfigMap, and a hardened Deployment (non-root, read-only root filesystem, probes). Two replicas: a Lease
-/// elects the one that writes.
-pub fn agent_manifests(
-    mesh: &Mesh,
-    cluster: &ClusterSettings,
-    mesh_file: &str,
-    image: &str,
-) -> Vec<Value> {
-    let ns = &mesh.agent.namespace;
-    let sa = &mesh.agent.service_account;
-    let istio_ns = &cluster.istio_namespace;
-    let reader_role = crate::istio::reader_cluster_role_name(istio_ns);
-    let labels = json!({"app.kubernetes.io/name": "meshtrust-agent", "app.kubernetes.io/part-of": "meshtrust"});
-    let meta = |name: &str, namespaced: bool| {
-        let mut m = json!({"name": name, "labels": labels});
-        if namespaced {
-            m["namespace"] = json!(ns);
-        }
-        m
-    };
-    let mut env = vec![
-        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
-    ];
-    if let Some(addr) = &mesh.openbao.address {
-        env.push(json!({"name": "BAO_ADDR", "value": addr}));
-    }
-    vec![
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, true)}),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "meshtrust-agent", "namespace": istio_ns, "labels": labels},
-            "rules": [
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "update", "delete"]},
-                {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create"]},
-                {"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [crate::istio::READER_SERVICE_ACCOUNT], "verbs": ["create"]},
-                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
-            ],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "meshtrust-agent", "namespace": istio_ns, "labels": labels},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "meshtrust-agent"},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": meta("meshtrust-agent", false),
-            "rules": [
-                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
-                // Creating a ClusterRole cannot be limited by name; reading, updating and granting it can.
-                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles", "clusterrolebindings"], "verbs": ["create"]},
-                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "resourceNames": [reader_role], "verbs": ["get", "update", "escalate", "bind"]},
-                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterrolebindings"], "resourceNames": [reader_role], "verbs": ["get", "update"]},
-            ],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": meta("meshtrust-agent", false),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "meshtrust-agent"},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": meta("meshtrust-agent-auth-delegator", false),
-            // OpenBao reviews the agent's login token with the token itself.
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-        }),
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("meshtrust-mesh", true), "data": {"mesh.yaml": mesh_file}}),
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": meta("meshtrust-agent", true),
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app.kubernetes.io/name": "meshtrust-agent"}},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "serviceAccountName": sa,
-                        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-                        "containers": [{
-                            "name": "agent",
-                            "image": image,
-                            "args": ["agent", "--cluster", cluster.name, "--mesh", "/etc/meshtrust/mesh.yaml", "--log-format", "json"],
-                            "env": env,
-                            "ports": [{"name": "http", "containerPort": 8080}],
-                            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
-                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
-                            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-                            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
-                            "volumeMounts": [{"name": "mesh", "mountPath": "/etc/meshtrust", "readOnly": true}],
-                        }],
-                        "volumes": [{"name": "mesh", "configMap": {"name": "meshtrust-mesh"}}],
-                    },
-                },
-            },
-        }),
-    ]
 }
 
 #[cfg(test)]

@@ -1,0 +1,111 @@
+//! The `ca` section: the CA mode, the cacerts key layout, and the root and intermediate certificates.
+
+use super::check::{Checker, is_mount_path};
+use super::schema::{RawCa, RawIntermediate, RawRoot};
+use super::{
+    CaMode, CaSettings, IntermediateSettings, KeySpec, KeyType, RootSettings, SecretFormat,
+};
+
+pub(super) fn validate(ca: RawCa, mesh_id: &str, c: &mut Checker) -> CaSettings {
+    let mode = mode(ca.mode.as_deref(), c);
+    let secret_format = secret_format(ca.secret_format.as_deref(), c);
+    let root = root(ca.root, mesh_id, c);
+    let intermediate = intermediate(ca.intermediate, c);
+    if intermediate.renew_before >= intermediate.ttl {
+        c.problem(
+            "ca.intermediate.renewBefore",
+            format!("{} is not shorter than ttl {}; it would renew on every run. Make it a fraction of the ttl (default 720h of 8760h)", intermediate.renew_before, intermediate.ttl),
+        );
+    }
+    if intermediate.ttl >= root.ttl {
+        c.problem(
+            "ca.intermediate.ttl",
+            format!(
+                "{} must be shorter than the root's ttl {}",
+                intermediate.ttl, root.ttl
+            ),
+        );
+    }
+    let shared_root_kv_path = ca.shared_root_kv_path.unwrap_or_else(|| "istio/ca".into());
+    if !is_mount_path(&shared_root_kv_path) {
+        c.problem(
+            "ca.sharedRootKvPath",
+            format!("{shared_root_kv_path:?} is not a KV path such as istio/ca"),
+        );
+    }
+    CaSettings {
+        mode,
+        secret_format,
+        root,
+        intermediate,
+        shared_root_kv_path,
+    }
+}
+
+fn mode(value: Option<&str>, c: &mut Checker) -> CaMode {
+    match value {
+        None | Some("bao-pki") => CaMode::BaoPki,
+        Some("shared-root") => CaMode::SharedRoot,
+        Some(other) => {
+            c.problem(
+                "ca.mode",
+                format!("{other:?} is not a mode; use \"bao-pki\" (default) or \"shared-root\""),
+            );
+            CaMode::BaoPki
+        }
+    }
+}
+
+fn secret_format(value: Option<&str>, c: &mut Checker) -> SecretFormat {
+    match value {
+        None | Some("istio") => SecretFormat::Istio,
+        Some("tls") => SecretFormat::Tls,
+        Some(other) => {
+            c.problem(
+                "ca.secretFormat",
+                format!("{other:?} is not a format; use \"istio\" (default) or \"tls\""),
+            );
+            SecretFormat::Istio
+        }
+    }
+}
+
+fn root(root: RawRoot, mesh_id: &str, c: &mut Checker) -> RootSettings {
+    RootSettings {
+        common_name: root
+            .common_name
+            .unwrap_or_else(|| format!("meshtrust root CA ({mesh_id})")),
+        organization: root.organization.unwrap_or_else(|| "Istio".into()),
+        key: c.key(
+            "ca.root",
+            root.key_type.as_deref(),
+            root.key_bits,
+            KeySpec {
+                key_type: KeyType::Rsa,
+                bits: 4096,
+            },
+        ),
+        ttl: c.span("ca.root.ttl", root.ttl.as_deref(), "87600h"),
+    }
+}
+
+fn intermediate(intermediate: RawIntermediate, c: &mut Checker) -> IntermediateSettings {
+    IntermediateSettings {
+        key: c.key(
+            "ca.intermediate",
+            intermediate.key_type.as_deref(),
+            intermediate.key_bits,
+            KeySpec {
+                key_type: KeyType::Ec,
+                bits: 256,
+            },
+        ),
+        ttl: c.span("ca.intermediate.ttl", intermediate.ttl.as_deref(), "8760h"),
+        renew_before: c.span(
+            "ca.intermediate.renewBefore",
+            intermediate.renew_before.as_deref(),
+            "720h",
+        ),
+        organization: intermediate.organization.unwrap_or_else(|| "Istio".into()),
+    }
+}

@@ -1,0 +1,107 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Mesh, MeshError> {
+    Mesh::from_yaml(text, "mesh.yaml", PathBuf::from("/m"))
+}
+
+const MINIMAL: &str = "apiVersion: meshtrust.dev/v1\nkind: Mesh\nclusters:\n  - name: cluster-a\n    kubeconfig: kc-a\n";
+
+#[test]
+fn minimal_file_gets_every_default() {
+    let mesh = parse(MINIMAL).expect("valid");
+    assert_eq!(mesh.mesh_id, "mesh1");
+    assert_eq!(mesh.openbao.kv_mount, "secret");
+    assert_eq!(mesh.openbao.pki_mount, "pki");
+    assert_eq!(mesh.ca.mode, CaMode::BaoPki);
+    assert_eq!(mesh.ca.secret_format, SecretFormat::Istio);
+    assert_eq!(
+        mesh.ca.root.key,
+        KeySpec {
+            key_type: KeyType::Rsa,
+            bits: 4096
+        }
+    );
+    assert_eq!(mesh.ca.root.ttl, Span::hours(87600));
+    assert_eq!(
+        mesh.ca.intermediate.key,
+        KeySpec {
+            key_type: KeyType::Ec,
+            bits: 256
+        }
+    );
+    assert_eq!(mesh.ca.intermediate.renew_before, Span::hours(720));
+    let a = &mesh.clusters[0];
+    assert_eq!(a.auth_mount, "kubernetes_cluster_a");
+    assert_eq!(
+        a.kubeconfig.as_deref(),
+        Some(std::path::Path::new("/m/kc-a"))
+    );
+    assert_eq!(a.istio_namespace, "istio-system");
+    assert_eq!(a.network, "network-cluster-a");
+}
+
+#[test]
+fn every_problem_names_its_field_and_fix() {
+    let text = "apiVersion: v0\nkind: Mesh\nca:\n  mode: magic\n  intermediate:\n    keyType: ec\n    keyBits: 521\n    ttl: 10\n    renewBefore: 9000h\nclusters:\n  - name: Cluster_A\n    apiServer: http://x\n  - name: b\n  - name: b\n";
+    let Err(MeshError::Invalid { problems, .. }) = parse(text) else {
+        panic!("must be invalid")
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "apiVersion",
+        "ca.mode",
+        "ca.intermediate.keyBits",
+        "ca.intermediate.ttl",
+        "clusters[0].name",
+        "clusters[0].apiServer",
+        "clusters[2].name",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+    assert!(problems.iter().all(|p| !p.message.is_empty()));
+}
+
+#[test]
+fn unknown_fields_and_bad_yaml_are_syntax_errors() {
+    let err = parse("apiVersion: meshtrust.dev/v1\nkind: Mesh\nclustrs: []\n").unwrap_err();
+    assert!(err.to_string().contains("clustrs"), "{err}");
+    let err = parse("clusters: [\n").unwrap_err();
+    assert!(matches!(err, MeshError::Syntax { .. }));
+}
+
+#[test]
+fn renew_before_must_be_shorter_than_ttl() {
+    let text = format!("{MINIMAL}ca:\n  intermediate:\n    ttl: 24h\n    renewBefore: 48h\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("ca.intermediate.renewBefore"), "{err}");
+}
+
+#[test]
+fn no_clusters_is_a_problem() {
+    let err = parse("apiVersion: meshtrust.dev/v1\nkind: Mesh\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("clusters: no clusters"), "{err}");
+}
+
+#[test]
+fn every_section_reports_its_problems_in_one_run() {
+    let text = "apiVersion: meshtrust.dev/v1\nkind: Mesh\nmeshID: Bad_ID\nopenbao:\n  address: bao:8200\n  kvMount: /kv\nagent:\n  namespace: Not_A_Label\nremoteSecrets:\n  tokenTtl: 5m\n  indexPath: istio/remote-secrets/index\nclusters:\n  - name: a\n    istioNamespace: Bad_NS\n";
+    let Err(MeshError::Invalid { problems, .. }) = parse(text) else {
+        panic!("must be invalid")
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "meshID",
+            "openbao.address",
+            "openbao.kvMount",
+            "agent.namespace",
+            "remoteSecrets.refreshBefore",
+            "remoteSecrets.tokenTtl",
+            "remoteSecrets.indexPath",
+            "clusters[0].istioNamespace",
+        ]
+    );
+}

@@ -1,0 +1,13 @@
+//! Rendering the mesh as manifests: GitOps Applications/Kustomizations for Istio and meshtrust, and the
+//! agent's deploy files. Pure data from a validated mesh file; the CLI writes it out.
+#![forbid(unsafe_code)]
+// Long functions hide their steps; split them (tests may `#[allow]` this).
+#![deny(clippy::too_many_lines)]
+
+mod agent;
+mod gitops;
+
+pub use agent::agent_manifests;
+pub use gitops::{
+    Flavor, RenderOptions, Rendered, eastwest_values, gitops, istio_namespace, istiod_values,
+};
