@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use meshtrust_core::duration::Span;
 use meshtrust_core::facts::root_issuer_name;
 use meshtrust_core::mesh::CaMode;
 use meshtrust_core::planner::PlanOptions;
@@ -20,8 +19,6 @@ pub async fn run(global: &Global, args: CaArgs) -> Result<ExitCode, CliError> {
 /// Starts a rotation (a new root issuer inside OpenBao) unless one is under way, then applies one phase per
 /// round until the plan is empty. Each phase is an ordinary plan, so `meshtrust plan` shows where it stands.
 async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliError> {
-    let wait =
-        Span::parse(&args.phase_wait).map_err(|e| CliError::Usage(format!("--phase-wait: {e}")))?;
     let Context { engine, bao } = connect_all(global).await?;
     let mesh = engine.mesh().clone();
     if mesh.ca.mode != CaMode::BaoPki {
@@ -98,8 +95,8 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
             }
             return Ok(ExitCode::SUCCESS);
         }
-        if wait.seconds() > 0 {
-            tokio::time::sleep(Duration::from_secs(wait.seconds())).await;
+        if !args.phase_wait.is_zero() {
+            tokio::time::sleep(args.phase_wait).await;
         }
     }
 }
