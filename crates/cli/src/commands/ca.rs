@@ -1,5 +1,4 @@
 use std::process::ExitCode;
-use std::time::Duration;
 
 use meshtrust_core::facts::root_issuer_name;
 use meshtrust_core::mesh::CaMode;
