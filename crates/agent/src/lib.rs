@@ -6,8 +6,9 @@
 mod health;
 mod lease;
 mod login;
+mod metrics;
 mod run;
 
-pub use health::Health;
+pub use health::{Health, ListenError, Server};
 pub use login::{JwtSource, login};
 pub use run::{AgentConfig, run};

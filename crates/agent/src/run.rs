@@ -21,6 +21,7 @@ use meshtrust_engine::{Engine, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE, 
 use meshtrust_kube::KubeCluster;
 use rand::Rng;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::lease::Elector;
 use crate::{Health, JwtSource, login};
@@ -45,11 +46,8 @@ pub enum AgentError {
     UnknownCluster(String),
     #[error(transparent)]
     Connect(#[from] meshtrust_kube::ConnectError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] crate::ListenError),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,14 +77,8 @@ pub async fn run(
         None => meshtrust_kube::connect_inferred(&settings.name).await?,
     };
     let health = Health::default();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AgentError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    tracing::info!(addr = %config.listen, cluster = %settings.name, "serving /healthz, /readyz and /metrics");
-    tokio::spawn(health.clone().serve(listener));
+    let server = health.listen(config.listen).await?;
+    tracing::info!(addr = %server.local_addr(), cluster = %settings.name, "serving /healthz, /readyz and /metrics");
 
     let (tx, mut rx) = mpsc::channel::<Trigger>(64);
     tokio::spawn(watch_managed_secrets(
@@ -119,6 +111,7 @@ pub async fn run(
                 if agent.leader {
                     elector.release().await;
                 }
+                server.shutdown().await;
                 return Ok(());
             }
             _ = lead.tick() => {
@@ -141,7 +134,10 @@ pub async fn run(
                     }
                 }
             }
-            _ = poll.tick(), if agent.leader => agent.poll().await,
+            _ = poll.tick(), if agent.leader => {
+                let round = tracing::info_span!("round", cluster = %agent.config.cluster, trigger = "poll");
+                agent.poll().instrument(round).await
+            }
             Some(trigger) = rx.recv() => {
                 if !agent.leader {
                     // Followers only watch; the leader writes.
@@ -150,7 +146,8 @@ pub async fn run(
                 // Coalesce a burst of events (our own writes echo back too) into one round.
                 while rx.try_recv().is_ok() {}
                 tracing::debug!(?trigger, "reconcile");
-                if agent.reconcile().await.is_err() {
+                let round = tracing::info_span!("round", cluster = %agent.config.cluster, ?trigger);
+                if agent.reconcile().instrument(round).await.is_err() {
                     let delay = agent.backoff();
                     let tx = tx.clone();
                     tokio::spawn(async move {
@@ -231,6 +228,8 @@ impl Agent {
         )
         .await?;
         tracing::info!(ttl, "logged in to OpenBao");
+        self.health
+            .set_token_expiry(now().saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)));
         self.session = Some(Session {
             bao: bao.clone(),
             expires: Instant::now() + Duration::from_secs(ttl / 2),
@@ -271,8 +270,10 @@ impl Agent {
             }
         };
         let engine = self.engine(bao);
+        let health = self.health.clone();
         let mut progress = |change: &meshtrust_core::plan::Change,
                             applied: &meshtrust_engine::AppliedChange| {
+            health.wrote(&change.action);
             tracing::info!(target = %change.target, resource = %change.resource, reason = %change.reason, detail = %applied.detail, "applied");
         };
         match engine
@@ -297,8 +298,7 @@ impl Agent {
                 {
                     self.health.set_expiry("cacerts", not_after);
                 }
-                self.health
-                    .success(now(), started.elapsed().as_secs_f64(), report.applied.len());
+                self.health.success(now(), started.elapsed().as_secs_f64());
                 Ok(())
             }
             Err(e) => {
@@ -319,7 +319,7 @@ impl Agent {
         // Whatever failed is retried in full at the next poll that reaches OpenBao.
         self.last_full = None;
         tracing::warn!(error = %e, failures = self.failures, "reconcile failed; keeping the last good state");
-        self.health.failure(e.to_string());
+        self.health.failure(e);
     }
 
     /// Exponential backoff from 1 s to 60 s with ±20% jitter, so many agents do not retry in step.

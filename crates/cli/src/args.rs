@@ -1,6 +1,22 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use meshtrust_core::duration::Span;
+
+/// A duration flag as the mesh file writes durations (`30s`, `5m`, `24h`); clap reports a bad one with its flag.
+fn duration(text: &str) -> Result<Duration, String> {
+    Span::parse(text).map(|s| Duration::from_secs(s.seconds()))
+}
+
+/// A period or timeout: zero would make a loop spin or every request fail at once.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let d = duration(text)?;
+    if d.is_zero() {
+        return Err(format!("{text:?} is zero; use at least 1s"));
+    }
+    Ok(d)
+}
 
 /// Shared trust and cross-cluster discovery for multi-cluster Istio, with OpenBao as the only source of truth.
 ///
@@ -133,8 +149,8 @@ pub struct RotateArgs {
     #[arg(long)]
     pub step: bool,
     /// Wait this long between phases, so istiod can hand the new bundle to workloads (e.g. 24h in production).
-    #[arg(long, default_value = "0s")]
-    pub phase_wait: String,
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    pub phase_wait: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -196,14 +212,14 @@ pub struct AgentArgs {
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: std::net::SocketAddr,
     /// How often to read OpenBao's change index (one request).
-    #[arg(long, default_value = "10s")]
-    pub poll_interval: String,
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub poll_interval: Duration,
     /// A full reconcile at least this often (renewals).
-    #[arg(long, default_value = "5m")]
-    pub resync_interval: String,
+    #[arg(long, default_value = "5m", value_parser = positive_duration)]
+    pub resync_interval: Duration,
     /// Give up on an OpenBao request after this long (then back off and keep the last good state).
-    #[arg(long, default_value = "10s")]
-    pub openbao_timeout: String,
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub openbao_timeout: Duration,
     /// The ServiceAccount token used to log in to OpenBao.
     #[arg(
         long,
@@ -225,4 +241,54 @@ pub struct RenderAgentArgs {
     pub out: Option<PathBuf>,
     #[arg(long, default_value = concat!("ghcr.io/meshtrust/meshtrust:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn agent(extra: &[&str]) -> Result<AgentArgs, clap::Error> {
+        let mut argv = vec!["meshtrust", "agent", "--cluster", "a"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Agent(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn duration_flags_are_typed_and_a_bad_one_names_its_flag() {
+        let args = agent(&["--poll-interval", "1s", "--resync-interval", "1h30m"]).expect("parse");
+        assert_eq!(args.poll_interval, Duration::from_secs(1));
+        assert_eq!(args.resync_interval, Duration::from_secs(5400));
+        assert_eq!(args.openbao_timeout, Duration::from_secs(10));
+
+        let error = agent(&["--poll-interval", "10x"])
+            .expect_err("bad unit")
+            .to_string();
+        assert!(error.contains("--poll-interval"), "{error}");
+        assert!(error.contains("unknown unit"), "{error}");
+        let error = agent(&["--openbao-timeout", "0s"])
+            .expect_err("zero")
+            .to_string();
+        assert!(
+            error.contains("--openbao-timeout") && error.contains("at least 1s"),
+            "{error}"
+        );
+
+        let cli = Cli::try_parse_from(["meshtrust", "ca", "rotate-root"]).expect("parse");
+        let Command::Ca(CaArgs {
+            command: CaCommand::RotateRoot(rotate),
+        }) = cli.command
+        else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(rotate.phase_wait, Duration::ZERO);
+        let error = Cli::try_parse_from(["meshtrust", "ca", "rotate-root", "--phase-wait", "24"])
+            .expect_err("no unit")
+            .to_string();
+        assert!(error.contains("--phase-wait"), "{error}");
+    }
 }

@@ -1,19 +1,11 @@
 use std::process::ExitCode;
-use std::time::Duration;
 
 use meshtrust_agent::{AgentConfig, JwtSource};
 use meshtrust_bao::{OpenBaoClient, OpenBaoConfig};
-use meshtrust_core::duration::Span;
 
 use crate::args::{AgentArgs, Global};
 use crate::context::load_mesh;
 use crate::error::CliError;
-
-fn span(flag: &str, text: &str) -> Result<Duration, CliError> {
-    Span::parse(text)
-        .map(|s| Duration::from_secs(s.seconds().max(1)))
-        .map_err(|e| CliError::Usage(format!("{flag}: {e}")))
-}
 
 pub async fn run(global: &Global, args: AgentArgs) -> Result<ExitCode, CliError> {
     let mesh = load_mesh(global)?;
@@ -34,7 +26,7 @@ pub async fn run(global: &Global, args: AgentArgs) -> Result<ExitCode, CliError>
         ca_cert_pem: None,
         allow_insecure_http: false,
     })?
-    .with_timeout(span("--openbao-timeout", &args.openbao_timeout)?)?;
+    .with_timeout(args.openbao_timeout)?;
     let jwt = if args.token_request {
         JwtSource::TokenRequest {
             namespace: mesh.agent.namespace.clone(),
@@ -44,8 +36,8 @@ pub async fn run(global: &Global, args: AgentArgs) -> Result<ExitCode, CliError>
         JwtSource::File(args.token_file.clone())
     };
     let config = AgentConfig {
-        poll_interval: span("--poll-interval", &args.poll_interval)?,
-        resync_interval: span("--resync-interval", &args.resync_interval)?,
+        poll_interval: args.poll_interval,
+        resync_interval: args.resync_interval,
         mesh,
         cluster: args.cluster,
         kubeconfig: args.kubeconfig,

@@ -1,7 +1,5 @@
 use std::process::ExitCode;
-use std::time::Duration;
 
-use meshtrust_core::duration::Span;
 use meshtrust_core::mesh::CaMode;
 use meshtrust_core::planner::PlanOptions;
 use meshtrust_engine::RotationStart;
@@ -19,8 +17,6 @@ pub async fn run(global: &Global, args: CaArgs) -> Result<ExitCode, CliError> {
 /// Starts a rotation (a new root issuer inside OpenBao) unless one is under way, then applies one phase per
 /// round until the plan is empty. Each phase is an ordinary plan, so `meshtrust plan` shows where it stands.
 async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliError> {
-    let wait =
-        Span::parse(&args.phase_wait).map_err(|e| CliError::Usage(format!("--phase-wait: {e}")))?;
     let Context { engine, .. } = connect_all(global).await?;
     if engine.mesh().ca.mode != CaMode::BaoPki {
         return Err(CliError::Usage("ca rotate-root works in ca.mode bao-pki; a shared root cannot be rotated without a trust gap".into()));
@@ -83,8 +79,8 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
             }
             return Ok(ExitCode::SUCCESS);
         }
-        if wait.seconds() > 0 {
-            tokio::time::sleep(Duration::from_secs(wait.seconds())).await;
+        if !args.phase_wait.is_zero() {
+            tokio::time::sleep(args.phase_wait).await;
         }
     }
 }
