@@ -65,10 +65,33 @@ pub enum Command {
     Ca(CaArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// Write man pages: one for meshtrust and one per subcommand into DIR, or meshtrust(1) on stdout.
+    Man(ManArgs),
     /// OpenBao helpers.
     Bao(BaoArgs),
     /// Render manifests: GitOps (ArgoCD or Flux) in dependency order, or a cluster's remote secret as istioctl prints it.
     Render(RenderArgs),
+    /// Write a commented mesh file from kubeconfig contexts, one cluster per context. Never overwrites a file.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// The kubeconfig to read. Default as kubectl: every file in $KUBECONFIG, else ~/.kube/config.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// A context to add as a cluster named after it (repeat it; default: the current context).
+    #[arg(long)]
+    pub context: Vec<String>,
+    /// OpenBao's URL (default: left to BAO_ADDR).
+    #[arg(long, value_name = "URL")]
+    pub openbao: Option<String>,
+    /// Istio's mesh ID.
+    #[arg(long, default_value = "mesh1")]
+    pub mesh_id: String,
+    /// The file to write; it must not exist yet ("-" prints it).
+    #[arg(long, default_value = "mesh.yaml")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +135,13 @@ pub struct StatusArgs {}
 #[derive(Debug, Clone, Args)]
 pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Write meshtrust.1, meshtrust-apply.1, ... into this directory (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,8 @@ fn main() -> ExitCode {
             Command::Agent(args) => commands::agent::run(&cli.global, args).await,
             Command::Render(args) => commands::render::run(&cli.global, args).await,
             Command::Status(args) => commands::status::run(&cli.global, args).await,
+            Command::Init(args) => commands::init::run(args),
+            Command::Man(args) => commands::man::run(args),
             Command::Completions(args) => {
                 let mut command = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(
