@@ -219,12 +219,14 @@ pub struct AgentArgs {
     /// The cluster this agent runs in (a name from the mesh file).
     #[arg(long)]
     pub cluster: String,
-    /// Use this kubeconfig instead of the in-cluster configuration.
+    /// Use this kubeconfig. Default: in a pod the in-cluster configuration, outside one the mesh file's
+    /// kubeconfig and context for --cluster (as apply uses).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// Address for /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    pub listen: std::net::SocketAddr,
+    /// Address for /healthz, /readyz and /metrics. Default: 0.0.0.0:8080 in a pod, 127.0.0.1:8080 outside
+    /// one; each agent on one machine needs its own port.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
     /// How often to read OpenBao's change index (one request).
     #[arg(long, default_value = "10s")]
     pub poll_interval: String,
@@ -234,14 +236,10 @@ pub struct AgentArgs {
     /// Give up on an OpenBao request after this long (then back off and keep the last good state).
     #[arg(long, default_value = "10s")]
     pub openbao_timeout: String,
-    /// The ServiceAccount token used to log in to OpenBao.
-    #[arg(
-        long,
-        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token",
-        conflicts_with = "token_request"
-    )]
-    pub token_file: PathBuf,
-    /// Get the login token from the TokenRequest API for agent.serviceAccount (for runs outside the cluster).
+    /// The ServiceAccount token used to log in to OpenBao. Default: the pod's token in a pod, else TokenRequest.
+    #[arg(long, conflicts_with = "token_request")]
+    pub token_file: Option<PathBuf>,
+    /// Get the login token from the TokenRequest API for agent.serviceAccount (the default outside a pod).
     #[arg(long)]
     pub token_request: bool,
 }

@@ -18,7 +18,12 @@ fn main() -> ExitCode {
     // One TLS provider for kube, reqwest and rcgen, installed before anything opens a connection.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.log_format);
+    // The agent is a daemon: by default it says what it is doing (info); the one-shot commands stay quiet.
+    let verbose = match cli.command {
+        Command::Agent(_) => cli.verbose.max(1),
+        _ => cli.verbose,
+    };
+    init_logging(verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
