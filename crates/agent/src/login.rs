@@ -19,9 +19,53 @@ pub enum JwtSource {
     File(PathBuf),
     /// TokenRequest for the agent's ServiceAccount (out-of-cluster runs, such as tests).
     TokenRequest {
+        /// The mesh file's name of the cluster, for the fixing command in errors.
+        cluster: String,
         namespace: String,
         service_account: String,
     },
+}
+
+/// A TokenRequest failure as a sentence naming the ServiceAccount and the fix; never the API's debug form.
+fn token_request_error(
+    cluster: &str,
+    namespace: &str,
+    service_account: &str,
+    error: &kube::Error,
+) -> PortError {
+    let system = System::Cluster(cluster.to_string());
+    let sa = format!("{namespace}/{service_account}");
+    let (kind, message) = match error {
+        kube::Error::Api(status) if status.code == 404 => (
+            ErrorKind::NotFound,
+            format!(
+                "the ServiceAccount {sa} does not exist, so the agent has no token to log in to OpenBao with; \
+                 create it and the agent's RBAC with `meshtrust render agent --cluster {cluster} | kubectl apply -f -`"
+            ),
+        ),
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => (
+            ErrorKind::Denied,
+            format!(
+                "the kubeconfig's user may not request a token for the ServiceAccount {sa} ({}); use a kubeconfig \
+                 allowed to create serviceaccounts/token in {namespace}, such as the cluster admin's",
+                status.message
+            ),
+        ),
+        kube::Error::Api(status) => (
+            ErrorKind::Invalid,
+            format!(
+                "TokenRequest for the ServiceAccount {sa} failed with HTTP {}: {}",
+                status.code, status.message
+            ),
+        ),
+        other => (
+            ErrorKind::Unavailable,
+            format!(
+                "cannot reach the API server to request a token for the ServiceAccount {sa}: {other}"
+            ),
+        ),
+    };
+    PortError::new(system, kind, "agent login", message)
 }
 
 async fn jwt(source: &JwtSource, client: &kube::Client) -> Result<String, PortError> {
@@ -37,6 +81,7 @@ async fn jwt(source: &JwtSource, client: &kube::Client) -> Result<String, PortEr
                 ))
             }),
         JwtSource::TokenRequest {
+            cluster,
             namespace,
             service_account,
         } => {
@@ -52,11 +97,7 @@ async fn jwt(source: &JwtSource, client: &kube::Client) -> Result<String, PortEr
             let issued = api
                 .create_token_request(service_account, &PostParams::default(), &request)
                 .await
-                .map_err(|e| {
-                    fail(format!(
-                        "TokenRequest for {namespace}/{service_account}: {e}"
-                    ))
-                })?;
+                .map_err(|e| token_request_error(cluster, namespace, service_account, &e))?;
             issued
                 .status
                 .map(|s| s.token)
@@ -97,4 +138,51 @@ pub async fn login(
         .and_then(Value::as_u64)
         .unwrap_or(3600);
     Ok((base.with_token(token.to_string()), ttl))
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn api(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Status::failure(message, "x").with_code(code).boxed())
+    }
+
+    #[test]
+    fn a_missing_service_account_names_the_fixing_command() {
+        let e = token_request_error(
+            "cluster-a",
+            "istio-system",
+            "meshtrust-agent",
+            &api(404, "serviceaccounts \"meshtrust-agent\" not found"),
+        );
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        let text = e.to_string();
+        assert!(
+            text.contains("`meshtrust render agent --cluster cluster-a | kubectl apply -f -`"),
+            "{text}"
+        );
+        assert!(text.starts_with("cluster cluster-a: agent login: the ServiceAccount istio-system/meshtrust-agent does not exist"), "{text}");
+        assert!(
+            !text.contains("Status {") && !text.contains("Some("),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_answers_are_sentences_too() {
+        let denied = token_request_error("b", "ns", "sa", &api(403, "forbidden")).to_string();
+        assert!(
+            denied.contains("may not request a token for the ServiceAccount ns/sa (forbidden)"),
+            "{denied}"
+        );
+        let other = token_request_error("b", "ns", "sa", &api(500, "etcd down")).to_string();
+        assert!(
+            other.ends_with("failed with HTTP 500: etcd down"),
+            "{other}"
+        );
+        assert!(!other.contains("Status {"), "{other}");
+    }
 }

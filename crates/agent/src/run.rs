@@ -100,6 +100,7 @@ pub async fn run(
         last_full: None,
         failures: 0,
         leader: false,
+        last_failure: None,
     };
     let mut poll = tokio::time::interval(agent.config.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -195,6 +196,8 @@ struct Agent {
     last_full: Option<Instant>,
     failures: u32,
     leader: bool,
+    /// The last failure reported at warn level; the same one again is logged at debug only.
+    last_failure: Option<String>,
 }
 
 impl Agent {
@@ -282,6 +285,9 @@ impl Agent {
         {
             Ok((_, report, observation)) => {
                 self.failures = 0;
+                if self.last_failure.take().is_some() {
+                    tracing::info!("recovered: the round succeeded after failures");
+                }
                 self.last_full = Some(Instant::now());
                 // An idle round already saw the current state; only a round that wrote looks again.
                 let current = if report.applied.is_empty() {
@@ -318,7 +324,13 @@ impl Agent {
         self.failures += 1;
         // Whatever failed is retried in full at the next poll that reaches OpenBao.
         self.last_full = None;
-        tracing::warn!(error = %e, failures = self.failures, "reconcile failed; keeping the last good state");
+        let message = e.to_string();
+        if self.last_failure.as_deref() == Some(message.as_str()) {
+            tracing::debug!(error = %message, failures = self.failures, "still failing; retrying");
+        } else {
+            tracing::warn!(error = %message, failures = self.failures, "reconcile failed; keeping the last good state and retrying");
+        }
+        self.last_failure = Some(message);
         self.health.failure(e);
     }
 

@@ -46,15 +46,15 @@ fn env(names: &[&str]) -> Option<String> {
 }
 
 impl OpenBaoConfig {
-    /// Environment first (`BAO_*`, then `VAULT_*`), then the mesh file's values.
-    pub fn from_env(
+    /// Where OpenBao is, without a token (an agent logs in for its own): `BAO_ADDR`, `BAO_NAMESPACE` and
+    /// `BAO_CACERT` (or `VAULT_*`) first, then the mesh file's values.
+    pub fn from_env_for_login(
         mesh_address: Option<&str>,
         mesh_namespace: Option<&str>,
     ) -> Result<Self, ConfigError> {
         let address = env(&["BAO_ADDR", "VAULT_ADDR"])
             .or_else(|| mesh_address.map(str::to_string))
             .ok_or(ConfigError::NoAddress)?;
-        let token = env(&["BAO_TOKEN", "VAULT_TOKEN"]).ok_or(ConfigError::NoToken)?;
         let namespace = env(&["BAO_NAMESPACE", "VAULT_NAMESPACE"])
             .or_else(|| mesh_namespace.map(str::to_string));
         let ca_cert_pem = match env(&["BAO_CACERT", "VAULT_CACERT"]) {
@@ -70,10 +70,22 @@ impl OpenBaoConfig {
         };
         Ok(Self {
             address: address.trim_end_matches('/').to_string(),
-            token,
+            token: String::new(),
             namespace,
             ca_cert_pem,
             allow_insecure_http: false,
+        })
+    }
+
+    /// Environment first (`BAO_*`, then `VAULT_*`), then the mesh file's values.
+    pub fn from_env(
+        mesh_address: Option<&str>,
+        mesh_namespace: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let token = env(&["BAO_TOKEN", "VAULT_TOKEN"]).ok_or(ConfigError::NoToken)?;
+        Ok(Self {
+            token,
+            ..Self::from_env_for_login(mesh_address, mesh_namespace)?
         })
     }
 

@@ -49,6 +49,10 @@ pub struct Global {
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Allow an http:// OpenBao address on a host other than loopback (tokens then cross the network in
+    /// clear text). https:// needs no flag.
+    #[arg(long, global = true)]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,10 +85,33 @@ pub enum Command {
     Ca(CaArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// Write man pages: one for meshtrust and one per subcommand into DIR, or meshtrust(1) on stdout.
+    Man(ManArgs),
     /// OpenBao helpers.
     Bao(BaoArgs),
     /// Render manifests: GitOps (ArgoCD or Flux) in dependency order, or a cluster's remote secret as istioctl prints it.
     Render(RenderArgs),
+    /// Write a commented mesh file from kubeconfig contexts, one cluster per context. Never overwrites a file.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// The kubeconfig to read. Default as kubectl: every file in $KUBECONFIG, else ~/.kube/config.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// A context to add as a cluster named after it (repeat it; default: the current context).
+    #[arg(long)]
+    pub context: Vec<String>,
+    /// OpenBao's URL (default: left to BAO_ADDR).
+    #[arg(long, value_name = "URL")]
+    pub openbao: Option<String>,
+    /// Istio's mesh ID.
+    #[arg(long, default_value = "mesh1")]
+    pub mesh_id: String,
+    /// The file to write; it must not exist yet ("-" prints it).
+    #[arg(long, default_value = "mesh.yaml")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +155,13 @@ pub struct StatusArgs {}
 #[derive(Debug, Clone, Args)]
 pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Write meshtrust.1, meshtrust-apply.1, ... into this directory (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -205,12 +239,14 @@ pub struct AgentArgs {
     /// The cluster this agent runs in (a name from the mesh file).
     #[arg(long)]
     pub cluster: String,
-    /// Use this kubeconfig instead of the in-cluster configuration.
+    /// Use this kubeconfig. Default: in a pod the in-cluster configuration, outside one the mesh file's
+    /// kubeconfig and context for --cluster (as apply uses).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// Address for /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    pub listen: std::net::SocketAddr,
+    /// Address for /healthz, /readyz and /metrics. Default: 0.0.0.0:8080 in a pod, 127.0.0.1:8080 outside
+    /// one; each agent on one machine needs its own port.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
     /// How often to read OpenBao's change index (one request).
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub poll_interval: Duration,
@@ -220,14 +256,10 @@ pub struct AgentArgs {
     /// Give up on an OpenBao request after this long (then back off and keep the last good state).
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub openbao_timeout: Duration,
-    /// The ServiceAccount token used to log in to OpenBao.
-    #[arg(
-        long,
-        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token",
-        conflicts_with = "token_request"
-    )]
-    pub token_file: PathBuf,
-    /// Get the login token from the TokenRequest API for agent.serviceAccount (for runs outside the cluster).
+    /// The ServiceAccount token used to log in to OpenBao. Default: the pod's token in a pod, else TokenRequest.
+    #[arg(long, conflicts_with = "token_request")]
+    pub token_file: Option<PathBuf>,
+    /// Get the login token from the TokenRequest API for agent.serviceAccount (the default outside a pod).
     #[arg(long)]
     pub token_request: bool,
 }

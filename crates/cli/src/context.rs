@@ -55,17 +55,18 @@ pub struct Context {
 }
 
 /// The OpenBao client for a mesh, credentials from the environment.
-pub fn connect_openbao(mesh: &Mesh) -> Result<OpenBaoClient, CliError> {
-    let config = OpenBaoConfig::from_env(
+pub fn connect_openbao(mesh: &Mesh, global: &Global) -> Result<OpenBaoClient, CliError> {
+    let mut config = OpenBaoConfig::from_env(
         mesh.openbao.address.as_deref(),
         mesh.openbao.namespace.as_deref(),
     )?;
+    config.allow_insecure_http = global.allow_insecure_http;
     Ok(OpenBaoClient::new(config)?)
 }
 
 pub async fn connect_all(global: &Global) -> Result<Context, CliError> {
     let mesh = load_mesh(global)?;
-    let bao = connect_openbao(&mesh)?;
+    let bao = connect_openbao(&mesh, global)?;
     let mut clusters: BTreeMap<String, Arc<dyn Cluster>> = BTreeMap::new();
     for c in &mesh.clusters {
         let kube = connect(&c.name, c.kubeconfig.as_deref(), c.context.as_deref()).await?;

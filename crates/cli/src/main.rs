@@ -20,7 +20,12 @@ fn main() -> ExitCode {
     // One TLS provider for kube, reqwest and rcgen, installed before anything opens a connection.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.log_format);
+    // The agent is a daemon: by default it says what it is doing (info); the one-shot commands stay quiet.
+    let verbose = match cli.command {
+        Command::Agent(_) => cli.verbose.max(1),
+        _ => cli.verbose,
+    };
+    init_logging(verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,6 +46,8 @@ fn main() -> ExitCode {
             Command::Agent(args) => commands::agent::run(&cli.global, args).await,
             Command::Render(args) => commands::render::run(&cli.global, args).await,
             Command::Status(args) => commands::status::run(&cli.global, args).await,
+            Command::Init(args) => commands::init::run(args),
+            Command::Man(args) => commands::man::run(args),
             Command::Completions(args) => {
                 let mut command = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(

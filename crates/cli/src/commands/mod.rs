@@ -2,6 +2,8 @@ pub mod agent;
 pub mod apply;
 pub mod bao;
 pub mod ca;
+pub mod init;
+pub mod man;
 pub mod plan;
 pub mod render;
 pub mod status;

@@ -64,7 +64,7 @@ async fn render_remote_secret(
 ) -> Result<ExitCode, CliError> {
     let mesh = load_mesh(global)?;
     let cluster = cluster_named(&mesh, &args.cluster, global)?;
-    let bao = connect_openbao(&mesh)?;
+    let bao = connect_openbao(&mesh, global)?;
     let (kubeconfig, _) = fetch(&bao, &mesh, &cluster.name).await?;
     let text = kubeconfig.expose_str().ok_or_else(|| {
         CliError::Usage(format!(

@@ -1,0 +1,302 @@
+//! The Helm chart `charts/meshtrust-agent`: `helm lint`, `helm template` accepted by a real API server
+//! (server-side dry-run), and the same RBAC as `meshtrust render agent`. Helm is built by `scripts/build-helm`;
+//! without it these tests fail (they never skip).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use serde_json::{Value, json};
+use support::Mesh;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn chart() -> PathBuf {
+    repo().join("charts/meshtrust-agent")
+}
+
+/// The helm binary `scripts/build-helm` caches; a clear failure naming the script when it is missing.
+fn helm() -> Command {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/build-helm"))
+        .arg("print-path")
+        .output()
+        .expect("run scripts/build-helm print-path");
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        out.status.success() && path.is_file(),
+        "helm is not installed at {}: run scripts/build-helm (scripts/test does) to build it from its Go module",
+        path.display()
+    );
+    let mut cmd = Command::new(path);
+    // Helm keeps its cache and config out of the user's home.
+    let home = std::env::temp_dir().join("meshtrust-chart-test-helm");
+    cmd.env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    cmd
+}
+
+fn run(mut cmd: Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---")
+        .map(|d| d.trim_start_matches("---"))
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        })
+        .map(|d| serde_saphyr::from_str::<Value>(d).expect("each document parses"))
+        .collect()
+}
+
+/// `helm template` of the chart for `cluster` in `namespace` with the mesh file and extra `--set`s.
+fn template(namespace: &str, cluster: &str, mesh: &Path, sets: &[&str]) -> Vec<Value> {
+    let mut cmd = helm();
+    cmd.arg("template")
+        .arg("meshtrust-agent")
+        .arg(chart())
+        .args(["--namespace", namespace, "--set"])
+        .arg(format!("cluster={cluster}"))
+        .arg("--set-file")
+        .arg(format!("mesh={}", mesh.display()));
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    documents(&run(cmd))
+}
+
+fn kinds(objects: &[Value]) -> Vec<&str> {
+    objects.iter().filter_map(|o| o["kind"].as_str()).collect()
+}
+
+#[test]
+fn helm_lint_is_clean_with_the_default_values_and_with_a_cluster() {
+    let mut cmd = helm();
+    cmd.args(["lint", "--strict"]).arg(chart());
+    let out = run(cmd);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+
+    let mesh = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mesh.yaml");
+    let mut cmd = helm();
+    cmd.args(["lint", "--strict", "--namespace", "istio-system"])
+        .arg(chart())
+        .args(["--set", "cluster=cluster-a", "--set-file"])
+        .arg(format!("mesh={}", mesh.display()));
+    let out = run(cmd);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+}
+
+#[test]
+fn the_schema_rejects_a_misspelt_value() {
+    let mut cmd = helm();
+    cmd.arg("template")
+        .arg(chart())
+        .args(["--set", "replicas=3"]);
+    let out = cmd.output().expect("run helm");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("replicas"), "{stderr}");
+}
+
+#[test]
+fn default_values_install_only_the_service_account_and_rbac() {
+    let mut cmd = helm();
+    cmd.arg("template")
+        .arg("meshtrust-agent")
+        .arg(chart())
+        .args(["--namespace", "istio-system"]);
+    let objects = documents(&run(cmd));
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding"
+        ]
+    );
+}
+
+#[test]
+fn the_service_monitor_is_optional() {
+    let mesh = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mesh.yaml");
+    let off = template("istio-system", "cluster-a", &mesh, &[]);
+    assert!(!kinds(&off).contains(&"ServiceMonitor"));
+    let on = template(
+        "istio-system",
+        "cluster-a",
+        &mesh,
+        &["serviceMonitor.enabled=true"],
+    );
+    let monitor = on
+        .iter()
+        .find(|o| o["kind"] == "ServiceMonitor")
+        .expect("a ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    assert!(kinds(&on).contains(&"Service"));
+}
+
+/// Role and ClusterRole rules, and every binding's roleRef and subjects, keyed by kind/namespace/name.
+fn rbac(objects: &[Value]) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = objects
+        .iter()
+        .filter_map(|o| {
+            let kind = o["kind"].as_str()?;
+            let key = format!(
+                "{kind}/{}/{}",
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str()?
+            );
+            match kind {
+                "Role" | "ClusterRole" => Some((key, o["rules"].clone())),
+                "RoleBinding" | "ClusterRoleBinding" => Some((
+                    key,
+                    json!({"roleRef": o["roleRef"], "subjects": o["subjects"]}),
+                )),
+                "ServiceAccount" => Some((key, Value::Null)),
+                _ => None,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn the_chart_grants_the_same_rbac_as_render_agent() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cases = [
+        (
+            "",
+            "istio-system",
+            "meshtrust-agent",
+            "istio-system",
+            vec![],
+        ),
+        (
+            "agent:\n  namespace: meshtrust-system\n  serviceAccount: mt-agent\n",
+            "meshtrust-system",
+            "mt-agent",
+            "istio-x",
+            vec!["serviceAccount.name=mt-agent", "istioNamespace=istio-x"],
+        ),
+    ];
+    for (i, (agent, namespace, _sa, istio_ns, sets)) in cases.iter().enumerate() {
+        let mesh = dir.path().join(format!("mesh-{i}.yaml"));
+        std::fs::write(
+            &mesh,
+            format!(
+                "apiVersion: meshtrust.dev/v1\nkind: Mesh\n{agent}clusters:\n  - name: cluster-a\n    kubeconfig: kc\n    istioNamespace: {istio_ns}\n"
+            ),
+        )
+        .expect("mesh file");
+        let out = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+            .args(["render", "agent", "--cluster", "cluster-a", "--mesh"])
+            .arg(&mesh)
+            .output()
+            .expect("run meshtrust");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = rbac(&documents(&String::from_utf8_lossy(&out.stdout)));
+        let charted = rbac(&template(namespace, "cluster-a", &mesh, sets));
+        assert_eq!(rendered.len(), 6, "{rendered:?}");
+        assert_eq!(charted, rendered, "case {i}: chart and render agent differ");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_template_passes_a_server_side_dry_run() {
+    let mesh = Mesh::start(1, "");
+    let client = mesh.env.clusters[0].client().await.expect("client");
+    // The release namespace exists before a chart is installed (helm install -n ... --create-namespace).
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "istio-system"}})).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create istio-system");
+    let objects = template(
+        "istio-system",
+        "cluster-a",
+        &mesh.file,
+        &["openbao.address=https://openbao.example:8200"],
+    );
+    assert_eq!(
+        kinds(&objects),
+        [
+            "PodDisruptionBudget",
+            "ServiceAccount",
+            "ConfigMap",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment"
+        ]
+    );
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["args"][2], "cluster-a");
+    let mesh_text = std::fs::read_to_string(&mesh.file).expect("mesh file");
+    let configmap = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("ConfigMap");
+    assert_eq!(
+        configmap["data"]["mesh.yaml"].as_str(),
+        Some(mesh_text.as_str())
+    );
+
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for object in objects {
+        let api_version = object["apiVersion"].as_str().expect("apiVersion");
+        let kind = object["kind"].as_str().expect("kind");
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} is not a kind the API server knows: {e}"));
+        let resource: ApiResource = resource;
+        let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("object");
+        let api: Api<DynamicObject> = match (caps.scope, object["metadata"]["namespace"].as_str()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        api.create(&params, &dynamic)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} rejected by the API server: {e}"));
+    }
+}
