@@ -167,11 +167,9 @@ async fn plugged_ca_is_served_and_certificates_verify_across_clusters(running: &
             istiod.cluster,
             istiod.log.display()
         );
-        let served = eventually(
-            "istio-ca-root-cert",
-            Duration::from_secs(30),
-            || served_root(cluster),
-        )
+        let served = eventually("istio-ca-root-cert", Duration::from_secs(30), || {
+            served_root(cluster)
+        })
         .await;
         assert_eq!(
             pem_certs(&served),
@@ -265,14 +263,18 @@ async fn istiod_serves_the_plugged_ca_discovers_the_peer_and_follows_renewals() 
     let istiod_a = &istiods[0];
 
     // Multicluster: cluster-a's istiod reads cluster-b through the remote secret meshtrust wrote.
-    eventually("cluster-b synced in clusterz", Duration::from_secs(30), || {
-        clusterz_synced(istiod_a, "cluster-b")
-    })
+    eventually(
+        "cluster-b synced in clusterz",
+        Duration::from_secs(30),
+        || clusterz_synced(istiod_a, "cluster-b"),
+    )
     .await;
     service_with_endpoint(b, "echo", "10.1.2.3").await;
-    eventually("echo in cluster-a's endpointz", Duration::from_secs(30), || {
-        endpointz_lists(istiod_a, "echo.workloads.svc.cluster.local", "10.1.2.3")
-    })
+    eventually(
+        "echo in cluster-a's endpointz",
+        Duration::from_secs(30),
+        || endpointz_lists(istiod_a, "echo.workloads.svc.cluster.local", "10.1.2.3"),
+    )
     .await;
 
     // Renewal: a new intermediate in every cluster and a new reader token in every peer, from one apply.
@@ -300,14 +302,18 @@ async fn istiod_serves_the_plugged_ca_discovers_the_peer_and_follows_renewals() 
 
     // istiod takes the new intermediate live: the next workload certificate is signed by it.
     let new_first = pem_certs(&new_intermediate)[0].clone();
-    eventually("a workload certificate from the new intermediate", Duration::from_secs(30), || async {
-        let chain = istiod_a
-            .workload_certificate(a, WORKLOADS, "app", &root)
-            .await
-            .ok()?;
-        let certs: Vec<String> = chain.iter().flat_map(|c| pem_certs(c)).collect();
-        (certs.get(1) == Some(&new_first)).then_some(())
-    })
+    eventually(
+        "a workload certificate from the new intermediate",
+        Duration::from_secs(30),
+        || async {
+            let chain = istiod_a
+                .workload_certificate(a, WORKLOADS, "app", &root)
+                .await
+                .ok()?;
+            let certs: Vec<String> = chain.iter().flat_map(|c| pem_certs(c)).collect();
+            (certs.get(1) == Some(&new_first)).then_some(())
+        },
+    )
     .await;
     eprintln!(
         "istiod signs with the renewed intermediate {:.1}s after apply",
@@ -315,14 +321,24 @@ async fn istiod_serves_the_plugged_ca_discovers_the_peer_and_follows_renewals() 
     );
 
     // After the reader-token refresh cluster-b is still synced, and a Service created now is discovered.
-    eventually("cluster-b synced after the refresh", Duration::from_secs(30), || {
-        clusterz_synced(istiod_a, "cluster-b")
-    })
+    eventually(
+        "cluster-b synced after the refresh",
+        Duration::from_secs(30),
+        || clusterz_synced(istiod_a, "cluster-b"),
+    )
     .await;
     service_with_endpoint(b, "after-refresh", "10.1.2.4").await;
-    eventually("after-refresh in cluster-a's endpointz", Duration::from_secs(30), || {
-        endpointz_lists(istiod_a, "after-refresh.workloads.svc.cluster.local", "10.1.2.4")
-    })
+    eventually(
+        "after-refresh in cluster-a's endpointz",
+        Duration::from_secs(30),
+        || {
+            endpointz_lists(
+                istiod_a,
+                "after-refresh.workloads.svc.cluster.local",
+                "10.1.2.4",
+            )
+        },
+    )
     .await;
     eprintln!("test took {:.1}s", test_start.elapsed().as_secs_f64());
 }

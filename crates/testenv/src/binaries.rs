@@ -72,7 +72,11 @@ impl IstioBinaries {
         let crds = cache
             .join("istio")
             .join(format!("crd-all.gen-{ISTIO_VERSION}.yaml"));
-        require(&pilot_discovery, "pilot-discovery (istiod)", "scripts/build-istio")?;
+        require(
+            &pilot_discovery,
+            "pilot-discovery (istiod)",
+            "scripts/build-istio",
+        )?;
         require(&crds, "Istio's CRDs", "scripts/build-istio crds")?;
         Ok(Self {
             pilot_discovery,

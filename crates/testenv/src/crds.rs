@@ -39,7 +39,10 @@ fn split_documents(yaml: &str) -> Vec<&str> {
     }
     docs.push(&yaml[start..]);
     docs.into_iter()
-        .filter(|d| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
         .collect()
 }
 
@@ -59,7 +62,10 @@ pub(crate) async fn install(client: kube::Client, file: &Path) -> Result<usize, 
     for crd in &crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
         loop {
-            let current = api.get(&name).await.map_err(|e| TestEnvError::Kube(e.to_string()))?;
+            let current = api
+                .get(&name)
+                .await
+                .map_err(|e| TestEnvError::Kube(e.to_string()))?;
             let established = current
                 .status
                 .and_then(|s| s.conditions)

@@ -56,7 +56,10 @@ pub async fn create_certificate(
         .await
         .map_err(|e| grpc_err("connecting to", &e))?;
     let mut client = tonic::client::Grpc::new(channel);
-    client.ready().await.map_err(|e| grpc_err("waiting for", &e))?;
+    client
+        .ready()
+        .await
+        .map_err(|e| grpc_err("waiting for", &e))?;
     let mut request = tonic::Request::new(IstioCertificateRequest {
         csr,
         validity_duration: validity_seconds,

@@ -54,9 +54,13 @@ impl Istiod {
 
         let client = cluster.client().await?;
         crate::crds::install(client.clone(), &bins.crds).await?;
-        let projection =
-            crate::projection::project_secret(client, "istio-system", "cacerts", &dir.join("etc/cacerts"))
-                .await?;
+        let projection = crate::projection::project_secret(
+            client,
+            "istio-system",
+            "cacerts",
+            &dir.join("etc/cacerts"),
+        )
+        .await?;
 
         let port = || free_port().map_err(TestEnvError::io(&dir));
         let addr = |p: u16| format!("127.0.0.1:{p}");
