@@ -9,6 +9,7 @@ ensure_servers() {
   "$REPO_ROOT/scripts/build-k8s" all
   "$REPO_ROOT/scripts/install-openbao"
   "$REPO_ROOT/scripts/build-helm"
+  "$REPO_ROOT/scripts/build-istio" all
 }
 
 # Builds the meshtrust CLI and the dev-environment supervisor.

@@ -157,10 +157,20 @@ impl TestCluster {
 
     /// A 10-minute bound token for ServiceAccount `namespace/name` from the TokenRequest API.
     pub async fn request_token(&self, namespace: &str, name: &str) -> Result<String, TestEnvError> {
+        self.request_token_for(namespace, name, &[]).await
+    }
+
+    /// The same for given audiences (istiod's CA reviews tokens for audience `istio-ca`).
+    pub async fn request_token_for(
+        &self,
+        namespace: &str,
+        name: &str,
+        audiences: &[&str],
+    ) -> Result<String, TestEnvError> {
         let client = self.client().await?;
         let request = TokenRequest {
             spec: TokenRequestSpec {
-                audiences: vec![],
+                audiences: audiences.iter().map(|a| a.to_string()).collect(),
                 expiration_seconds: Some(600),
                 bound_object_ref: None,
             },

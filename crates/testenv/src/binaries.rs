@@ -6,6 +6,8 @@ use crate::TestEnvError;
 pub const K8S_VERSION: &str = "v1.34.4";
 pub const ETCD_VERSION: &str = "v3.6.5";
 pub const OPENBAO_VERSION: &str = "2.7.2";
+/// `istio.io/istio` pseudo-version (1.31 dev); `scripts/build-istio` builds it. The proxy serves no 1.x tags.
+pub const ISTIO_VERSION: &str = "v0.0.0-20260827124520-eed52ebb66ad";
 
 /// Where the real server binaries live: `$MESHTRUST_CACHE` (default `~/.cache/meshtrust`), filled by
 /// `scripts/build-k8s` and `scripts/install-openbao`.
@@ -48,6 +50,37 @@ impl Binaries {
             kube_apiserver,
             etcd,
             bao,
+        })
+    }
+}
+
+/// istiod and Istio's CRDs, filled by `scripts/build-istio`. Separate from [`Binaries`] because only the
+/// istiod tests need them.
+#[derive(Debug, Clone)]
+pub struct IstioBinaries {
+    pub pilot_discovery: PathBuf,
+    /// `manifests/charts/base/files/crd-all.gen.yaml` from the same module.
+    pub crds: PathBuf,
+}
+
+impl IstioBinaries {
+    pub fn locate() -> Result<Self, TestEnvError> {
+        let cache = Binaries::cache_dir();
+        let pilot_discovery = cache
+            .join("bin")
+            .join(format!("pilot-discovery-{ISTIO_VERSION}"));
+        let crds = cache
+            .join("istio")
+            .join(format!("crd-all.gen-{ISTIO_VERSION}.yaml"));
+        require(
+            &pilot_discovery,
+            "pilot-discovery (istiod)",
+            "scripts/build-istio",
+        )?;
+        require(&crds, "Istio's CRDs", "scripts/build-istio crds")?;
+        Ok(Self {
+            pilot_discovery,
+            crds,
         })
     }
 }

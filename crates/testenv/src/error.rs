@@ -30,6 +30,9 @@ pub enum TestEnvError {
     Certs(#[from] rcgen::Error),
     #[error("kube client: {0}")]
     Kube(String),
+    /// A call to istiod (its CA over gRPC or its debug HTTP endpoints) failed.
+    #[error("{0}")]
+    Grpc(String),
 }
 
 impl TestEnvError {

@@ -10,19 +10,24 @@
 mod apiserver;
 mod binaries;
 mod certs;
+mod crds;
 mod env;
 mod error;
 mod etcd;
+pub mod istio_ca;
+mod istiod;
 mod kubeconfig;
 mod mesh_file;
 mod openbao;
 mod ports;
 mod probe;
 mod process;
+mod projection;
 
 pub use apiserver::TestCluster;
-pub use binaries::Binaries;
+pub use binaries::{Binaries, ISTIO_VERSION, IstioBinaries};
 pub use env::{TestEnv, TestEnvBuilder, cluster_name};
 pub use error::TestEnvError;
+pub use istiod::{Istiod, IstiodOptions};
 pub use mesh_file::{mesh_file, mesh_file_with};
 pub use openbao::OpenBaoServer;

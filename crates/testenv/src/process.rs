@@ -21,9 +21,36 @@ impl ManagedProcess {
         args: &[String],
         log: PathBuf,
     ) -> Result<Self, TestEnvError> {
+        Self::spawn_with(name, Command::new("setpriv"), program, args, log)
+    }
+
+    /// The same, with extra environment variables and a working directory (istiod reads `./etc/...`).
+    pub(crate) fn spawn_in(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+        cwd: &Path,
+        log: PathBuf,
+    ) -> Result<Self, TestEnvError> {
+        let mut command = Command::new("setpriv");
+        command.current_dir(cwd);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Self::spawn_with(name, command, program, args, log)
+    }
+
+    fn spawn_with(
+        name: &str,
+        mut command: Command,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+    ) -> Result<Self, TestEnvError> {
         let out = File::create(&log).map_err(TestEnvError::io(&log))?;
         let err = out.try_clone().map_err(TestEnvError::io(&log))?;
-        let child = Command::new("setpriv")
+        let child = command
             .arg("--pdeathsig")
             .arg("KILL")
             .arg("--")
@@ -43,6 +70,12 @@ impl ManagedProcess {
 
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub(crate) fn exit_status(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        child.try_wait().ok().flatten().map(|s| s.to_string())
     }
 
     /// Polls `ready` until it returns true, failing early if the process exits.
