@@ -184,6 +184,18 @@ async fn shared_root_mode_bootstraps_and_is_idempotent() {
 }
 
 #[tokio::test]
+async fn the_tls_secret_format_bootstraps_and_is_idempotent() {
+    let h = Harness::new(&MeshBuilder::new(&["c1", "c2"]).tls_format());
+    h.converge().await.expect("converges");
+    let keys: Vec<String> = h.cacerts("c1").expect("cacerts").data.into_keys().collect();
+    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
+    h.assert_verified().await;
+    h.clear_calls();
+    h.converge().await.expect("settled");
+    assert_eq!(h.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn a_cacerts_deleted_by_hand_is_reissued_from_the_same_root() {
     let h = Harness::settled(&["c1", "c2"]).await;
     let root = h.trust("c2").trusted_roots;

@@ -1,6 +1,7 @@
 //! Cross-cluster discovery: reader tokens refreshed and resynced, peers leaving the mesh, hand edits repaired.
 
 use meshtrust_core::ports::{ObjectKind, SecretObject};
+use meshtrust_core::secret::SecretBytes;
 use meshtrust_engine::Scope;
 
 use crate::support::*;
@@ -88,6 +89,30 @@ async fn a_peer_removed_from_the_mesh_file_is_unpublished_and_its_secrets_delete
         .await
         .expect("settled");
     assert_eq!(h.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_unreadable_index_entry_is_republished() {
+    let h = Harness::settled(&["c1", "c2"]).await;
+    h.bao.with_state(|s| {
+        let mut data =
+            s.kv.get(&(KV.to_string(), INDEX.to_string()))
+                .and_then(|r| r.versions.last().cloned().flatten())
+                .expect("index");
+        data.insert("c1".into(), SecretBytes::new("not json"));
+        s.kv_write_behind(KV, INDEX, data);
+    });
+    h.converge().await.expect("converges");
+    assert_eq!(
+        h.writes(),
+        lines(&[
+            "openbao: kv_put secret/istio/remote-secrets/c1 cas=1",
+            "openbao: kv_put secret/istio/meshtrust-index cas=3",
+            "c1: request_token istio-system/istio-reader-service-account",
+            "c2: replace_secret istio-system/istio-remote-secret-c1",
+        ])
+    );
+    h.assert_verified().await;
 }
 
 #[tokio::test]

@@ -61,6 +61,23 @@ async fn renewal_near_expiry_reissues_and_keeps_the_same_root() {
 }
 
 #[tokio::test]
+async fn an_expired_intermediate_is_reissued() {
+    let h = Harness::settled(&["c1"]).await;
+    h.advance(9000 * HOUR); // past the 8760h lifetime
+    assert!(h.trust("c1").ca_cert.expect("cert").not_after < h.now());
+    h.converge().await.expect("renews");
+    let c1: Vec<String> = h
+        .cluster("c1")
+        .calls()
+        .writes()
+        .into_iter()
+        .filter(|w| w.contains("cacerts"))
+        .collect();
+    assert_eq!(c1, lines(&["replace_secret istio-system/cacerts"]));
+    h.assert_verified().await;
+}
+
+#[tokio::test]
 async fn nothing_is_reissued_before_the_renewal_window() {
     let h = Harness::settled(&["c1", "c2"]).await;
     h.advance(8039 * HOUR); // 721h left: just outside renewBefore
@@ -194,4 +211,59 @@ async fn a_shared_root_cannot_be_rotated() {
         .expect_err("refused");
     assert!(e.to_string().contains("bao-pki"), "{e}");
     assert_eq!(h.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_cacerts_lost_mid_rotation_is_reissued_without_a_trust_gap() {
+    let h = Harness::settled(&["c1", "c2", "c3"]).await;
+    let engine = h.engine();
+    let snapshot = engine.observe(h.now()).await.expect("observe");
+    engine.start_root_rotation(&snapshot).await.expect("start");
+    h.converge().await.expect("phase 1");
+    h.cluster("c2").with_state(|s| {
+        s.secrets
+            .remove(&(ISTIO_NS.to_string(), "cacerts".to_string()));
+    });
+    for _ in 0..4 {
+        h.converge().await.expect("a round");
+        h.assert_no_trust_gap();
+    }
+    h.assert_verified().await;
+}
+
+#[tokio::test]
+async fn agents_alone_carry_a_rotation_without_a_trust_gap() {
+    let h = Harness::settled(&["c1", "c2"]).await;
+    let engine = h.engine();
+    let snapshot = engine.observe(h.now()).await.expect("observe");
+    engine.start_root_rotation(&snapshot).await.expect("start");
+    // Agents each see only their own cluster; they take turns, c1's first. (Safe only because of the turns: see
+    // the ignored test below.)
+    for _ in 0..4 {
+        for cluster in ["c1", "c2"] {
+            h.converge_with(&h.agent(cluster), PlanOptions::default(), &mut |_, _| {})
+                .await
+                .expect("an agent round");
+            h.assert_no_trust_gap();
+        }
+    }
+    h.assert_verified().await;
+}
+
+/// An agent observes only its own cluster, so the planner's "every cluster trusts the newest root" is judged on
+/// that cluster alone: its second round re-issues from the new root while the peer still trusts only the old one.
+#[tokio::test]
+#[ignore = "bug: an agent decides rotation phase 2 from its own cluster only; a fast agent signs with the new root before its peers trust it (trust gap)"]
+async fn a_fast_agent_does_not_move_to_the_new_root_before_its_peers_trust_it() {
+    let h = Harness::settled(&["c1", "c2"]).await;
+    let engine = h.engine();
+    let snapshot = engine.observe(h.now()).await.expect("observe");
+    engine.start_root_rotation(&snapshot).await.expect("start");
+    // c1's agent polls twice before c2's agent runs once.
+    for cluster in ["c1", "c1"] {
+        h.converge_with(&h.agent(cluster), PlanOptions::default(), &mut |_, _| {})
+            .await
+            .expect("an agent round");
+    }
+    h.assert_no_trust_gap();
 }

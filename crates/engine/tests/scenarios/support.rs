@@ -30,6 +30,7 @@ pub const INDEX: &str = "istio/meshtrust-index";
 pub struct MeshBuilder {
     clusters: Vec<String>,
     shared_root: bool,
+    tls_format: bool,
     bao_namespace: Option<String>,
 }
 
@@ -38,12 +39,19 @@ impl MeshBuilder {
         MeshBuilder {
             clusters: clusters.iter().map(|c| c.to_string()).collect(),
             shared_root: false,
+            tls_format: false,
             bao_namespace: None,
         }
     }
 
     pub fn shared_root(mut self) -> Self {
         self.shared_root = true;
+        self
+    }
+
+    /// `ca.secretFormat: tls` (`tls.crt`, `tls.key`, `ca.crt`).
+    pub fn tls_format(mut self) -> Self {
+        self.tls_format = true;
         self
     }
 
@@ -62,6 +70,9 @@ impl MeshBuilder {
         out.push_str("ca:\n");
         if self.shared_root {
             out.push_str("  mode: shared-root\n");
+        }
+        if self.tls_format {
+            out.push_str("  secretFormat: tls\n");
         }
         out.push_str(
             "  root:\n    keyType: ec\n    keyBits: 256\n  intermediate:\n    keyType: ec\n    keyBits: 256\n",
