@@ -10,8 +10,8 @@ use meshtrust_engine::{EngineError, RotationStart};
 
 use crate::support::*;
 
-/// The root PEMs OpenBao holds, by issuer name.
-fn root_pems(h: &Harness) -> Vec<String> {
+/// The root issuers OpenBao holds, oldest first.
+fn root_issuers(h: &Harness) -> Vec<String> {
     h.bao.with_state(|s| s.issuer_names("pki"))
 }
 
@@ -53,7 +53,7 @@ async fn renewal_near_expiry_reissues_and_keeps_the_same_root() {
         ])
     );
     assert_eq!(h.trust("c1").trusted_roots, root_before, "same root bytes");
-    assert_eq!(root_pems(&h), vec!["meshtrust-root-1".to_string()]);
+    assert_eq!(root_issuers(&h), vec!["meshtrust-root-1".to_string()]);
     assert_ne!((serial(&h, "c1"), serial(&h, "c2")), serials);
     let expiry = h.trust("c1").ca_cert.expect("cert").not_after;
     assert!(expiry > h.now() + 8000 * HOUR, "a full new lifetime");
