@@ -41,6 +41,7 @@ impl ClusterState {
     /// Puts a Secret there directly (someone else's, or an edited copy).
     pub fn insert_secret(&mut self, mut secret: SecretObject) {
         secret.resource_version = Some(self.next_version());
+        default_type(&mut secret);
         self.secrets
             .insert((secret.namespace.clone(), secret.name.clone()), secret);
     }
@@ -115,6 +116,12 @@ impl FakeCluster {
     }
 }
 
+/// The API server stores a Secret without a type as `Opaque`, on create and on replace alike, so a replace
+/// that omits the type of an `Opaque` Secret is no change of type.
+fn default_type(secret: &mut SecretObject) {
+    secret.type_.get_or_insert_with(|| "Opaque".to_string());
+}
+
 /// `key=value[,key=value]` equality selectors, which is all meshtrust uses.
 fn matches(labels: &BTreeMap<String, String>, selector: &str) -> bool {
     selector
@@ -177,6 +184,7 @@ impl Cluster for FakeCluster {
                     return Err(self.err(ErrorKind::Conflict, op, "already exists"));
                 }
                 let mut written = secret.clone();
+                default_type(&mut written);
                 written.resource_version = Some(s.next_version());
                 s.secrets.insert(key, written.clone());
                 Ok(written)
@@ -197,10 +205,11 @@ impl Cluster for FakeCluster {
                 {
                     return Err(self.err(ErrorKind::Conflict, op, "the object has been modified"));
                 }
-                if found.type_ != secret.type_ {
+                let mut written = secret.clone();
+                default_type(&mut written);
+                if found.type_ != written.type_ {
                     return Err(self.err(ErrorKind::Invalid, op, "field is immutable: type"));
                 }
-                let mut written = secret.clone();
                 written.resource_version = Some(s.next_version());
                 s.secrets.insert(key, written.clone());
                 Ok(written)

@@ -9,6 +9,6 @@ mod faults;
 mod openbao;
 mod signing;
 
-pub use cluster::FakeCluster;
+pub use cluster::{ClusterState, FakeCluster};
 pub use faults::CallLog;
-pub use openbao::FakeOpenBao;
+pub use openbao::{BaoState, FakeOpenBao, KvRecord};
