@@ -2,6 +2,7 @@
 //! its own OpenBao role. It repairs drift of the Secrets it manages from a watch, follows OpenBao by polling the
 //! one-entry change index, renews what falls due, and serves health, readiness and metrics.
 #![forbid(unsafe_code)]
+#![deny(clippy::too_many_lines)]
 
 mod health;
 mod lease;

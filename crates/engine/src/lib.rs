@@ -2,6 +2,7 @@
 //! through the core's ports into an immutable snapshot, plan with the pure planner, apply the plan with
 //! conditional writes, one applier per domain.
 #![forbid(unsafe_code)]
+#![deny(clippy::too_many_lines)]
 
 mod apply;
 mod engine;

@@ -3,6 +3,7 @@
 //! uniqueness, soft-deleted KV versions — record every call, and can be told to fail a call or to lose a race.
 //! The real-server tests stay the proof; these make the engine's edge cases cheap to state.
 #![forbid(unsafe_code)]
+#![deny(clippy::too_many_lines)]
 
 mod cluster;
 mod faults;
