@@ -17,6 +17,7 @@ use meshtrust_bao::OpenBaoClient;
 use meshtrust_core::mesh::Mesh;
 use meshtrust_core::planner::PlanOptions;
 use meshtrust_core::ports::{Cluster, ErrorKind};
+use meshtrust_engine::published::PublishedCache;
 use meshtrust_engine::{Engine, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Scope};
 use meshtrust_kube::KubeCluster;
 use rand::Rng;
@@ -48,6 +49,23 @@ pub enum AgentError {
     Connect(#[from] meshtrust_kube::ConnectError),
     #[error(transparent)]
     Listen(#[from] crate::ListenError),
+}
+
+/// How often an agent re-reads every peer's published entry even if the marker named none: a lost or
+/// forged hint delays an update by at most this long.
+const PEER_REREAD_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Why a round runs, which decides what it re-reads of peers' published entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Start, after a failure, or the periodic peer re-read: every peer.
+    Full,
+    /// The marker moved up to `marker` and named who changed: those peers.
+    Hinted { marker: u64 },
+    /// A watched Secret drifted, or a failed round is retried: peers from memory.
+    Drift,
+    /// The periodic renewal check: peers from memory.
+    Resync,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +116,8 @@ pub async fn run(
         session: None,
         last_index: None,
         last_full: None,
+        last_peer_read: None,
+        cache: PublishedCache::default(),
         failures: 0,
         leader: false,
         last_failure: None,
@@ -148,7 +168,7 @@ pub async fn run(
                 while rx.try_recv().is_ok() {}
                 tracing::debug!(?trigger, "reconcile");
                 let round = tracing::info_span!("round", cluster = %agent.config.cluster, ?trigger);
-                if agent.reconcile().instrument(round).await.is_err() {
+                if agent.reconcile(Round::Drift).instrument(round).await.is_err() {
                     let delay = agent.backoff();
                     let tx = tx.clone();
                     tokio::spawn(async move {
@@ -192,8 +212,13 @@ struct Agent {
     kube: KubeCluster,
     health: Health,
     session: Option<Session>,
+    /// The change marker's version whose changes are all reflected here.
     last_index: Option<u64>,
     last_full: Option<Instant>,
+    /// When every peer's published entry was last read in full.
+    last_peer_read: Option<Instant>,
+    /// Peers' published entries across rounds: a round re-reads only those the marker names.
+    cache: PublishedCache,
     failures: u32,
     leader: bool,
     /// The last failure reported at warn level; the same one again is logged at debug only.
@@ -208,7 +233,9 @@ impl Agent {
             self.config.cluster.clone(),
             Arc::new(self.kube.clone()) as Arc<dyn Cluster>,
         )]);
-        Engine::new(self.config.mesh.clone(), Arc::new(bao), clusters).with_scope(Scope::Agent)
+        Engine::new(self.config.mesh.clone(), Arc::new(bao), clusters)
+            .with_scope(Scope::Agent)
+            .with_published_cache(self.cache.clone())
     }
 
     async fn bao(&mut self) -> Result<OpenBaoClient, EngineError> {
@@ -240,31 +267,47 @@ impl Agent {
         Ok(bao)
     }
 
-    /// One cheap read of the change index; a full round only if it moved or a resync is due.
+    /// One small read of the change marker. If it moved, the versions since the last one seen name who
+    /// published, and a round re-reads just those; a periodic resync renews what falls due, and now and then
+    /// re-reads every peer in case a hint was lost or forged.
     async fn poll(&mut self) {
-        let due = self
+        let resync_due = self
             .last_full
             .is_none_or(|t| t.elapsed() >= self.config.resync_interval);
-        let moved = match self.bao().await {
-            Ok(bao) => match self.engine(bao).index_version().await {
-                Ok(version) => self.last_index != Some(version),
-                Err(e) => {
-                    self.note_failure(&e);
-                    return;
-                }
-            },
-            Err(e) => {
-                self.note_failure(&e);
-                return;
-            }
+        let peers_due = self
+            .last_peer_read
+            .is_none_or(|t| t.elapsed() >= PEER_REREAD_INTERVAL);
+        let engine = match self.bao().await {
+            Ok(bao) => self.engine(bao),
+            Err(e) => return self.note_failure(&e),
         };
-        if moved || due {
-            let _ = self.reconcile().await;
+        let current = match engine.index_version().await {
+            Ok(v) => v,
+            Err(e) => return self.note_failure(&e),
+        };
+        let moved = self.last_index != Some(current);
+        if peers_due || self.last_index.is_none() {
+            let _ = self.reconcile(Round::Full).await;
+            return;
+        }
+        if moved {
+            let seen = self.last_index.unwrap_or(0);
+            match engine.changed_since(seen, current).await {
+                Ok(Some(changed)) => self.cache.mark_stale(changed),
+                Ok(None) => self.cache.mark_all_stale(),
+                Err(e) => return self.note_failure(&e),
+            }
+            let _ = self.reconcile(Round::Hinted { marker: current }).await;
+        } else if resync_due {
+            let _ = self.reconcile(Round::Resync).await;
         }
     }
 
-    async fn reconcile(&mut self) -> Result<(), ()> {
+    async fn reconcile(&mut self, round: Round) -> Result<(), ()> {
         let started = Instant::now();
+        if round == Round::Full {
+            self.cache.mark_all_stale();
+        }
         let bao = match self.bao().await {
             Ok(b) => b,
             Err(e) => {
@@ -289,15 +332,22 @@ impl Agent {
                     tracing::info!("recovered: the round succeeded after failures");
                 }
                 self.last_full = Some(Instant::now());
+                // The marker was read before the entries, so everything up to its version is reflected.
+                match round {
+                    Round::Full => {
+                        self.last_index = Some(observation.index_version());
+                        self.last_peer_read = Some(Instant::now());
+                    }
+                    Round::Hinted { marker } => self.last_index = Some(marker),
+                    // A drift or resync round read no hints: what the marker says stays to be read.
+                    Round::Drift | Round::Resync => {}
+                }
                 // An idle round already saw the current state; only a round that wrote looks again.
                 let current = if report.applied.is_empty() {
                     Some(observation)
                 } else {
                     engine.observe(now()).await.ok()
                 };
-                if let Some(current) = &current {
-                    self.last_index = Some(current.index_version());
-                }
                 if let Some(not_after) = current
                     .as_ref()
                     .and_then(|c| c.intermediate_expiry(&self.config.cluster))

@@ -205,31 +205,37 @@ impl OpenBao for OpenBaoClient {
     }
 
     async fn kv_get(&self, mount: &str, path: &str) -> PortResult<Option<KvEntry>> {
-        let api = format!("{mount}/data/{path}");
-        let response = self.call(Method::GET, &api, None).await?;
+        self.kv_read(mount, path, None).await
+    }
+
+    async fn kv_get_version(
+        &self,
+        mount: &str,
+        path: &str,
+        version: u64,
+    ) -> PortResult<Option<KvEntry>> {
+        self.kv_read(mount, path, Some(version)).await
+    }
+
+    async fn kv_list(&self, mount: &str, folder: &str) -> PortResult<Vec<String>> {
+        let api = format!("{mount}/metadata/{folder}");
+        let op = format!("LIST {api}");
+        let response = self.call(list(), &api, None).await?;
         if response.status == StatusCode::NOT_FOUND {
-            return Ok(None);
+            return Ok(vec![]);
         }
-        let op = format!("GET {api}");
         let body = check(&op, response)?;
-        let version = u64_field(&body, "/data/metadata/version", &op)?;
-        let fields = match body.pointer("/data/data") {
-            Some(Value::Object(fields)) => fields,
-            // A soft-deleted or destroyed version: data is null, the metadata says so.
-            Some(Value::Null) => return Ok(None),
-            _ => return Err(wrong_shape(&op, "/data/data")),
-        };
-        let data = fields
-            .iter()
-            .map(|(k, v)| {
-                let text = v
-                    .as_str()
+        let keys = body
+            .pointer("/data/keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| wrong_shape(&op, "/data/keys"))?;
+        keys.iter()
+            .map(|k| {
+                k.as_str()
                     .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string());
-                (k.clone(), SecretBytes::new(text))
+                    .ok_or_else(|| wrong_shape(&op, "/data/keys/*"))
             })
-            .collect();
-        Ok(Some(KvEntry { data, version }))
+            .collect()
     }
 
     async fn kv_put(
@@ -436,6 +442,43 @@ impl OpenBao for OpenBaoClient {
 }
 
 impl OpenBaoClient {
+    /// The current version of a KV v2 entry, or a given one.
+    async fn kv_read(
+        &self,
+        mount: &str,
+        path: &str,
+        version: Option<u64>,
+    ) -> PortResult<Option<KvEntry>> {
+        let api = match version {
+            Some(v) => format!("{mount}/data/{path}?version={v}"),
+            None => format!("{mount}/data/{path}"),
+        };
+        let response = self.call(Method::GET, &api, None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let op = format!("GET {api}");
+        let body = check(&op, response)?;
+        let version = u64_field(&body, "/data/metadata/version", &op)?;
+        let fields = match body.pointer("/data/data") {
+            Some(Value::Object(fields)) => fields,
+            // A soft-deleted or destroyed version: data is null, the metadata says so.
+            Some(Value::Null) => return Ok(None),
+            _ => return Err(wrong_shape(&op, "/data/data")),
+        };
+        let data = fields
+            .iter()
+            .map(|(k, v)| {
+                let text = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                (k.clone(), SecretBytes::new(text))
+            })
+            .collect();
+        Ok(Some(KvEntry { data, version }))
+    }
+
     /// The `data` of a plain read; `None` when absent.
     async fn read_data(&self, path: &str) -> PortResult<Option<Value>> {
         let response = self.call(Method::GET, path, None).await?;

@@ -247,8 +247,9 @@ pub struct AgentArgs {
     /// one; each agent on one machine needs its own port.
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
-    /// How often to read OpenBao's change index (one request).
-    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    /// How often to read OpenBao's change marker (one request of a few hundred bytes, whatever the mesh's
+    /// size): a peer's change reaches this cluster within about this long.
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub poll_interval: Duration,
     /// A full reconcile at least this often (renewals).
     #[arg(long, default_value = "5m", value_parser = positive_duration)]

@@ -274,9 +274,10 @@ async fn a_remote_secret_meshtrust_does_not_own_is_never_touched() {
     assert_eq!(field(still, "cluster-b"), "made by istioctl");
 }
 
-/// An agent-scoped engine (only cluster-a connected, OpenBao configuration left alone) for a mesh of
-/// cluster-a plus `fake` simulated peers: the OpenBao requests an idle plan costs.
-async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> u64 {
+/// An agent-scoped engine (only cluster-a connected, OpenBao configuration left alone, peers remembered across
+/// rounds) for a mesh of cluster-a plus `fake` simulated peers: the OpenBao requests and answer bytes of an idle
+/// poll (the change marker), and the requests of an idle round once the peers have been read.
+async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> (u64, u64, u64) {
     let path = support::mesh_with_simulated_peers(mesh, fake).await;
     let text = std::fs::read_to_string(&path).expect("mesh");
     let file = MeshFile::from_yaml(&text, "mesh.yaml", mesh.env.dir().to_path_buf()).expect("mesh");
@@ -288,9 +289,17 @@ async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> u64 {
     let clusters: BTreeMap<String, Arc<dyn Cluster>> =
         BTreeMap::from([("cluster-a".to_string(), Arc::new(kube) as Arc<dyn Cluster>)]);
     let agent = Engine::new(file, Arc::new(bao.clone()), clusters)
-        .with_scope(meshtrust_engine::Scope::Agent);
-    let before = bao.request_count();
+        .with_scope(meshtrust_engine::Scope::Agent)
+        .with_published_cache(Default::default());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    agent
+        .plan(now, PlanOptions::default())
+        .await
+        .expect("first round reads every peer");
+    let (requests, bytes) = (bao.request_count(), bao.response_bytes());
+    agent.index_version().await.expect("poll");
+    let poll = (bao.request_count() - requests, bao.response_bytes() - bytes);
+    let before = bao.request_count();
     let (plan, _) = agent.plan(now, PlanOptions::default()).await.expect("plan");
     let cost = bao.request_count() - before;
     assert!(plan.is_empty(), "idle: {plan}");
@@ -299,16 +308,23 @@ async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> u64 {
         fake,
         "every simulated peer is synced"
     );
-    cost
+    (poll.0, poll.1, cost)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_poll_costs_the_same_few_requests_at_3_and_30_peers() {
     let small = Mesh::start(1, "");
-    let at_3 = idle_poll_requests(&small, 2).await;
+    let (poll_3, bytes_3, at_3) = idle_poll_requests(&small, 2).await;
     let large = Mesh::start(1, "");
-    let at_30 = idle_poll_requests(&large, 29).await;
-    eprintln!("OpenBao requests for an idle poll: {at_3} with 3 clusters, {at_30} with 30");
+    let (poll_30, bytes_30, at_30) = idle_poll_requests(&large, 29).await;
+    eprintln!(
+        "an idle poll: {poll_3} request ({bytes_3} bytes) with 3 clusters, {poll_30} ({bytes_30} bytes) with 30; an idle round: {at_3} and {at_30} requests"
+    );
+    assert_eq!((poll_3, poll_30), (1, 1), "one request per poll");
+    assert!(
+        bytes_30 <= 2048 && bytes_3 <= 2048,
+        "small: {bytes_3}, {bytes_30}"
+    );
     assert_eq!(at_3, at_30, "constant in the number of peers");
     assert!(at_30 <= 6, "a handful of requests: {at_30}");
 }

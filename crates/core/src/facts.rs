@@ -53,11 +53,15 @@ pub struct OpenBaoFacts {
     pub shared_root: Option<CertFacts>,
     /// OpenBao's configuration as meshtrust manages it (namespace, mounts, auth, policies).
     pub config: BaoConfigFacts,
-    /// The remote-secret change index: what each cluster last published. Empty if none.
+
+    /// What each cluster of the mesh file last published (its own KV entry). A cluster that has not published,
+    /// or whose entry cannot be read, is absent.
     pub published: BTreeMap<String, PublishedFacts>,
+    /// Clusters with a published entry that the mesh file no longer lists (observed by the admin only).
+    pub departed: std::collections::BTreeSet<String>,
 }
 
-/// One cluster's entry in the change index.
+/// What one cluster published for its peers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishedFacts {

@@ -89,25 +89,19 @@ pub fn agent_policy(mesh: &Mesh, cluster: &ClusterSettings) -> String {
     );
     rule(
         &mut out,
-        "see which remote secrets exist and their versions",
-        &format!("{kv}/metadata/{rs}/*"),
-        &["read", "list"],
+        "this cluster's own entry's version, for check-and-set",
+        &format!("{kv}/metadata/{rs}/{name}"),
+        &["read"],
     );
     rule(
         &mut out,
-        "list published clusters",
-        &format!("{kv}/metadata/{rs}"),
-        &["list"],
-    );
-    rule(
-        &mut out,
-        "the change index: one read tells whether anything was published",
+        "the change marker (a hint every publisher bumps): one small read tells whether anything changed",
         &format!("{kv}/data/{}", mesh.remote_secrets.index_path),
         &["create", "read", "update"],
     );
     rule(
         &mut out,
-        "the change index's version, for check-and-set after a soft delete",
+        "the change marker's version, for check-and-set after a soft delete",
         &format!("{kv}/metadata/{}", mesh.remote_secrets.index_path),
         &["read"],
     );

@@ -189,7 +189,9 @@ fn plan_peer_secrets(
     }
 }
 
-/// Remote secrets meshtrust wrote for peers that left the mesh file or OpenBao.
+/// Remote secrets meshtrust wrote for peers that left the mesh file. Membership comes from the mesh file alone:
+/// a peer that is listed but whose published entry is missing or unreadable keeps its Secret (with a warning),
+/// because what cannot be read is no reason to delete.
 fn plan_stale_secrets(
     mesh: &Mesh,
     observed: &Observed,
@@ -199,47 +201,49 @@ fn plan_stale_secrets(
     plan: &mut Plan,
 ) {
     for (peer, existing) in &facts.remote_secrets {
+        if !existing.managed {
+            continue;
+        }
         let in_mesh = mesh.clusters.iter().any(|c| &c.name == peer) && peer != &cluster.name;
         let in_openbao =
             observed.openbao.published.contains_key(peer) || publishing.contains(&peer.as_str());
-        if existing.managed && !(in_mesh && in_openbao) {
-            plan.changes.push(Change {
-                target: cluster_target(&cluster.name),
-                op: Op::Delete,
-                resource: format!(
-                    "Secret {}/{}",
-                    cluster.istio_namespace,
+        if in_mesh {
+            if !in_openbao {
+                plan.warnings.push(format!(
+                    "cluster {}: {peer}'s published entry is missing or unreadable in OpenBao; keeping {} as it is until {peer}'s agent (or `meshtrust apply`) publishes again",
+                    cluster.name,
                     remote_secret_name(peer)
-                ),
-                summary: "istiod drops the peer when the Secret goes".into(),
-                reason: if in_mesh {
-                    format!("{peer} is no longer published in OpenBao")
-                } else {
-                    format!("{peer} is no longer in the mesh file")
-                },
-                action: Action::DeleteRemoteSecret {
-                    cluster: cluster.name.clone(),
-                    peer: peer.clone(),
-                },
-            });
+                ));
+            }
+            continue;
         }
+        plan.changes.push(Change {
+            target: cluster_target(&cluster.name),
+            op: Op::Delete,
+            resource: format!(
+                "Secret {}/{}",
+                cluster.istio_namespace,
+                remote_secret_name(peer)
+            ),
+            summary: "istiod drops the peer when the Secret goes".into(),
+            reason: format!("{peer} is no longer in the mesh file"),
+            action: Action::DeleteRemoteSecret {
+                cluster: cluster.name.clone(),
+                peer: peer.clone(),
+            },
+        });
     }
 }
 
 /// Published kubeconfigs of clusters that left the mesh file.
 fn plan_unpublish(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
     let rs = &mesh.remote_secrets;
-    for gone in observed
-        .openbao
-        .published
-        .keys()
-        .filter(|p| mesh.cluster(p).is_none())
-    {
+    for gone in &observed.openbao.departed {
         plan.changes.push(Change {
             target: Target::OpenBao,
             op: Op::Delete,
             resource: format!("KV {}/{}/{gone}", mesh.openbao.kv_mount, rs.kv_path),
-            summary: "and its index entry".into(),
+            summary: "its reader kubeconfig, which peers no longer need".into(),
             reason: format!("{gone} is no longer in the mesh file"),
             action: Action::UnpublishRemoteSecret {
                 cluster: gone.clone(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use meshtrust_core::mesh::{CaMode, Mesh};
-use meshtrust_core::plan::{Change, Plan};
+use meshtrust_core::plan::{Action, Change, Plan};
 use meshtrust_core::planner::{PlanOptions, plan};
 use meshtrust_core::ports::{Cluster, GenerateOutcome, OpenBao};
 
@@ -14,7 +14,7 @@ use crate::apply::{Targets, apply};
 use crate::names::root_issuer_name;
 use crate::observe::observe;
 use crate::outcome::{AppliedChange, ApplyReport};
-use crate::published::read_index;
+use crate::published::{PublishedCache, changed_since, marker_version};
 use crate::snapshot::Snapshot;
 
 /// What an engine may change.
@@ -33,6 +33,7 @@ pub struct Engine {
     bao: Arc<dyn OpenBao>,
     clusters: BTreeMap<String, Arc<dyn Cluster>>,
     scope: Scope,
+    cache: Option<PublishedCache>,
 }
 
 const CONFLICT_RETRIES: usize = 5;
@@ -58,11 +59,19 @@ impl Engine {
             bao,
             clusters,
             scope: Scope::Admin,
+            cache: None,
         }
     }
 
     pub fn with_scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
+        self
+    }
+
+    /// Remember peers' published entries across rounds in `cache`, re-reading only those marked stale (an agent
+    /// marks what the change marker names).
+    pub fn with_published_cache(mut self, cache: PublishedCache) -> Self {
+        self.cache = Some(cache);
         self
     }
 
@@ -86,13 +95,24 @@ impl Engine {
             &self.clusters,
             now,
             with_config,
+            self.cache.as_ref(),
         )
         .await
     }
 
-    /// The change index's version: one small read, whatever the mesh's size. The agent polls it.
+    /// The change marker's version: one small read, whatever the mesh's size. The agent polls it.
     pub async fn index_version(&self) -> Result<u64, EngineError> {
-        Ok(read_index(self.bao.as_ref(), &self.mesh).await?.0)
+        marker_version(self.bao.as_ref(), &self.mesh).await
+    }
+
+    /// Which mesh clusters published since marker version `seen` (up to `current`); `None` when that cannot be
+    /// told (a long gap), and everything should be re-read.
+    pub async fn changed_since(
+        &self,
+        seen: u64,
+        current: u64,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, EngineError> {
+        changed_since(self.bao.as_ref(), &self.mesh, seen, current).await
     }
 
     pub async fn plan(
@@ -121,7 +141,15 @@ impl Engine {
         snapshot: &Snapshot,
         progress: &mut (dyn FnMut(&Change, &AppliedChange) + Send),
     ) -> Result<ApplyReport, EngineError> {
-        apply(&self.targets(), plan, snapshot, progress).await
+        let report = apply(&self.targets(), plan, snapshot, progress).await;
+        // What this engine published itself is read back next round; the rest stays remembered.
+        if let Some(cache) = &self.cache {
+            cache.mark_stale(plan.changes.iter().filter_map(|c| match &c.action {
+                Action::PublishRemoteSecret { cluster } => Some(cluster.clone()),
+                _ => None,
+            }));
+        }
+        report
     }
 
     /// Plans and applies until nothing conflicts. `now` is read once per attempt by the caller's clock.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use meshtrust_core::facts::{CacertsFacts, Observed};
 use meshtrust_core::ports::{KubeObject, KvEntry, SecretObject};
+use meshtrust_core::secret::SecretBytes;
 
 /// The reader identity's three objects in one cluster, as found.
 #[derive(Debug, Clone, Default)]
@@ -27,8 +28,10 @@ pub struct Snapshot {
     pub(crate) readers: BTreeMap<String, ReaderObjects>,
     /// Each cluster's remote secrets as read, by peer.
     pub(crate) remote_secrets: BTreeMap<String, BTreeMap<String, SecretObject>>,
-    /// The change index's KV version when observed (0: no index yet).
+    /// The change marker's KV version when observed (0: none yet).
     pub(crate) index_version: u64,
+    /// Published kubeconfigs read during this observation, by cluster, with their KV version.
+    pub(crate) peer_kubeconfigs: BTreeMap<String, (SecretBytes, u64)>,
 }
 
 /// A remote secret found in a cluster, with the kubeconfig it carries (for `verify` to try it out).
@@ -46,7 +49,7 @@ impl Snapshot {
         &self.facts
     }
 
-    /// The change index's KV version when observed; the agent polls for a different one.
+    /// The change marker's KV version when observed; the agent polls for a different one.
     pub fn index_version(&self) -> u64 {
         self.index_version
     }

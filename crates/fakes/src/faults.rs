@@ -34,7 +34,7 @@ impl CallLog {
 
     /// Only the calls that change something (every method whose name does not start with a read verb).
     pub fn writes(&self) -> Vec<String> {
-        const READS: [&str; 11] = [
+        const READS: [&str; 12] = [
             "mount ",
             "list_issuers",
             "key_info",
@@ -46,6 +46,7 @@ impl CallLog {
             "read_policy",
             "get_",
             "list_secrets",
+            "kv_list",
         ];
         self.all()
             .into_iter()

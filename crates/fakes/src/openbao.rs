@@ -83,6 +83,9 @@ pub struct FakeOpenBao {
     now: Arc<AtomicI64>,
 }
 
+/// How many versions of a KV entry a read by version can still find (OpenBao's default `max_versions`).
+const KV_MAX_VERSIONS: u64 = 10;
+
 fn err(kind: ErrorKind, operation: &str, message: impl Into<String>) -> PortError {
     PortError::new(System::OpenBao, kind, operation, message)
 }
@@ -274,6 +277,47 @@ impl OpenBao for FakeOpenBao {
                     version: r.versions.len() as u64,
                 })
             }))
+        })
+    }
+
+    async fn kv_get_version(
+        &self,
+        mount: &str,
+        path: &str,
+        version: u64,
+    ) -> PortResult<Option<KvEntry>> {
+        self.call(
+            format!("kv_get {mount}/{path}?version={version}"),
+            |s, _| {
+                let Some(record) = s.kv.get(&(mount.into(), path.into())) else {
+                    return Ok(None);
+                };
+                let len = record.versions.len() as u64;
+                // Like a KV v2 mount's default max_versions: older versions are pruned.
+                if version == 0 || version > len || version + KV_MAX_VERSIONS <= len {
+                    return Ok(None);
+                }
+                Ok(record.versions[(version - 1) as usize]
+                    .clone()
+                    .map(|data| KvEntry { data, version }))
+            },
+        )
+    }
+
+    async fn kv_list(&self, mount: &str, folder: &str) -> PortResult<Vec<String>> {
+        self.call(format!("kv_list {mount}/{folder}"), |s, _| {
+            let prefix = format!("{}/", folder.trim_end_matches('/'));
+            let mut keys: Vec<String> =
+                s.kv.keys()
+                    .filter(|(m, _)| m == mount)
+                    .filter_map(|(_, p)| p.strip_prefix(&prefix))
+                    .map(|rest| match rest.split_once('/') {
+                        Some((dir, _)) => format!("{dir}/"),
+                        None => rest.to_string(),
+                    })
+                    .collect();
+            keys.dedup();
+            Ok(keys)
         })
     }
 

@@ -158,7 +158,7 @@ pub fn openssl_pubkey(pem: &str, is_cert: bool) -> String {
 }
 
 /// A mesh of the environment's first cluster plus `fake` peers that exist only in OpenBao (a published KV entry
-/// and an index entry each), as an in-process admin engine sets it up. Returns the mesh file's path.
+/// each), as an in-process admin engine sets it up. Returns the mesh file's path.
 pub async fn mesh_with_simulated_peers(mesh: &Mesh, fake: usize) -> PathBuf {
     use std::collections::BTreeMap;
     use std::sync::Arc;
@@ -186,20 +186,19 @@ pub async fn mesh_with_simulated_peers(mesh: &Mesh, fake: usize) -> PathBuf {
         meshtrust_core::mesh::Mesh::from_yaml(&text, "mesh.yaml", mesh.env.dir().to_path_buf())
             .expect("mesh");
     let bao = root_openbao(mesh);
-    let mut index = BTreeMap::new();
     for p in &peers {
-        let data = BTreeMap::from([(p.clone(), SecretBytes::new(format!("kubeconfig of {p}")))]);
-        let version = bao
-            .kv_put("secret", &format!("istio/remote-secrets/{p}"), &data, 0)
+        let data = BTreeMap::from([
+            (p.clone(), SecretBytes::new(format!("kubeconfig of {p}"))),
+            (
+                "server".to_string(),
+                SecretBytes::new("https://127.0.0.1:1"),
+            ),
+            ("tokenExpires".to_string(), SecretBytes::new("4000000000")),
+            ("configHash".to_string(), SecretBytes::new("simulated")),
+        ]);
+        bao.kv_put("secret", &format!("istio/remote-secrets/{p}"), &data, 0)
             .await
             .expect("put");
-        let entry = serde_json::json!({"version": version, "tokenExpires": 4_000_000_000i64, "configHash": "simulated"});
-        index.insert(p.clone(), SecretBytes::new(entry.to_string()));
-    }
-    if !index.is_empty() {
-        bao.kv_put("secret", "istio/meshtrust-index", &index, 0)
-            .await
-            .expect("index");
     }
     let kube = meshtrust_kube::connect("cluster-a", Some(&a.kubeconfig), None)
         .await

@@ -191,6 +191,7 @@ fn observed(roots: Vec<RootIssuerFacts>, clusters: Vec<(&str, ClusterFacts)>) ->
             shared_root: None,
             config: BaoConfigFacts::default(),
             published: BTreeMap::new(),
+            departed: Default::default(),
         },
         clusters: clusters
             .into_iter()

@@ -142,4 +142,13 @@ pub trait OpenBao: Send + Sync {
     async fn kv_delete(&self, mount: &str, path: &str) -> PortResult<()>;
     /// A KV v2 entry's metadata only (no secret data): a cheap way to learn whether it changed.
     async fn kv_metadata(&self, mount: &str, path: &str) -> PortResult<Option<KvMetadata>>;
+    /// One version of a KV v2 entry; `None` when that version is absent, deleted, destroyed or pruned.
+    async fn kv_get_version(
+        &self,
+        mount: &str,
+        path: &str,
+        version: u64,
+    ) -> PortResult<Option<KvEntry>>;
+    /// The keys directly under a KV v2 folder (a trailing `/` marks a sub-folder); empty when none.
+    async fn kv_list(&self, mount: &str, folder: &str) -> PortResult<Vec<String>>;
 }

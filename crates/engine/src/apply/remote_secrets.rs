@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use meshtrust_core::bao_plan::desired_host;
-use meshtrust_core::facts::PublishedFacts;
 use meshtrust_core::istio::{
     CLUSTER_ANNOTATION, MULTICLUSTER_LABEL, READER_SERVICE_ACCOUNT, reader_kubeconfig,
     remote_secret_name,
@@ -17,7 +16,9 @@ use meshtrust_core::secret::SecretBytes;
 use super::{RunState, Targets};
 use crate::EngineError;
 use crate::names::{KV_VERSION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::published::{config_hash, current_version, fetch, kubeconfig_path, update_index};
+use crate::published::{
+    bump_marker, config_hash, current_version, entry_data, fetch, kubeconfig_path,
+};
 use crate::reader::ensure_reader;
 
 pub(super) async fn apply(
@@ -67,7 +68,6 @@ pub(super) async fn apply(
             Ok(format!("deleted {}", existing.name))
         }
         Action::UnpublishRemoteSecret { cluster } => {
-            update_index(targets.bao, targets.mesh, cluster, None).await?;
             targets
                 .bao
                 .kv_delete(
@@ -75,7 +75,7 @@ pub(super) async fn apply(
                     &kubeconfig_path(targets.mesh, cluster),
                 )
                 .await?;
-            Ok(format!("removed {cluster} from the index and KV"))
+            Ok(format!("removed {cluster}'s published entry from KV"))
         }
         other => Err(EngineError::Inconsistent(format!(
             "{other:?} is not a remote-secret change"
@@ -129,21 +129,11 @@ async fn publish(
     let kv = &mesh.openbao.kv_mount;
     let path = kubeconfig_path(mesh, &settings.name);
     let current = current_version(bao, kv, &path).await?;
-    let data = BTreeMap::from([
-        (settings.name.clone(), kubeconfig.clone()),
-        ("server".to_string(), SecretBytes::new(host.clone())),
-        (
-            "tokenExpires".to_string(),
-            SecretBytes::new(token.expires.to_string()),
-        ),
-    ]);
+    let hash = config_hash(&host, Some(ca));
+    let data = entry_data(&settings.name, &kubeconfig, &host, token.expires, &hash);
     let version = bao.kv_put(kv, &path, &data, current).await?;
-    let entry = PublishedFacts {
-        version,
-        token_expires: token.expires,
-        config_hash: config_hash(&host, Some(ca)),
-    };
-    update_index(bao, mesh, &settings.name, Some(&entry)).await?;
+    // After the entry: a peer that sees the bump reads the new version.
+    bump_marker(bao, mesh, &settings.name).await?;
     Ok(Published {
         kubeconfig,
         version,
@@ -158,8 +148,11 @@ async fn sync(
     peer: &str,
 ) -> Result<String, EngineError> {
     let settings = targets.settings(cluster)?;
-    let (kubeconfig, version) = match run.published(peer) {
-        Some(fresh) => fresh.clone(),
+    let read = run
+        .published(peer)
+        .or_else(|| run.snapshot().peer_kubeconfigs.get(peer));
+    let (kubeconfig, version) = match read {
+        Some(known) => known.clone(),
         None => fetch(targets.bao, targets.mesh, peer).await?,
     };
     let existing = run

@@ -12,19 +12,21 @@ use meshtrust_core::mesh::Mesh;
 use meshtrust_core::ports::{Cluster, OpenBao};
 
 use crate::EngineError;
-use crate::published::read_index;
+use crate::published::{PublishedCache, departed, marker_version, read_entries};
 use crate::snapshot::Snapshot;
 
 pub(crate) use openbao::observe_roots;
 
 /// Observes OpenBao and the connected clusters at `now`. `with_config` also reads OpenBao's configuration,
-/// which only the admin may (an agent's policy cannot read it).
+/// which only the admin may (an agent's policy cannot read it). With a `cache`, peers' published entries are
+/// re-read only where it says they may have changed.
 pub async fn observe(
     mesh: &Mesh,
     bao: &dyn OpenBao,
     clusters: &BTreeMap<String, Arc<dyn Cluster>>,
     now: i64,
     with_config: bool,
+    cache: Option<&PublishedCache>,
 ) -> Result<Snapshot, EngineError> {
     let config = if with_config {
         openbao::observe_config(mesh, bao).await?
@@ -41,6 +43,7 @@ pub async fn observe(
                 shared_root: None,
                 config,
                 published: BTreeMap::new(),
+                departed: Default::default(),
             },
             clusters: BTreeMap::new(),
             now,
@@ -51,12 +54,16 @@ pub async fn observe(
         readers: BTreeMap::new(),
         remote_secrets: BTreeMap::new(),
         index_version: 0,
+        peer_kubeconfigs: BTreeMap::new(),
     };
     // Nothing can exist inside an OpenBao namespace that does not exist yet.
     if !namespace_missing {
-        let (version, published) = read_index(bao, mesh).await?;
-        snapshot.index_version = version;
-        snapshot.facts.openbao.published = published;
+        // The marker first: a change published after this read is seen by the next poll.
+        snapshot.index_version = marker_version(bao, mesh).await?;
+        observe_published(mesh, bao, cache, &mut snapshot).await?;
+        if with_config {
+            snapshot.facts.openbao.departed = departed(bao, mesh).await?;
+        }
         openbao::observe_ca(mesh, bao, &mut snapshot).await?;
     }
     // Only connected clusters are observed: an agent connects to its own cluster alone.
@@ -73,4 +80,33 @@ pub async fn observe(
         snapshot.remote_secrets.insert(name, found.remote_secrets);
     }
     Ok(snapshot)
+}
+
+/// The mesh clusters' published entries: all of them, or through the cache only those that may have changed.
+async fn observe_published(
+    mesh: &Mesh,
+    bao: &dyn OpenBao,
+    cache: Option<&PublishedCache>,
+    snapshot: &mut Snapshot,
+) -> Result<(), EngineError> {
+    let names: Vec<String> = match cache {
+        Some(cache) => cache.to_read(mesh),
+        None => mesh.clusters.iter().map(|c| c.name.clone()).collect(),
+    };
+    let read = read_entries(bao, mesh, names).await?;
+    snapshot.facts.openbao.published = match cache {
+        Some(cache) => cache.merge(mesh, &read),
+        None => read
+            .iter()
+            .filter_map(|(name, e)| Some((name.clone(), e.as_ref()?.facts.clone())))
+            .collect(),
+    };
+    snapshot.peer_kubeconfigs = read
+        .into_iter()
+        .filter_map(|(name, e)| {
+            let e = e?;
+            Some((name, (e.kubeconfig, e.facts.version)))
+        })
+        .collect();
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Cross-cluster discovery: reader tokens refreshed and resynced, peers leaving the mesh, hand edits repaired.
 
-use meshtrust_core::ports::{ObjectKind, SecretObject};
+use meshtrust_core::ports::{ObjectKind, OpenBao, SecretObject};
 use meshtrust_core::secret::SecretBytes;
 use meshtrust_engine::Scope;
 
@@ -66,7 +66,6 @@ async fn a_peer_removed_from_the_mesh_file_is_unpublished_and_its_secrets_delete
         lines(&[
             // The admin policy names each cluster's auth mount: it loses c3's.
             "openbao: write_policy meshtrust-admin",
-            "openbao: kv_put secret/istio/meshtrust-index cas=3",
             "openbao: kv_delete secret/istio/remote-secrets/c3",
             "c1: delete_secret istio-system/istio-remote-secret-c3",
             "c2: delete_secret istio-system/istio-remote-secret-c3",
@@ -78,11 +77,12 @@ async fn a_peer_removed_from_the_mesh_file_is_unpublished_and_its_secrets_delete
     assert_eq!((h.cacerts("c1"), h.cacerts("c2")), cacerts_before);
     // The departed cluster itself is not touched: its own objects stay until someone removes them.
     assert!(h.cacerts("c3").is_some());
-    let (version, published) = meshtrust_engine::published::read_index(&h.bao, &h.mesh)
+    let published = h
+        .bao
+        .kv_list(KV, "istio/remote-secrets")
         .await
-        .expect("index");
-    assert_eq!(version, 4);
-    assert_eq!(published.keys().collect::<Vec<_>>(), ["c1", "c2"]);
+        .expect("list");
+    assert_eq!(published, ["c1", "c2"]);
     // And the next run is quiet.
     h.clear_calls();
     h.converge_with(&engine, Default::default(), &mut |_, _| {})
@@ -92,27 +92,80 @@ async fn a_peer_removed_from_the_mesh_file_is_unpublished_and_its_secrets_delete
 }
 
 #[tokio::test]
-async fn an_unreadable_index_entry_is_republished() {
+async fn an_incomplete_published_entry_is_republished_and_peers_keep_their_copy_meanwhile() {
     let h = Harness::settled(&["c1", "c2"]).await;
+    let path = "istio/remote-secrets/c1";
     h.bao.with_state(|s| {
         let mut data =
-            s.kv.get(&(KV.to_string(), INDEX.to_string()))
+            s.kv.get(&(KV.to_string(), path.to_string()))
                 .and_then(|r| r.versions.last().cloned().flatten())
-                .expect("index");
-        data.insert("c1".into(), SecretBytes::new("not json"));
-        s.kv_write_behind(KV, INDEX, data);
+                .expect("entry");
+        data.remove("configHash");
+        s.kv_write_behind(KV, path, data);
     });
+    // c2's agent alone cannot fix c1's entry: it keeps its copy and says why, deleting nothing.
+    let (plan, _) = h
+        .agent("c2")
+        .plan(h.now(), Default::default())
+        .await
+        .expect("plan");
+    assert!(plan.changes.is_empty(), "{plan}");
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("c1's published entry is missing or unreadable")),
+        "{:?}",
+        plan.warnings
+    );
     h.converge().await.expect("converges");
     assert_eq!(
         h.writes(),
         lines(&[
-            "openbao: kv_put secret/istio/remote-secrets/c1 cas=1",
-            "openbao: kv_put secret/istio/meshtrust-index cas=3",
+            "openbao: kv_put secret/istio/remote-secrets/c1 cas=2",
+            "openbao: kv_put secret/istio/meshtrust-index cas=2",
             "c1: request_token istio-system/istio-reader-service-account",
             "c2: replace_secret istio-system/istio-remote-secret-c1",
         ])
     );
     h.assert_verified().await;
+}
+
+#[tokio::test]
+async fn a_forged_marker_redirects_nothing_and_deletes_nothing() {
+    let h = Harness::settled(&["c1", "c2"]).await;
+    let before = (h.secret("c1", "istio-remote-secret-c2"), h.cacerts("c1"));
+    let seen = h.engine().index_version().await.expect("marker");
+    for forged in ["../../sys/mounts/pki", "c3", "", "c2/../c1"] {
+        h.bao.with_state(|s| {
+            s.kv_write_behind(
+                KV,
+                INDEX,
+                [("cluster".to_string(), SecretBytes::new(forged))].into(),
+            )
+        });
+    }
+    let agent = h.agent("c1");
+    let current = agent.index_version().await.expect("marker");
+    let changed = agent
+        .changed_since(seen, current)
+        .await
+        .expect("read")
+        .expect("within the kept versions");
+    assert!(changed.is_empty(), "only mesh clusters count: {changed:?}");
+    h.clear_calls();
+    h.converge_with(&agent, Default::default(), &mut |_, _| {})
+        .await
+        .expect("converges");
+    assert_eq!(h.writes(), Vec::<String>::new());
+    assert!(
+        h.calls("openbao").iter().all(|c| !c.contains("..")),
+        "{:?}",
+        h.calls("openbao")
+    );
+    assert_eq!(
+        (h.secret("c1", "istio-remote-secret-c2"), h.cacerts("c1")),
+        before
+    );
 }
 
 #[tokio::test]
@@ -205,12 +258,17 @@ async fn a_removed_peers_agent_can_still_republish_itself_today() {
         h.writes(),
         lines(&[
             "openbao: kv_put secret/istio/remote-secrets/c3 cas=0",
-            "openbao: kv_put secret/istio/meshtrust-index cas=4",
+            "openbao: kv_put secret/istio/meshtrust-index cas=3",
             "c3: request_token istio-system/istio-reader-service-account",
         ])
     );
-    let (_, published) = meshtrust_engine::published::read_index(&h.bao, &h.mesh)
+    let published = h
+        .bao
+        .kv_list(KV, "istio/remote-secrets")
         .await
-        .expect("index");
-    assert!(published.contains_key("c3"), "c3 is back in the index");
+        .expect("list");
+    assert!(
+        published.contains(&"c3".to_string()),
+        "c3 published itself again"
+    );
 }
