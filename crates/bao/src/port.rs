@@ -304,6 +304,21 @@ impl OpenBao for OpenBaoClient {
         check(&format!("POST sys/namespaces/{leaf}"), response).map(|_| ())
     }
 
+    async fn auth_mounts(&self) -> PortResult<BTreeMap<String, String>> {
+        let body = self.call_ok(Method::GET, "sys/auth", None).await?;
+        let mounts = body
+            .get("data")
+            .and_then(Value::as_object)
+            .ok_or_else(|| wrong_shape("GET sys/auth", "/data"))?;
+        Ok(mounts
+            .iter()
+            .filter_map(|(path, m)| {
+                let kind = m.get("type")?.as_str()?;
+                Some((path.trim_end_matches('/').to_string(), kind.to_string()))
+            })
+            .collect())
+    }
+
     async fn auth_mount(&self, path: &str) -> PortResult<Option<String>> {
         let body = self.call_ok(Method::GET, "sys/auth", None).await?;
         let mounts = body

@@ -358,6 +358,10 @@ impl OpenBao for FakeOpenBao {
         })
     }
 
+    async fn auth_mounts(&self) -> PortResult<BTreeMap<String, String>> {
+        self.call("auth_mounts".to_string(), |s, _| Ok(s.auth_mounts.clone()))
+    }
+
     async fn auth_mount(&self, path: &str) -> PortResult<Option<String>> {
         self.call(format!("auth_mount {path}"), |s, _| {
             Ok(s.auth_mounts.get(path).cloned())

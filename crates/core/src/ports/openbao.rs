@@ -118,6 +118,8 @@ pub trait OpenBao: Send + Sync {
     /// The auth method type mounted at `auth/<path>`, if any.
     async fn auth_mount(&self, path: &str) -> PortResult<Option<String>>;
     async fn enable_auth(&self, path: &str, kind: &str) -> PortResult<()>;
+    /// Every auth method mounted, by path (without the trailing `/`) → type: one request for the whole mesh.
+    async fn auth_mounts(&self) -> PortResult<BTreeMap<String, String>>;
     /// The Kubernetes auth method's configuration at `auth/<mount>`; `None` when it has none.
     async fn kubernetes_auth_config(&self, mount: &str)
     -> PortResult<Option<KubernetesAuthConfig>>;

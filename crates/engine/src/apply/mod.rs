@@ -10,8 +10,9 @@ pub(crate) mod trust;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use meshtrust_core::mesh::{ClusterSettings, Mesh};
-use meshtrust_core::plan::{Change, Domain, Plan};
+use meshtrust_core::plan::{Action, Change, Domain, Plan};
 use meshtrust_core::ports::{Cluster, KvEntry, OpenBao, SecretObject};
 use meshtrust_core::secret::SecretBytes;
 
@@ -99,6 +100,22 @@ impl<'a> RunState<'a> {
     }
 }
 
+/// How many independent OpenBao configuration changes run at once (1,000 clusters' auth mounts, roles and
+/// policies take seconds instead of a minute).
+const CONFIG_CONCURRENCY: usize = 16;
+
+/// The key that orders OpenBao configuration changes: changes with the same key run in plan order, different
+/// keys run concurrently. `None` is a barrier (the namespace and the KV mount come before anything else).
+fn config_key(action: &Action) -> Option<String> {
+    match action {
+        Action::EnableAuthMount { mount, .. }
+        | Action::ConfigureAuth { mount, .. }
+        | Action::WriteAgentRole { mount, .. } => Some(format!("auth/{mount}")),
+        Action::WritePolicy { name } => Some(format!("policy/{name}")),
+        _ => None,
+    }
+}
+
 /// Applies `plan`, made from `snapshot`. `progress` hears about each change as it completes.
 pub(crate) async fn apply(
     targets: &Targets<'_>,
@@ -114,13 +131,7 @@ pub(crate) async fn apply(
         applied: vec![],
         warnings: plan.warnings.clone(),
     };
-    for change in &plan.changes {
-        let action = &change.action;
-        let detail = match action.domain() {
-            Domain::OpenBaoConfig => openbao_config::apply(targets, &run, action).await?,
-            Domain::Trust => trust::apply(targets, &mut run, action).await?,
-            Domain::RemoteSecrets => remote_secrets::apply(targets, &mut run, action).await?,
-        };
+    let mut done = |change: &Change, detail: String| {
         let applied = AppliedChange {
             resource: change.resource.clone(),
             target: change.target.to_string(),
@@ -128,6 +139,72 @@ pub(crate) async fn apply(
         };
         progress(change, &applied);
         report.applied.push(applied);
+    };
+    let mut rest = plan.changes.as_slice();
+    while let Some(change) = rest.first() {
+        let batch = rest
+            .iter()
+            .take_while(|c| {
+                c.action.domain() == Domain::OpenBaoConfig && config_key(&c.action).is_some()
+            })
+            .count();
+        if batch > 1 {
+            for (change, detail) in apply_config_batch(targets, &run, &rest[..batch]).await? {
+                done(change, detail);
+            }
+            rest = &rest[batch..];
+            continue;
+        }
+        let action = &change.action;
+        let detail = match action.domain() {
+            Domain::OpenBaoConfig => openbao_config::apply(targets, &run, action).await?,
+            Domain::Trust => trust::apply(targets, &mut run, action).await?,
+            Domain::RemoteSecrets => remote_secrets::apply(targets, &mut run, action).await?,
+        };
+        done(change, detail);
+        rest = &rest[1..];
     }
     Ok(report)
+}
+
+/// Independent OpenBao configuration changes, concurrently by key and in order within a key. Reported in plan
+/// order once all are done; the first failure is returned (the others have been made, which a re-run sees).
+async fn apply_config_batch<'c>(
+    targets: &Targets<'_>,
+    run: &RunState<'_>,
+    changes: &'c [Change],
+) -> Result<Vec<(&'c Change, String)>, EngineError> {
+    // Groups in order of first appearance, so that the start order follows the plan.
+    let mut groups: Vec<(String, Vec<(usize, &'c Change)>)> = Vec::new();
+    for (index, change) in changes.iter().enumerate() {
+        let key = config_key(&change.action).unwrap_or_default();
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push((index, change)),
+            None => groups.push((key, vec![(index, change)])),
+        }
+    }
+    let results: Vec<Vec<(usize, Result<String, EngineError>)>> =
+        futures::stream::iter(groups.into_iter().map(|(_, group)| group))
+            .map(|group| async move {
+                let mut out = Vec::new();
+                for (index, change) in group {
+                    let result = openbao_config::apply(targets, run, &change.action).await;
+                    let failed = result.is_err();
+                    out.push((index, result));
+                    if failed {
+                        break;
+                    }
+                }
+                out
+            })
+            .buffer_unordered(CONFIG_CONCURRENCY)
+            .collect()
+            .await;
+    let mut ordered: Vec<(usize, Result<String, EngineError>)> =
+        results.into_iter().flatten().collect();
+    ordered.sort_by_key(|(index, _)| *index);
+    ordered
+        .into_iter()
+        .map(|(index, result)| result.map(|detail| (&changes[index], detail)))
+        .collect()
 }

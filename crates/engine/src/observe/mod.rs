@@ -11,11 +11,16 @@ use meshtrust_core::facts::{BaoConfigFacts, MountFacts, Observed, OpenBaoFacts};
 use meshtrust_core::mesh::Mesh;
 use meshtrust_core::ports::{Cluster, OpenBao};
 
+use futures::StreamExt;
+
 use crate::EngineError;
 use crate::published::{PublishedCache, departed, marker_version, read_entries};
 use crate::snapshot::Snapshot;
 
 pub(crate) use openbao::observe_roots;
+
+/// How many clusters are observed at once.
+const CLUSTER_CONCURRENCY: usize = 16;
 
 /// Observes OpenBao and the connected clusters at `now`. `with_config` also reads OpenBao's configuration,
 /// which only the admin may (an agent's policy cannot read it). With a `cache`, peers' published entries are
@@ -71,7 +76,12 @@ pub async fn observe(
         let cluster = clusters.get(&settings.name)?;
         Some(cluster::observe_cluster(cluster.as_ref(), settings, now))
     });
-    for found in futures::future::join_all(lookups).await {
+    // Bounded, so that an admin with many clusters does not open a connection to every API server at once.
+    let found: Vec<_> = futures::stream::iter(lookups)
+        .buffer_unordered(CLUSTER_CONCURRENCY)
+        .collect()
+        .await;
+    for found in found {
         let found = found?;
         let name = found.name;
         snapshot.facts.clusters.insert(name.clone(), found.facts);

@@ -10,8 +10,11 @@ use meshtrust_core::policy::{ADMIN_POLICY, agent_policy_name};
 use meshtrust_core::ports::OpenBao;
 use meshtrust_pki::parse_certs;
 
+use futures::{StreamExt, TryStreamExt};
+
 use crate::EngineError;
 use crate::names::root_generation;
+use crate::published::READ_CONCURRENCY;
 use crate::snapshot::Snapshot;
 
 fn mount_facts(mount: Option<meshtrust_core::ports::MountInfo>) -> MountFacts {
@@ -60,9 +63,13 @@ pub(crate) async fn observe_roots(
     Ok((roots, foreign, pems))
 }
 
-async fn observe_auth(bao: &dyn OpenBao, mount: &str) -> Result<AuthFacts, EngineError> {
+async fn observe_auth(
+    bao: &dyn OpenBao,
+    mount: &str,
+    kind: Option<String>,
+) -> Result<AuthFacts, EngineError> {
     let mut auth = AuthFacts {
-        kind: bao.auth_mount(mount).await?,
+        kind,
         ..Default::default()
     };
     if auth.kind.as_deref() == Some("kubernetes") {
@@ -90,19 +97,31 @@ pub(crate) async fn observe_config(
         }
     }
     config.kv_mount = Some(mount_facts(bao.mount(&mesh.openbao.kv_mount).await?));
-    for cluster in &mesh.clusters {
-        let auth = observe_auth(bao, &cluster.auth_mount).await?;
-        config.auth.insert(cluster.name.clone(), auth);
-    }
+    let mounted = bao.auth_mounts().await?;
+    config.auth = futures::stream::iter(&mesh.clusters)
+        .map(|cluster| {
+            let kind = mounted.get(&cluster.auth_mount).cloned();
+            async move {
+                let auth = observe_auth(bao, &cluster.auth_mount, kind).await?;
+                Ok::<_, EngineError>((cluster.name.clone(), auth))
+            }
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
     let names = mesh
         .clusters
         .iter()
         .map(|c| agent_policy_name(&c.name))
         .chain([ADMIN_POLICY.to_string()]);
-    for name in names {
-        let text = bao.read_policy(&name).await?;
-        config.policies.insert(name, text);
-    }
+    config.policies = futures::stream::iter(names)
+        .map(|name| async move {
+            let text = bao.read_policy(&name).await?;
+            Ok::<_, EngineError>((name, text))
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
     Ok(config)
 }
 
