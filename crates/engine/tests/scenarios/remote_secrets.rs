@@ -272,3 +272,56 @@ async fn a_removed_peers_agent_can_still_republish_itself_today() {
         "c3 published itself again"
     );
 }
+
+/// Keys under the published folder that are not cluster names (a path traversal, garbage) are never used in a
+/// path: the admin's apply lists them, ignores them, and deletes nothing because of them.
+#[tokio::test]
+async fn published_names_that_are_not_cluster_names_touch_no_path() {
+    let h = Harness::settled(&["c1", "c2"]).await;
+    for name in ["../../sys/mounts/pki", "Bad_Name", "-x", "a b"] {
+        h.bao.with_state(|s| {
+            s.kv_write_behind(
+                KV,
+                &format!("istio/remote-secrets/{name}"),
+                [(name.to_string(), SecretBytes::new("x"))].into(),
+            )
+        });
+    }
+    h.clear_calls();
+    h.converge().await.expect("converges");
+    assert_eq!(h.writes(), Vec::<String>::new());
+    assert!(
+        h.calls("openbao")
+            .iter()
+            .all(|c| !c.contains("sys/mounts") && !c.starts_with("kv_delete")),
+        "{:?}",
+        h.calls("openbao")
+    );
+    h.assert_verified().await;
+}
+
+/// A peer whose entry vanished from OpenBao while it is still in the mesh file keeps its Secret everywhere:
+/// what cannot be read is no reason to delete.
+#[tokio::test]
+async fn a_vanished_entry_deletes_nothing() {
+    let h = Harness::settled(&["c1", "c2", "c3"]).await;
+    let before = h.secret("c1", "istio-remote-secret-c3");
+    h.bao.with_state(|s| {
+        s.kv.remove(&(KV.to_string(), "istio/remote-secrets/c3".to_string()));
+    });
+    h.clear_calls();
+    let (plan, _) = h
+        .agent("c1")
+        .plan(h.now(), Default::default())
+        .await
+        .expect("plan");
+    assert!(plan.changes.is_empty(), "{plan}");
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("c3's published entry")),
+        "{:?}",
+        plan.warnings
+    );
+    assert_eq!(h.secret("c1", "istio-remote-secret-c3"), before);
+}
