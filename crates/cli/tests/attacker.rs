@@ -1,0 +1,216 @@
+//! An attacker holding one cluster (cluster-b): its agent's real ServiceAccount token and its real OpenBao
+//! login. Everything beyond the agent's job is refused by Kubernetes or OpenBao themselves, and afterwards
+//! `meshtrust verify` passes and nothing of cluster-a changed. Real OpenBao and real API servers.
+
+mod support;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::Mesh;
+
+const AGENT: &str = "system:serviceaccount:istio-system:meshtrust-agent";
+
+/// What `kubectl auth can-i --as system:serviceaccount:istio-system:meshtrust-agent` asks the API server.
+async fn can_i(client: &kube::Client, verb: &str, resource: &str, name: Option<&str>) -> bool {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (resource, None),
+    };
+    let (group, resource, namespace) = match resource {
+        "clusterroles" | "clusterrolebindings" => ("rbac.authorization.k8s.io", resource, None),
+        "roles" | "rolebindings" => ("rbac.authorization.k8s.io", resource, Some("istio-system")),
+        "leases" => ("coordination.k8s.io", resource, Some("istio-system")),
+        "namespaces" => ("", resource, None),
+        _ => ("", resource, Some("istio-system")),
+    };
+    let review = SubjectAccessReview {
+        metadata: ObjectMeta::default(),
+        spec: SubjectAccessReviewSpec {
+            user: Some(AGENT.into()),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                "system:serviceaccounts:istio-system".into(),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                subresource,
+                verb: Some(verb.into()),
+                name: name.map(str::to_string),
+                namespace: namespace.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        status: None,
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview");
+    answer.status.is_some_and(|s| s.allowed)
+}
+
+/// After the rendered deploy files are applied, the agent's ServiceAccount can do exactly its job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_rbac_allows_its_job_and_nothing_that_escalates() {
+    let mesh = Mesh::start(2, "");
+    let client = mesh.env.clusters[1].client().await.expect("client");
+    support::create_namespace(&client, "istio-system").await;
+    support::deploy_agent(&mesh, 1).await;
+    let reader_role = "istio-reader-clusterrole-istio-system";
+    let allowed: &[(&str, &str, Option<&str>)] = &[
+        ("get", "secrets", Some("cacerts")),
+        ("list", "secrets", None),
+        ("watch", "secrets", None),
+        ("create", "secrets", None),
+        ("update", "secrets", Some("cacerts")),
+        ("update", "secrets", Some("istio-remote-secret-cluster-a")),
+        ("delete", "secrets", Some("istio-remote-secret-cluster-a")),
+        (
+            "create",
+            "serviceaccounts/token",
+            Some("istio-reader-service-account"),
+        ),
+        ("get", "serviceaccounts", Some("istio-reader-service-account")),
+        ("get", "leases", Some("meshtrust-agent")),
+        ("update", "leases", Some("meshtrust-agent")),
+        ("create", "leases", None),
+        ("get", "namespaces", Some("istio-system")),
+        ("get", "clusterroles", Some(reader_role)),
+        ("get", "clusterrolebindings", Some(reader_role)),
+    ];
+    let denied: &[(&str, &str, Option<&str>)] = &[
+        ("escalate", "clusterroles", Some(reader_role)),
+        ("bind", "clusterroles", Some(reader_role)),
+        ("update", "clusterroles", Some(reader_role)),
+        ("patch", "clusterroles", Some(reader_role)),
+        ("bind", "clusterroles", Some("cluster-admin")),
+        ("create", "clusterroles", None),
+        ("create", "clusterrolebindings", None),
+        ("update", "clusterrolebindings", Some(reader_role)),
+        ("create", "roles", None),
+        ("create", "rolebindings", None),
+        ("update", "secrets", Some("some-other-secret")),
+        ("delete", "secrets", Some("some-other-secret")),
+        ("patch", "secrets", Some("some-other-secret")),
+        ("create", "serviceaccounts/token", Some("meshtrust-agent")),
+        ("create", "serviceaccounts/token", Some("default")),
+        ("create", "serviceaccounts", None),
+        ("update", "leases", Some("another-lease")),
+        ("delete", "leases", Some("meshtrust-agent")),
+        ("create", "namespaces", None),
+        ("get", "namespaces", Some("kube-system")),
+    ];
+    for (verb, resource, name) in allowed {
+        assert!(
+            can_i(&client, verb, resource, *name).await,
+            "the agent must be able to {verb} {resource} {name:?}"
+        );
+    }
+    for (verb, resource, name) in denied {
+        assert!(
+            !can_i(&client, verb, resource, *name).await,
+            "the agent must not be able to {verb} {resource} {name:?}"
+        );
+    }
+    eprintln!(
+        "SubjectAccessReview: {} rights allowed, {} refused",
+        allowed.len(),
+        denied.len()
+    );
+}
+
+/// A kube client that authenticates as cluster `index`'s agent, with a real TokenRequest token.
+async fn agent_client(mesh: &Mesh, index: usize) -> kube::Client {
+    let cluster = &mesh.env.clusters[index];
+    let token = cluster
+        .request_token("istio-system", "meshtrust-agent")
+        .await
+        .expect("agent token");
+    let path = mesh.env.dir().join(format!("agent-token-{index}"));
+    std::fs::write(&path, token).expect("token file");
+    let mut config = cluster.config().await.expect("config");
+    config.auth_info = kube::config::AuthInfo {
+        token_file: Some(path.display().to_string()),
+        ..Default::default()
+    };
+    kube::Client::try_from(config).expect("agent client")
+}
+
+fn status(result: Result<impl Sized, kube::Error>) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(kube::Error::Api(s)) => s.code,
+        Err(e) => panic!("not an API answer: {e}"),
+    }
+}
+
+/// The attempts on Kubernetes with the agent's own token: each answered 403 by the API server.
+async fn kubernetes_attacks(mesh: &Mesh) {
+    let agent = agent_client(mesh, 1).await;
+    let reader_role = "istio-reader-clusterrole-istio-system";
+    let roles = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(agent.clone());
+    let bindings = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(agent.clone());
+    let everything = json!({"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
+    let escalate = roles
+        .patch(
+            reader_role,
+            &PatchParams::default(),
+            &Patch::Merge(&everything),
+        )
+        .await;
+    assert_eq!(status(escalate), 403, "rewrite the reader role to '*'");
+    let new_role: k8s_openapi::api::rbac::v1::ClusterRole =
+        serde_json::from_value(json!({"metadata": {"name": "evil"}, "rules": everything["rules"]}))
+            .expect("role");
+    assert_eq!(
+        status(roles.create(&PostParams::default(), &new_role).await),
+        403,
+        "create a ClusterRole"
+    );
+    for role in [reader_role, "cluster-admin"] {
+        let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("evil-{role}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "meshtrust-agent", "namespace": "istio-system"}],
+        }))
+        .expect("binding");
+        assert_eq!(
+            status(bindings.create(&PostParams::default(), &binding).await),
+            403,
+            "bind {role} with a ClusterRoleBinding"
+        );
+    }
+    let secrets = Api::<Secret>::namespaced(agent.clone(), "istio-system");
+    assert_eq!(
+        status(
+            secrets
+                .delete("not-meshtrusts", &DeleteParams::default())
+                .await
+        ),
+        403,
+        "delete a Secret it does not own"
+    );
+    let sas = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(agent, "istio-system");
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
+            .expect("token request");
+    assert_eq!(
+        status(
+            sas.create_token_request("meshtrust-agent", &PostParams::default(), &request)
+                .await
+        ),
+        403,
+        "mint a token for another ServiceAccount"
+    );
+}
+
+#[allow(dead_code)]
+fn unused(_: Value) {}
