@@ -110,6 +110,7 @@ fn api() -> ClusterApiFacts {
 
 /// OpenBao's configuration exactly as `mesh` wants it, so CA tests see only CA changes.
 fn settled(mesh: &Mesh, observed: &Observed) -> BaoConfigFacts {
+    let roots = crate::bao_plan::policy_roots(mesh, &observed.openbao.roots);
     let mut config = BaoConfigFacts {
         namespace_exists: mesh.openbao.namespace.as_ref().map(|_| true),
         kv_mount: Some(MountFacts::Present {
@@ -135,11 +136,11 @@ fn settled(mesh: &Mesh, observed: &Observed) -> BaoConfigFacts {
         );
         config
             .policies
-            .insert(agent_policy_name(&c.name), Some(agent_policy(mesh, c)));
+            .insert(agent_policy_name(&c.name), Some(agent_policy(mesh, c, &roots)));
     }
     config
         .policies
-        .insert(ADMIN_POLICY.into(), Some(admin_policy(mesh)));
+        .insert(ADMIN_POLICY.into(), Some(admin_policy(mesh, &roots)));
     config
 }
 
@@ -585,7 +586,7 @@ fn hand_edits_show_up_as_drift() {
 fn agent_policy_pins_the_cluster_and_grants_nothing_else() {
     let mesh = mesh("");
     let a = &mesh.clusters[0];
-    let text = agent_policy(&mesh, a);
+    let text = agent_policy(&mesh, a, &[1]);
     assert!(text.contains("\"common_name\" = [\"cluster-a intermediate CA (mesh1)\"]"));
     assert!(!text.contains("cluster-b"));
     assert!(text.contains("path \"secret/data/istio/remote-secrets/cluster-a\""));
@@ -595,7 +596,7 @@ fn agent_policy_pins_the_cluster_and_grants_nothing_else() {
         "bao-pki agents cannot read a CA bundle"
     );
     let shared = mesh_with_shared_root();
-    let text = agent_policy(&shared, &shared.clusters[0]);
+    let text = agent_policy(&shared, &shared.clusters[0], &[]);
     assert!(text.contains("path \"secret/data/istio/ca\" {\n  capabilities = [\"read\"]"));
     assert!(!text.contains("sign-intermediate"));
 }
