@@ -78,7 +78,11 @@ async fn the_agents_rbac_allows_its_job_and_nothing_that_escalates() {
             "serviceaccounts/token",
             Some("istio-reader-service-account"),
         ),
-        ("get", "serviceaccounts", Some("istio-reader-service-account")),
+        (
+            "get",
+            "serviceaccounts",
+            Some("istio-reader-service-account"),
+        ),
         ("get", "leases", Some("meshtrust-agent")),
         ("update", "leases", Some("meshtrust-agent")),
         ("create", "leases", None),
@@ -212,5 +216,202 @@ async fn kubernetes_attacks(mesh: &Mesh) {
     );
 }
 
-#[allow(dead_code)]
-fn unused(_: Value) {}
+/// A request to OpenBao with `token`; the status and the JSON answer.
+async fn call(
+    mesh: &Mesh,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}/v1/{path}", mesh.env.bao.addr))
+        .header("X-Vault-Token", token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("OpenBao answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// cluster-b's agent logs in as it does in production: a TokenRequest token exchanged at its auth mount.
+async fn agent_login(mesh: &Mesh) -> String {
+    let jwt = mesh.env.clusters[1]
+        .request_token("istio-system", "meshtrust-agent")
+        .await
+        .expect("token");
+    let (status, body) = call(
+        mesh,
+        "",
+        "POST",
+        "auth/kubernetes_cluster_b/login",
+        Some(json!({"role": "meshtrust-agent", "jwt": jwt})),
+    )
+    .await;
+    assert_eq!(status, 200, "agent login: {body}");
+    body["auth"]["client_token"]
+        .as_str()
+        .expect("client token")
+        .to_string()
+}
+
+/// A well-formed sign-intermediate request for `cn`, as meshtrust sends it, with `extra` fields changed
+/// (`null` removes one).
+fn sign_body(cn: &str, extra: Value) -> Value {
+    let key = meshtrust_pki::generate_key(meshtrust_core::mesh::KeySpec {
+        key_type: meshtrust_core::mesh::KeyType::Ec,
+        bits: 256,
+    })
+    .expect("key");
+    let csr = meshtrust_pki::intermediate_csr(&key, cn, "Istio").expect("csr");
+    let mut body = json!({"csr": csr, "common_name": cn, "organization": "Istio", "ttl": "8760h", "max_path_length": "0", "exclude_cn_from_sans": "true", "format": "pem"});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            if v.is_null() {
+                b.remove(k);
+            } else {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    body
+}
+
+/// The attempts on OpenBao with cluster-b's real agent login: each answered 403 by OpenBao itself.
+async fn openbao_attacks(mesh: &Mesh, token: &str) {
+    let own = "cluster-b intermediate CA (local-mesh)";
+    let sign = "pki/issuer/meshtrust-root-1/sign-intermediate";
+    // Its job still works: the denials below are about the request, not a broken login.
+    let (s, body) = call(mesh, token, "POST", sign, Some(sign_body(own, json!({})))).await;
+    assert_eq!(s, 200, "sign its own intermediate: {body}");
+    // A foreign issuer in meshtrust's PKI mount, made with the root token.
+    let (s, body) = call(
+        mesh,
+        &mesh.env.bao.root_token,
+        "POST",
+        "pki/root/generate/internal",
+        Some(json!({"common_name": "foreign root", "issuer_name": "foreign", "key_type": "ec", "key_bits": 256, "ttl": "8760h"})),
+    )
+    .await;
+    assert_eq!(s, 200, "a foreign issuer: {body}");
+    let attempts: Vec<(&str, &str, Value)> = vec![
+        (
+            "write cluster-a's published entry",
+            "secret/data/istio/remote-secrets/cluster-a",
+            json!({"data": {"cluster-a": "attacker kubeconfig"}}),
+        ),
+        (
+            "sign an intermediate with cluster-a's CN",
+            sign,
+            sign_body("cluster-a intermediate CA (local-mesh)", json!({})),
+        ),
+        (
+            "sign with max_path_length omitted",
+            sign,
+            sign_body(own, json!({"max_path_length": null})),
+        ),
+        (
+            "sign with max_path_length 1",
+            sign,
+            sign_body(own, json!({"max_path_length": "1"})),
+        ),
+        (
+            "sign with a 20-year TTL",
+            sign,
+            sign_body(own, json!({"ttl": "175200h"})),
+        ),
+        (
+            "sign with the TTL omitted (the mount's default)",
+            sign,
+            sign_body(own, json!({"ttl": null})),
+        ),
+        (
+            "sign through a non-meshtrust issuer",
+            "pki/issuer/foreign/sign-intermediate",
+            sign_body(own, json!({})),
+        ),
+        (
+            "sign through the default issuer's path",
+            "pki/root/sign-intermediate",
+            sign_body(own, json!({})),
+        ),
+    ];
+    for (what, path, body) in attempts {
+        let (s, answer) = call(mesh, token, "POST", path, Some(body)).await;
+        assert_eq!(
+            s, 403,
+            "{what} must be refused by OpenBao, got {s}: {answer}"
+        );
+    }
+}
+
+/// resourceVersions of cluster-a's Secrets that meshtrust manages.
+async fn cluster_a_versions(mesh: &Mesh) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in ["cacerts", "istio-remote-secret-cluster-b"] {
+        let secret = mesh
+            .secret(0, "istio-system", name)
+            .await
+            .unwrap_or_else(|| panic!("cluster-a has {name}"));
+        out.push((
+            name.to_string(),
+            secret.metadata.resource_version.unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// The version and update time of cluster-a's published KV entry.
+fn published_version(mesh: &Mesh) -> (Value, Value) {
+    let text = mesh.bao(&[
+        "kv",
+        "metadata",
+        "get",
+        "-format=json",
+        "secret/istio/remote-secrets/cluster-a",
+    ]);
+    let meta: Value = serde_json::from_str(&text).expect("metadata JSON");
+    (
+        meta["data"]["current_version"].clone(),
+        meta["data"]["updated_time"].clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_holding_cluster_b_cannot_touch_cluster_a_or_escalate() {
+    let mesh = Mesh::start(2, "");
+    // cluster-b is deployed as in production: the rendered deploy files, then the admin's apply.
+    let client_b = mesh.env.clusters[1].client().await.expect("client");
+    support::create_namespace(&client_b, "istio-system").await;
+    support::deploy_agent(&mesh, 1).await;
+    mesh.ok(&["apply"]);
+    let before = cluster_a_versions(&mesh).await;
+    let published = published_version(&mesh);
+
+    kubernetes_attacks(&mesh).await;
+    let token = agent_login(&mesh).await;
+    openbao_attacks(&mesh, &token).await;
+    // TODO(index poisoning, the integrator's part of issue 11): traversal keys, garbage and removing cluster-a
+    // from whatever shared index exists belong here once the membership redesign lands.
+
+    let verify = mesh.meshtrust(&["verify"]);
+    assert!(
+        verify.status.success(),
+        "verify after the attacks:
+{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert_eq!(
+        cluster_a_versions(&mesh).await,
+        before,
+        "cluster-a's Secrets are untouched"
+    );
+    assert_eq!(
+        published_version(&mesh),
+        published,
+        "cluster-a's published entry is untouched"
+    );
+}

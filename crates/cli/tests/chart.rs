@@ -140,7 +140,12 @@ fn default_values_install_only_the_service_account_and_rbac() {
     cmd.arg("template")
         .arg("meshtrust-agent")
         .arg(chart())
-        .args(["--namespace", "istio-system", "--set", "readerIdentity.create=false"]);
+        .args([
+            "--namespace",
+            "istio-system",
+            "--set",
+            "readerIdentity.create=false",
+        ]);
     let without_reader = documents(&run(cmd));
     assert!(
         without_reader

@@ -57,7 +57,12 @@ pub fn plan_openbao(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
     for cluster in &mesh.clusters {
         plan_auth(mesh, observed, cluster, plan);
     }
-    plan_policies(mesh, &policy_roots(mesh, &observed.openbao.roots), config, plan);
+    plan_policies(
+        mesh,
+        &policy_roots(mesh, &observed.openbao.roots),
+        config,
+        plan,
+    );
 }
 
 fn plan_namespace_and_kv(mesh: &Mesh, config: &BaoConfigFacts, plan: &mut Plan) {

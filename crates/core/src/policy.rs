@@ -284,8 +284,14 @@ fn admin_pki_rules(pki: &str, roots: &[u32], out: &mut String) {
     for generation in roots {
         rule(
             out,
-            &format!("sign intermediates with {} only", root_issuer_name(*generation)),
-            &format!("{pki}/issuer/{}/sign-intermediate", root_issuer_name(*generation)),
+            &format!(
+                "sign intermediates with {} only",
+                root_issuer_name(*generation)
+            ),
+            &format!(
+                "{pki}/issuer/{}/sign-intermediate",
+                root_issuer_name(*generation)
+            ),
             &["update"],
         );
     }
@@ -345,7 +351,8 @@ mod tests {
         Mesh::from_yaml(&text, "mesh.yaml", PathBuf::from("/"))
     }
 
-    const INJECTION: &str = "Istio\"]\n  }\n}\npath \"*\" {\n  capabilities = [\"sudo\", \"create\", \"update\"]\n}\n#";
+    const INJECTION: &str =
+        "Istio\"]\n  }\n}\npath \"*\" {\n  capabilities = [\"sudo\", \"create\", \"update\"]\n}\n#";
 
     #[test]
     fn a_quote_in_the_organization_cannot_add_a_rule() {
@@ -364,7 +371,10 @@ mod tests {
         let paths = |t: &str| t.lines().filter(|l| l.starts_with("path ")).count();
         assert_eq!(paths(&text), paths(&plain), "{text}");
         assert!(!text.lines().any(|l| l.starts_with("path \"*\"")), "{text}");
-        assert!(text.contains("\"organization\" = [\"Istio\\\"]\\n  }\\n}\\npath"), "{text}");
+        assert!(
+            text.contains("\"organization\" = [\"Istio\\\"]\\n  }\\n}\\npath"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -394,7 +404,9 @@ mod tests {
         assert!(!text.contains("issuer/+/sign-intermediate"), "{text}");
         for g in [1, 2] {
             assert!(
-                text.contains(&format!("path \"pki/issuer/meshtrust-root-{g}/sign-intermediate\"")),
+                text.contains(&format!(
+                    "path \"pki/issuer/meshtrust-root-{g}/sign-intermediate\""
+                )),
                 "{text}"
             );
         }

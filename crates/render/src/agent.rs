@@ -35,7 +35,8 @@ pub fn agent_manifests(
     if let Some(addr) = &mesh.openbao.address {
         env.push(json!({"name": "BAO_ADDR", "value": addr}));
     }
-    let mut objects = vec![json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, true)})];
+    let mut objects =
+        vec![json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, true)})];
     objects.extend(agent_rbac(mesh, cluster, &labels));
     objects.extend(reader_identity(cluster));
     objects.extend([
@@ -73,7 +74,8 @@ pub fn agent_manifests(
 }
 
 fn rule_json(rule: &RbacRule) -> Value {
-    let mut out = json!({"apiGroups": rule.api_groups, "resources": rule.resources, "verbs": rule.verbs});
+    let mut out =
+        json!({"apiGroups": rule.api_groups, "resources": rule.resources, "verbs": rule.verbs});
     if !rule.resource_names.is_empty() {
         out["resourceNames"] = json!(rule.resource_names);
     }
@@ -107,7 +109,12 @@ pub fn agent_role_rules(mesh: &Mesh, cluster: &ClusterSettings) -> Vec<RbacRule>
         rule(&[""], &["secrets"], &["update", "patch", "delete"], &owned),
         rule(&[""], &["serviceaccounts"], &["get"], &reader),
         rule(&[""], &["serviceaccounts/token"], &["create"], &reader),
-        rule(&["coordination.k8s.io"], &["leases"], &["get", "update"], &lease),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["get", "update"],
+            &lease,
+        ),
         rule(&["coordination.k8s.io"], &["leases"], &["create"], &[]),
     ]
 }
@@ -117,7 +124,12 @@ pub fn agent_role_rules(mesh: &Mesh, cluster: &ClusterSettings) -> Vec<RbacRule>
 pub fn agent_cluster_rules(cluster: &ClusterSettings) -> Vec<RbacRule> {
     let reader_role = [istio::reader_cluster_role_name(&cluster.istio_namespace)];
     vec![
-        rule(&[""], &["namespaces"], &["get"], &[cluster.istio_namespace.clone()]),
+        rule(
+            &[""],
+            &["namespaces"],
+            &["get"],
+            std::slice::from_ref(&cluster.istio_namespace),
+        ),
         rule(
             &["rbac.authorization.k8s.io"],
             &["clusterroles", "clusterrolebindings"],

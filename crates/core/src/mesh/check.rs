@@ -46,7 +46,10 @@ impl Checker {
                 format!("{value:?} contains {bad}; use letters, digits, spaces and plain punctuation, without quotes, backslashes, '*', '${{' or control characters"),
             );
         } else if value.trim().is_empty() || value.len() > 64 {
-            self.problem(path, "must be 1 to 64 characters (an X.509 subject field's limit)");
+            self.problem(
+                path,
+                "must be 1 to 64 characters (an X.509 subject field's limit)",
+            );
         }
     }
 

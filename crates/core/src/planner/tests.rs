@@ -134,9 +134,10 @@ fn settled(mesh: &Mesh, observed: &Observed) -> BaoConfigFacts {
                 role: Some(desired_role(mesh, c)),
             },
         );
-        config
-            .policies
-            .insert(agent_policy_name(&c.name), Some(agent_policy(mesh, c, &roots)));
+        config.policies.insert(
+            agent_policy_name(&c.name),
+            Some(agent_policy(mesh, c, &roots)),
+        );
     }
     config
         .policies

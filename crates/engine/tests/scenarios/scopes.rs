@@ -151,10 +151,8 @@ async fn an_agent_never_writes_rbac_and_names_the_fix() {
         .await
         .expect("converges");
     assert!(
-        plan.changes
-            .iter()
-            .all(|c| !c.action.needs_cluster_admin()
-                && !matches!(c.action, Action::PublishRemoteSecret { .. })),
+        plan.changes.iter().all(|c| !c.action.needs_cluster_admin()
+            && !matches!(c.action, Action::PublishRemoteSecret { .. })),
         "{plan}"
     );
     let warning = plan
@@ -163,7 +161,8 @@ async fn an_agent_never_writes_rbac_and_names_the_fix() {
         .find(|w| w.contains("istio-reader-service-account"))
         .unwrap_or_else(|| panic!("a warning names the reader identity: {:?}", plan.warnings));
     assert!(
-        warning.contains("meshtrust render agent --cluster c1") && warning.contains("meshtrust apply"),
+        warning.contains("meshtrust render agent --cluster c1")
+            && warning.contains("meshtrust apply"),
         "{warning}"
     );
     assert_eq!(h.writes(), Vec::<String>::new());
