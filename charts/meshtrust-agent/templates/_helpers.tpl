@@ -22,3 +22,16 @@ app.kubernetes.io/name: meshtrust-agent
 {{- define "meshtrust-agent.runs" -}}
 {{- if and .Values.cluster (or .Values.mesh .Values.existingMeshConfigMap) }}true{{ end }}
 {{- end }}
+
+{{/* The peers whose remote secrets the agent owns: every other cluster of the mesh file, then .Values.peers. */}}
+{{- define "meshtrust-agent.peers" -}}
+{{- $peers := list -}}
+{{- if .Values.mesh -}}
+{{- range ((fromYaml .Values.mesh).clusters | default list) -}}
+{{- if and .name (ne .name $.Values.cluster) -}}
+{{- $peers = append $peers .name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- concat $peers .Values.peers | toYaml -}}
+{{- end }}

@@ -11,7 +11,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use serde_json::json;
 use support::{Mesh, field};
 
 struct Agent {
@@ -518,16 +517,13 @@ async fn agents_bring_an_empty_mesh_to_a_consistent_state() {
     );
     assert!(mesh.secret(0, "istio-system", "cacerts").await.is_none());
 
-    // The agent's ServiceAccount lives in istio-system, which the agent's deploy files (or GitOps) create.
+    // The Istio namespace exists before the agent is deployed (its Role lives there). The deploy files
+    // (`meshtrust render agent | kubectl apply -f -`) bring the agent's identity and the reader identity, which
+    // the agent itself may not create.
     for i in 0..2 {
         let client = mesh.env.clusters[i].client().await.expect("client");
-        let ns: k8s_openapi::api::core::v1::Namespace =
-            serde_json::from_value(json!({"metadata": {"name": "istio-system"}})).expect("ns");
-        Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("ns");
-        agent_identity(&mesh, i).await;
+        support::create_namespace(&client, "istio-system").await;
+        support::deploy_agent(&mesh, i).await;
     }
     let _a = start_agent(&mesh, 0);
     let _b = start_agent(&mesh, 1);

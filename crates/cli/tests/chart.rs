@@ -126,12 +126,32 @@ fn default_values_install_only_the_service_account_and_rbac() {
         kinds(&objects),
         [
             "ServiceAccount",
+            "ServiceAccount",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Role",
             "RoleBinding"
         ]
+    );
+    let mut cmd = helm();
+    cmd.arg("template")
+        .arg("meshtrust-agent")
+        .arg(chart())
+        .args([
+            "--namespace",
+            "istio-system",
+            "--set",
+            "readerIdentity.create=false",
+        ]);
+    let without_reader = documents(&run(cmd));
+    assert!(
+        without_reader
+            .iter()
+            .all(|o| o["metadata"]["name"] != "istio-reader-service-account"),
+        "readerIdentity.create=false leaves the reader identity to Istio's charts"
     );
 }
 
@@ -204,7 +224,7 @@ fn the_chart_grants_the_same_rbac_as_render_agent() {
         std::fs::write(
             &mesh,
             format!(
-                "apiVersion: meshtrust.dev/v1\nkind: Mesh\n{agent}clusters:\n  - name: cluster-a\n    kubeconfig: kc\n    istioNamespace: {istio_ns}\n"
+                "apiVersion: meshtrust.dev/v1\nkind: Mesh\n{agent}clusters:\n  - name: cluster-a\n    kubeconfig: kc\n    istioNamespace: {istio_ns}\n  - name: cluster-b\n    kubeconfig: kc\n"
             ),
         )
         .expect("mesh file");
@@ -220,7 +240,17 @@ fn the_chart_grants_the_same_rbac_as_render_agent() {
         );
         let rendered = rbac(&documents(&String::from_utf8_lossy(&out.stdout)));
         let charted = rbac(&template(namespace, "cluster-a", &mesh, sets));
-        assert_eq!(rendered.len(), 6, "{rendered:?}");
+        // The agent's ServiceAccount and five RBAC objects, and the reader identity's three.
+        assert_eq!(rendered.len(), 9, "{rendered:?}");
+        let role = &rendered
+            .iter()
+            .find(|(k, _)| k.starts_with("Role/"))
+            .expect("Role")
+            .1;
+        assert!(
+            role.to_string().contains("istio-remote-secret-cluster-b"),
+            "the peer's remote secret is named: {role}"
+        );
         assert_eq!(charted, rendered, "case {i}: chart and render agent differ");
     }
 }
@@ -247,8 +277,11 @@ async fn helm_template_passes_a_server_side_dry_run() {
         [
             "PodDisruptionBudget",
             "ServiceAccount",
+            "ServiceAccount",
             "ConfigMap",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Role",

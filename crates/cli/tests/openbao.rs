@@ -70,7 +70,7 @@ fn sign_body(cn: &str, extra: Value) -> Value {
     })
     .expect("key");
     let csr = intermediate_csr(&key, cn, "Istio").expect("csr");
-    let mut body = json!({"csr": csr, "common_name": cn, "organization": "Istio", "ttl": "24h", "max_path_length": "0", "exclude_cn_from_sans": "true", "format": "pem"});
+    let mut body = json!({"csr": csr, "common_name": cn, "organization": "Istio", "ttl": "8760h", "max_path_length": "0", "exclude_cn_from_sans": "true", "format": "pem"});
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         for (k, v) in e {
             b.insert(k.clone(), v.clone());

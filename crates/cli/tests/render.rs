@@ -115,10 +115,9 @@ async fn rendered_core_objects_pass_a_server_side_dry_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_deploy_files_pass_a_server_side_dry_run() {
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
     let mesh = Mesh::start(1, "");
-    mesh.ok(&["apply"]);
     let client = mesh.env.clusters[0].client().await.expect("client");
+    support::create_namespace(&client, "istio-system").await;
     let out = mesh.ok(&["render", "agent", "--cluster", "cluster-a"]);
     let objects = documents(&out);
     let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
@@ -131,11 +130,15 @@ async fn the_agent_deploy_files_pass_a_server_side_dry_run() {
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
+            // The reader identity peers use: the agent may not write RBAC, so its deploy files carry it.
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ConfigMap",
             "Deployment"
         ]
     );
-    let deployment = &objects[7];
+    let deployment = &objects[10];
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(
@@ -143,28 +146,5 @@ async fn the_agent_deploy_files_pass_a_server_side_dry_run() {
         true
     );
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let params = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    for object in objects {
-        let api_version = object["apiVersion"].as_str().expect("apiVersion");
-        let kind = object["kind"].as_str().expect("kind");
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk)
-            .await
-            .expect("a kind the API server knows");
-        let resource: ApiResource = resource;
-        let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("object");
-        let api: Api<DynamicObject> = match (caps.scope, object["metadata"]["namespace"].as_str()) {
-            (kube::discovery::Scope::Namespaced, Some(ns)) => {
-                Api::namespaced_with(client.clone(), ns, &resource)
-            }
-            _ => Api::all_with(client.clone(), &resource),
-        };
-        api.create(&params, &dynamic)
-            .await
-            .unwrap_or_else(|e| panic!("{kind} rejected by the API server: {e}"));
-    }
+    support::create_objects(&client, &objects, true).await;
 }

@@ -1,12 +1,26 @@
 //! Planning OpenBao's side of the mesh: the namespace, the KV mount, one Kubernetes auth mount per cluster
 //! with its config and the agent's role, and meshtrust's policies. Anything edited by hand shows up as drift.
 
-use crate::facts::{AuthFacts, BaoConfigFacts, ClusterFacts, MountFacts, Observed, RoleFacts};
-use crate::mesh::{ClusterSettings, Mesh};
+use crate::facts::{
+    AuthFacts, BaoConfigFacts, ClusterFacts, MountFacts, Observed, RoleFacts, RootIssuerFacts,
+};
+use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
 use crate::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
 
 pub const AGENT_ROLE: &str = "meshtrust-agent";
+
+/// The root generations the policies let sign intermediates: every meshtrust root OpenBao holds, or, before
+/// the first apply, generation 1 (which that apply creates). A root made later (`ca rotate-root`) is observed
+/// by the next run, which rewrites the policies before anything signs with it. Plan and apply both derive it
+/// from the same observation, so they agree.
+pub fn policy_roots(mesh: &Mesh, observed: &[RootIssuerFacts]) -> Vec<u32> {
+    if mesh.ca.mode != CaMode::BaoPki {
+        return vec![];
+    }
+    let roots: Vec<u32> = observed.iter().map(|r| r.generation).collect();
+    if roots.is_empty() { vec![1] } else { roots }
+}
 
 /// The role the agent of `cluster` logs in with.
 pub fn desired_role(mesh: &Mesh, cluster: &ClusterSettings) -> RoleFacts {
@@ -43,7 +57,12 @@ pub fn plan_openbao(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
     for cluster in &mesh.clusters {
         plan_auth(mesh, observed, cluster, plan);
     }
-    plan_policies(mesh, config, plan);
+    plan_policies(
+        mesh,
+        &policy_roots(mesh, &observed.openbao.roots),
+        config,
+        plan,
+    );
 }
 
 fn plan_namespace_and_kv(mesh: &Mesh, config: &BaoConfigFacts, plan: &mut Plan) {
@@ -159,13 +178,13 @@ fn plan_auth_config(
     }
 }
 
-fn plan_policies(mesh: &Mesh, config: &BaoConfigFacts, plan: &mut Plan) {
+fn plan_policies(mesh: &Mesh, roots: &[u32], config: &BaoConfigFacts, plan: &mut Plan) {
     let mut wanted: Vec<(String, String)> = mesh
         .clusters
         .iter()
-        .map(|c| (agent_policy_name(&c.name), agent_policy(mesh, c)))
+        .map(|c| (agent_policy_name(&c.name), agent_policy(mesh, c, roots)))
         .collect();
-    wanted.push((ADMIN_POLICY.to_string(), admin_policy(mesh)));
+    wanted.push((ADMIN_POLICY.to_string(), admin_policy(mesh, roots)));
     for (name, text) in wanted {
         let have = config.policies.get(&name).cloned().flatten();
         if have.as_deref().map(str::trim) != Some(text.trim()) {

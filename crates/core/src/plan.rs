@@ -154,6 +154,17 @@ impl Action {
         }
     }
 
+    /// Changes that write cluster-scoped objects: the reader identity's ClusterRole and binding (RBAC) and the
+    /// Istio namespace. Only the admin (`meshtrust apply`) or the deploy files make them: an agent that could
+    /// write RBAC could grant itself anything. The agent's own Role lives in the Istio namespace, so that
+    /// namespace exists wherever an agent has any rights at all.
+    pub fn needs_cluster_admin(&self) -> bool {
+        matches!(
+            self,
+            Action::EnsureReader { .. } | Action::CreateNamespace { .. }
+        )
+    }
+
     /// Changes that need the admin's OpenBao rights: its configuration, the mesh-wide CA in OpenBao, and
     /// removing a departed cluster's entry. An agent never makes them; `apply --openbao-only` makes only them.
     pub fn needs_openbao_admin(&self) -> bool {

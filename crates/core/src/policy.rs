@@ -3,11 +3,17 @@
 //!
 //! How a cluster's agent is limited to its own intermediate: OpenBao's PKI has no per-issuer subject
 //! restriction for `sign-intermediate`, so the limit is in the policy's parameter constraints. The request
-//! must carry `common_name` and `csr`; `common_name` and `organization` may take only this cluster's values;
-//! `max_path_length` only `"0"`; and nothing else (no `use_csr_values`, no SANs, no key usages) is allowed.
-//! OpenBao itself refuses any other request with 403.
+//! must carry `common_name`, `csr`, `max_path_length` and `ttl`; `common_name` and `organization` may take only
+//! this cluster's values, `max_path_length` only `"0"` (an omitted one would give an intermediate that may sign
+//! CAs), `ttl` only the mesh file's intermediate TTL; and nothing else (no `use_csr_values`, no SANs, no key
+//! usages) is allowed. Only meshtrust's own root issuers are named (`meshtrust-root-<N>`, never `issuer/+`),
+//! so a foreign issuer in the mount cannot be used. OpenBao itself refuses any other request with 403.
+//!
+//! Every string is escaped on its way into HCL (and the mesh file already refuses quotes, backslashes, control
+//! characters and globs where they could reach a policy), so no value can add or widen a rule.
 
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
+use crate::names::root_issuer_name;
 
 pub const ADMIN_POLICY: &str = "meshtrust-admin";
 
@@ -15,23 +21,86 @@ pub fn agent_policy_name(cluster: &str) -> String {
     format!("meshtrust-agent-{cluster}")
 }
 
+/// `s` as the inside of an HCL string: quotes, backslashes and control characters escaped. HCL 1 (OpenBao's
+/// policy parser) has no escape for `${`, inside which a quote would not end the string, so it is broken up:
+/// the value then matches nothing, which can only narrow a rule. The mesh file refuses all of these anyway.
+pub fn hcl_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.replace("${", "$ {")
+}
+
+/// A comment on one line, whatever it holds.
+fn comment_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn quoted_list(values: &[&str]) -> String {
+    let quoted: Vec<String> = values
+        .iter()
+        .map(|v| format!("\"{}\"", hcl_escape(v)))
+        .collect();
+    quoted.join(", ")
+}
+
 fn rule(out: &mut String, comment: &str, path: &str, capabilities: &[&str]) {
-    let caps: Vec<String> = capabilities.iter().map(|c| format!("\"{c}\"")).collect();
     out.push_str(&format!(
-        "# {comment}\npath \"{path}\" {{\n  capabilities = [{}]\n}}\n\n",
-        caps.join(", ")
+        "# {}\npath \"{}\" {{\n  capabilities = [{}]\n}}\n\n",
+        comment_line(comment),
+        hcl_escape(path),
+        quoted_list(capabilities)
     ));
 }
 
-/// The policy of cluster `cluster`'s agent: exactly its job, nothing else.
-pub fn agent_policy(mesh: &Mesh, cluster: &ClusterSettings) -> String {
+/// The sign-intermediate rule of one meshtrust root: only this cluster's subject, path length 0, the mesh
+/// file's TTL, PEM, no CSR values.
+fn sign_rule(out: &mut String, pki: &str, generation: u32, mesh: &Mesh, cluster: &ClusterSettings) {
+    let cn = cluster.intermediate_common_name(&mesh.mesh_id);
+    let ttl = mesh.ca.intermediate.ttl.to_string();
+    let allowed: [(&str, &[&str]); 7] = [
+        ("common_name", &[&cn]),
+        ("organization", &[&mesh.ca.intermediate.organization]),
+        ("csr", &[]),
+        ("ttl", &[&ttl]),
+        ("max_path_length", &["0"]),
+        ("exclude_cn_from_sans", &["true"]),
+        ("format", &["pem"]),
+    ];
+    out.push_str(&format!(
+        "# sign this cluster's intermediate with {issuer} only: subject pinned, path length 0, ttl {ttl}, no CSR values\n\
+         path \"{path}\" {{\n  capabilities = [\"update\"]\n  required_parameters = [{required}]\n  allowed_parameters = {{\n",
+        issuer = root_issuer_name(generation),
+        path = hcl_escape(&format!("{pki}/issuer/{}/sign-intermediate", root_issuer_name(generation))),
+        required = quoted_list(&["common_name", "csr", "max_path_length", "ttl"]),
+    ));
+    for (name, values) in allowed {
+        out.push_str(&format!("    \"{name}\" = [{}]\n", quoted_list(values)));
+    }
+    out.push_str("  }\n}\n\n");
+}
+
+/// The policy of cluster `cluster`'s agent: exactly its job, nothing else. `roots` are the generations of
+/// meshtrust's root issuers it may sign with (see [`crate::bao_plan::policy_roots`]).
+pub fn agent_policy(mesh: &Mesh, cluster: &ClusterSettings, roots: &[u32]) -> String {
     let kv = &mesh.openbao.kv_mount;
     let pki = &mesh.openbao.pki_mount;
     let rs = &mesh.remote_secrets.kv_path;
     let name = &cluster.name;
     let mut out = format!(
         "# meshtrust agent of cluster {name} (mesh {}). Generated by meshtrust; `meshtrust apply` repairs edits.\n\n",
-        mesh.mesh_id
+        comment_line(&mesh.mesh_id)
     );
     match mesh.ca.mode {
         CaMode::BaoPki => {
@@ -59,12 +128,9 @@ pub fn agent_policy(mesh: &Mesh, cluster: &ClusterSettings) -> String {
                 &format!("sys/mounts/{pki}/tune"),
                 &["read"],
             );
-            out.push_str(&format!(
-                "# sign this cluster's intermediate only: the subject is pinned, path length 0, no CSR values\n\
-                 path \"{pki}/issuer/+/sign-intermediate\" {{\n  capabilities = [\"update\"]\n  required_parameters = [\"common_name\", \"csr\"]\n  allowed_parameters = {{\n    \"common_name\" = [\"{cn}\"]\n    \"organization\" = [\"{org}\"]\n    \"csr\" = []\n    \"ttl\" = []\n    \"max_path_length\" = [\"0\"]\n    \"exclude_cn_from_sans\" = [\"true\"]\n    \"format\" = [\"pem\"]\n  }}\n}}\n\n",
-                cn = cluster.intermediate_common_name(&mesh.mesh_id),
-                org = mesh.ca.intermediate.organization,
-            ));
+            for generation in roots {
+                sign_rule(&mut out, pki, *generation, mesh, cluster);
+            }
         }
         CaMode::SharedRoot => {
             rule(
@@ -109,13 +175,14 @@ pub fn agent_policy(mesh: &Mesh, cluster: &ClusterSettings) -> String {
 }
 
 /// The least privilege for the person or pipeline running `meshtrust apply`, so that nobody needs a root token.
-pub fn admin_policy(mesh: &Mesh) -> String {
+/// `roots`: the root generations it may sign intermediates with.
+pub fn admin_policy(mesh: &Mesh, roots: &[u32]) -> String {
     let mut out = format!(
         "# meshtrust admin (runs `meshtrust plan/apply/verify`) for mesh {}. Generated by meshtrust.\n\n",
         mesh.mesh_id
     );
     admin_sys_rules(mesh, &mut out);
-    admin_pki_rules(&mesh.openbao.pki_mount, &mut out);
+    admin_pki_rules(&mesh.openbao.pki_mount, roots, &mut out);
     admin_kv_rules(mesh, &mut out);
     out.trim_end().to_string() + "\n"
 }
@@ -154,8 +221,9 @@ fn admin_sys_rules(mesh: &Mesh, out: &mut String) {
         rule(
             out,
             &format!("cluster {}: its Kubernetes auth mount", c.name),
+            // delete: removing a cluster from the mesh file removes its mount (and so its role and tokens).
             &format!("sys/auth/{m}"),
-            &["create", "read", "update", "sudo"],
+            &["create", "read", "update", "delete", "sudo"],
         );
         rule(
             out,
@@ -166,26 +234,34 @@ fn admin_sys_rules(mesh: &Mesh, out: &mut String) {
         rule(
             out,
             &format!("cluster {}: the agent's role", c.name),
-            &format!("auth/{m}/role/*"),
+            &format!("auth/{m}/role/meshtrust-agent"),
             &["create", "read", "update"],
         );
     }
     rule(
         out,
-        "meshtrust's own policies only",
+        "meshtrust's own policies only (delete: a removed cluster's agent policy)",
         "sys/policies/acl/meshtrust-*",
-        &["create", "read", "update"],
+        &["create", "read", "update", "delete"],
+    );
+    rule(
+        out,
+        "list policies, to find a removed cluster's agent policy",
+        "sys/policies/acl",
+        &["list"],
     );
 }
 
 /// The roots and the intermediates they sign; root keys stay inside OpenBao.
-fn admin_pki_rules(pki: &str, out: &mut String) {
+fn admin_pki_rules(pki: &str, roots: &[u32], out: &mut String) {
     rule(
         out,
         "list and read the roots",
         &format!("{pki}/issuers"),
         &["list"],
     );
+    // Reading stays open: observing reads every listed issuer to tell meshtrust's roots from others, and a
+    // certificate is public.
     rule(out, "read a root", &format!("{pki}/issuer/+"), &["read"]);
     rule(
         out,
@@ -199,12 +275,20 @@ fn admin_pki_rules(pki: &str, out: &mut String) {
         &format!("{pki}/issuers/generate/root/internal"),
         &["update"],
     );
-    rule(
-        out,
-        "sign intermediates",
-        &format!("{pki}/issuer/+/sign-intermediate"),
-        &["update"],
-    );
+    for generation in roots {
+        rule(
+            out,
+            &format!(
+                "sign intermediates with {} only",
+                root_issuer_name(*generation)
+            ),
+            &format!(
+                "{pki}/issuer/{}/sign-intermediate",
+                root_issuer_name(*generation)
+            ),
+            &["update"],
+        );
+    }
 }
 
 /// The shared-root bundle, the published remote secrets and their change index.
@@ -246,4 +330,88 @@ fn admin_kv_rules(mesh: &Mesh, out: &mut String) {
         &format!("{kv}/metadata/{}", mesh.remote_secrets.index_path),
         &["read"],
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn mesh(extra: &str) -> Result<Mesh, crate::mesh::MeshError> {
+        let text = format!(
+            "apiVersion: meshtrust.dev/v1\nkind: Mesh\nmeshID: mesh1\n{extra}clusters:\n  - name: cluster-a\n    kubeconfig: a\n  - name: cluster-b\n    kubeconfig: b\n"
+        );
+        Mesh::from_yaml(&text, "mesh.yaml", PathBuf::from("/"))
+    }
+
+    const INJECTION: &str =
+        "Istio\"]\n  }\n}\npath \"*\" {\n  capabilities = [\"sudo\", \"create\", \"update\"]\n}\n#";
+
+    #[test]
+    fn a_quote_in_the_organization_cannot_add_a_rule() {
+        // The mesh file refuses it ...
+        let yaml = format!(
+            "ca:\n  intermediate:\n    organization: {}\n",
+            serde_json::to_string(INJECTION).expect("json string")
+        );
+        let err = mesh(&yaml).expect_err("refused").to_string();
+        assert!(err.contains("ca.intermediate.organization"), "{err}");
+        // ... and were it to get through, the HCL writer keeps it inside one string.
+        let mut m = mesh("").expect("mesh");
+        m.ca.intermediate.organization = INJECTION.into();
+        let text = agent_policy(&m, &m.clusters[0], &[1]);
+        let plain = agent_policy(&mesh("").expect("mesh"), &m.clusters[0], &[1]);
+        let paths = |t: &str| t.lines().filter(|l| l.starts_with("path ")).count();
+        assert_eq!(paths(&text), paths(&plain), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("path \"*\"")), "{text}");
+        assert!(
+            text.contains("\"organization\" = [\"Istio\\\"]\\n  }\\n}\\npath"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn hcl_escape_covers_quotes_backslashes_controls_and_interpolation() {
+        assert_eq!(hcl_escape(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(hcl_escape("a\nb\u{1}"), "a\\nb\\u0001");
+        assert_eq!(hcl_escape("${x}"), "$ {x}");
+    }
+
+    #[test]
+    fn globs_and_interpolation_are_refused_in_subject_fields() {
+        for (field, value) in [
+            ("intermediate:\n    organization", "\"*\""),
+            ("intermediate:\n    organization", "\"a${b}\""),
+            ("root:\n    commonName", "\"a\\\\b\""),
+            ("root:\n    organization", "\"a\\u0007\""),
+        ] {
+            let err = mesh(&format!("ca:\n  {field}: {value}\n"));
+            assert!(err.is_err(), "{field} {value} must be refused");
+        }
+    }
+
+    #[test]
+    fn signing_is_pinned_to_meshtrusts_roots_with_path_length_and_ttl_required() {
+        let m = mesh("").expect("mesh");
+        let text = agent_policy(&m, &m.clusters[0], &[1, 2]);
+        assert!(!text.contains("issuer/+/sign-intermediate"), "{text}");
+        for g in [1, 2] {
+            assert!(
+                text.contains(&format!(
+                    "path \"pki/issuer/meshtrust-root-{g}/sign-intermediate\""
+                )),
+                "{text}"
+            );
+        }
+        assert!(text.contains(
+            "required_parameters = [\"common_name\", \"csr\", \"max_path_length\", \"ttl\"]"
+        ));
+        assert!(text.contains("\"ttl\" = [\"8760h\"]"), "{text}");
+        assert!(text.contains("\"max_path_length\" = [\"0\"]"), "{text}");
+        let admin = admin_policy(&m, &[1]);
+        assert!(!admin.contains("issuer/+/sign-intermediate"), "{admin}");
+        assert!(!admin.contains("role/*"), "{admin}");
+        assert!(admin.contains("path \"pki/issuer/meshtrust-root-1/sign-intermediate\""));
+    }
 }

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use meshtrust_core::facts::{ObjectState, Observed};
 use meshtrust_core::mesh::{CaMode, Mesh};
-use meshtrust_core::plan::{Action, Change, Plan};
+use meshtrust_core::plan::{Action, Change, Plan, Target};
 use meshtrust_core::planner::{PlanOptions, plan};
 use meshtrust_core::ports::{Cluster, GenerateOutcome, OpenBao};
 
@@ -124,7 +125,10 @@ impl Engine {
         let mut plan = plan(&self.mesh, snapshot.facts(), options);
         match self.scope {
             Scope::Admin => {}
-            Scope::Agent => plan.changes.retain(|c| !c.action.needs_openbao_admin()),
+            Scope::Agent => {
+                plan.changes.retain(|c| !c.action.needs_openbao_admin());
+                leave_cluster_admin_changes(&mut plan, snapshot.facts());
+            }
             Scope::OpenBaoOnly => {
                 plan.changes.retain(|c| c.action.needs_openbao_admin());
                 plan.blockers.clear();
@@ -214,6 +218,34 @@ impl Engine {
         {
             GenerateOutcome::Created => Ok(RotationStart::Generated { issuer_name }),
             GenerateOutcome::AlreadyExists => Ok(RotationStart::AlreadyExists { issuer_name }),
+        }
+    }
+}
+
+/// An agent holds no right to write RBAC or namespaces (it could otherwise grant itself anything), so such
+/// changes become warnings naming who makes them. Publishing needs the reader ServiceAccount; while it is
+/// missing, publishing would only fail, so it waits too.
+fn leave_cluster_admin_changes(plan: &mut Plan, facts: &Observed) {
+    let (admin, own): (Vec<Change>, Vec<Change>) = std::mem::take(&mut plan.changes)
+        .into_iter()
+        .partition(|c| c.action.needs_cluster_admin());
+    plan.changes = own;
+    for change in admin {
+        let Target::Cluster { name } = &change.target else {
+            continue;
+        };
+        plan.warnings.push(format!(
+            "cluster {name}: {} needs {}, which the agent may not write (it holds no RBAC or namespace rights); apply the deploy files (`meshtrust render agent --cluster {name} | kubectl apply -f -`) or run `meshtrust apply`",
+            change.resource, change.summary
+        ));
+        let reader_missing = facts
+            .clusters
+            .get(name)
+            .is_some_and(|c| c.reader.service_account == ObjectState::Absent);
+        if reader_missing {
+            plan.changes.retain(|c| {
+                !matches!(&c.action, Action::PublishRemoteSecret { cluster } if cluster == name)
+            });
         }
     }
 }

@@ -10,8 +10,8 @@ use crate::EngineError;
 use crate::names::{is_managed, managed_labels};
 use crate::snapshot::ReaderObjects;
 
-/// ServiceAccount, ClusterRole and ClusterRoleBinding, as meshtrust would write them.
-pub(crate) fn desired_reader(settings: &ClusterSettings) -> [KubeObject; 3] {
+/// ServiceAccount, ClusterRole and ClusterRoleBinding, as meshtrust (or its deploy files) write them.
+pub fn desired_reader(settings: &ClusterSettings) -> [KubeObject; 3] {
     let ns = &settings.istio_namespace;
     let role_name = reader_cluster_role_name(ns);
     let mut labels = managed_labels();

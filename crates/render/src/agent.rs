@@ -2,11 +2,15 @@
 
 use meshtrust_core::istio;
 use meshtrust_core::mesh::{ClusterSettings, Mesh};
-use meshtrust_core::names::{AGENT_NAME, MESH_CONFIG_MAP};
+use meshtrust_core::names::{
+    AGENT_NAME, CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MESH_CONFIG_MAP, remote_secret_name,
+};
+use meshtrust_core::ports::RbacRule;
 use serde_json::{Value, json};
 
-/// The agent's deploy files for one cluster: its ServiceAccount, least-privilege RBAC, the mesh file as a
-/// ConfigMap, and a hardened Deployment (non-root, read-only root filesystem, probes). Two replicas: a Lease
+/// The agent's deploy files for one cluster: its ServiceAccount, least-privilege RBAC, the reader identity
+/// peers use (the agent may not write RBAC, so the deploy files carry it), the mesh file as a ConfigMap, and a
+/// hardened Deployment (non-root, read-only root filesystem, probes). Two replicas: a Lease
 /// elects the one that writes.
 pub fn agent_manifests(
     mesh: &Mesh,
@@ -16,8 +20,6 @@ pub fn agent_manifests(
 ) -> Vec<Value> {
     let ns = &mesh.agent.namespace;
     let sa = &mesh.agent.service_account;
-    let istio_ns = &cluster.istio_namespace;
-    let reader_role = istio::reader_cluster_role_name(istio_ns);
     let labels =
         json!({"app.kubernetes.io/name": AGENT_NAME, "app.kubernetes.io/part-of": "meshtrust"});
     let meta = |name: &str, namespaced: bool| {
@@ -33,48 +35,11 @@ pub fn agent_manifests(
     if let Some(addr) = &mesh.openbao.address {
         env.push(json!({"name": "BAO_ADDR", "value": addr}));
     }
-    vec![
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, true)}),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": AGENT_NAME, "namespace": istio_ns, "labels": labels},
-            "rules": [
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "update", "delete"]},
-                {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create"]},
-                {"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [istio::READER_SERVICE_ACCOUNT], "verbs": ["create"]},
-                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
-            ],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": AGENT_NAME, "namespace": istio_ns, "labels": labels},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT_NAME},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": meta(AGENT_NAME, false),
-            "rules": [
-                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
-                // Creating a ClusterRole cannot be limited by name; reading, updating and granting it can.
-                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles", "clusterrolebindings"], "verbs": ["create"]},
-                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "resourceNames": [reader_role], "verbs": ["get", "update", "escalate", "bind"]},
-                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterrolebindings"], "resourceNames": [reader_role], "verbs": ["get", "update"]},
-            ],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": meta(AGENT_NAME, false),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT_NAME},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": meta(&format!("{AGENT_NAME}-auth-delegator"), false),
-            // OpenBao reviews the agent's login token with the token itself.
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-        }),
+    let mut objects =
+        vec![json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, true)})];
+    objects.extend(agent_rbac(mesh, cluster, &labels));
+    objects.extend(reader_identity(cluster));
+    objects.extend([
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(MESH_CONFIG_MAP, true), "data": {"mesh.yaml": mesh_file}}),
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
@@ -104,5 +69,130 @@ pub fn agent_manifests(
                 },
             },
         }),
+    ]);
+    objects
+}
+
+fn rule_json(rule: &RbacRule) -> Value {
+    let mut out =
+        json!({"apiGroups": rule.api_groups, "resources": rule.resources, "verbs": rule.verbs});
+    if !rule.resource_names.is_empty() {
+        out["resourceNames"] = json!(rule.resource_names);
+    }
+    out
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str], names: &[String]) -> RbacRule {
+    let mut rule = RbacRule::new(groups, resources, verbs);
+    rule.resource_names = names.to_vec();
+    rule
+}
+
+/// The agent's rights in its Istio namespace: exactly its job, by name wherever Kubernetes can check a name.
+pub fn agent_role_rules(mesh: &Mesh, cluster: &ClusterSettings) -> Vec<RbacRule> {
+    let mut owned = vec![CACERTS.to_string()];
+    owned.extend(
+        mesh.clusters
+            .iter()
+            .filter(|c| c.name != cluster.name)
+            .map(|c| remote_secret_name(&c.name)),
+    );
+    let reader = [istio::READER_SERVICE_ACCOUNT.to_string()];
+    let lease = [AGENT_NAME.to_string()];
+    vec![
+        // The agent lists remote secrets by label and watches them for drift. Kubernetes cannot limit list
+        // and watch by name, so limiting get would not hide any Secret's content either.
+        rule(&[""], &["secrets"], &["get", "list", "watch"], &[]),
+        // A create names no existing object, so Kubernetes cannot limit it by name.
+        rule(&[""], &["secrets"], &["create"], &[]),
+        // Only the Secrets it owns: cacerts and one remote secret per peer in the mesh file.
+        rule(&[""], &["secrets"], &["update", "patch", "delete"], &owned),
+        rule(&[""], &["serviceaccounts"], &["get"], &reader),
+        rule(&[""], &["serviceaccounts/token"], &["create"], &reader),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["get", "update"],
+            &lease,
+        ),
+        rule(&["coordination.k8s.io"], &["leases"], &["create"], &[]),
+    ]
+}
+
+/// Cluster-wide, the agent only reads: its namespace and the reader identity's RBAC (to report drift).
+/// It never writes RBAC: a right to create, update, escalate or bind roles would let it grant itself anything.
+pub fn agent_cluster_rules(cluster: &ClusterSettings) -> Vec<RbacRule> {
+    let reader_role = [istio::reader_cluster_role_name(&cluster.istio_namespace)];
+    vec![
+        rule(
+            &[""],
+            &["namespaces"],
+            &["get"],
+            std::slice::from_ref(&cluster.istio_namespace),
+        ),
+        rule(
+            &["rbac.authorization.k8s.io"],
+            &["clusterroles", "clusterrolebindings"],
+            &["get"],
+            &reader_role,
+        ),
+    ]
+}
+
+fn agent_rbac(mesh: &Mesh, cluster: &ClusterSettings, labels: &Value) -> Vec<Value> {
+    let ns = &mesh.agent.namespace;
+    let sa = &mesh.agent.service_account;
+    let istio_ns = &cluster.istio_namespace;
+    let subjects = json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]);
+    let rules = |rules: Vec<RbacRule>| rules.iter().map(rule_json).collect::<Vec<_>>();
+    vec![
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": AGENT_NAME, "namespace": istio_ns, "labels": labels},
+            "rules": rules(agent_role_rules(mesh, cluster)),
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": AGENT_NAME, "namespace": istio_ns, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT_NAME},
+            "subjects": subjects,
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": AGENT_NAME, "labels": labels},
+            "rules": rules(agent_cluster_rules(cluster)),
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": AGENT_NAME, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT_NAME},
+            "subjects": subjects,
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": format!("{AGENT_NAME}-auth-delegator"), "labels": labels},
+            // OpenBao reviews the agent's login token with the token itself.
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+            "subjects": subjects,
+        }),
+    ]
+}
+
+/// The reader identity peers' istiod use (`istio-reader-service-account`, Istio's reader ClusterRole and its
+/// binding), labelled as the engine writes it so that `meshtrust apply` recognises and repairs it.
+pub fn reader_identity(cluster: &ClusterSettings) -> Vec<Value> {
+    let ns = &cluster.istio_namespace;
+    let role = istio::reader_cluster_role_name(ns);
+    let labels = json!({MANAGED_BY_LABEL: MANAGED_BY_VALUE, "app": "istio-reader"});
+    let rules: Vec<Value> = istio::reader_rules().iter().map(rule_json).collect();
+    vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": istio::READER_SERVICE_ACCOUNT, "namespace": ns, "labels": labels}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": role, "labels": labels}, "rules": rules}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": role, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": istio::READER_SERVICE_ACCOUNT, "namespace": ns}]}),
     ]
 }

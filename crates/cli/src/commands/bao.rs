@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 
+use meshtrust_core::bao_plan::policy_roots;
 use meshtrust_core::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
 use serde_json::json;
 
@@ -11,11 +12,14 @@ use crate::output::emit;
 pub fn run(global: &Global, args: BaoArgs) -> Result<ExitCode, CliError> {
     let BaoCommand::Policies(args) = args.command;
     let mesh = load_mesh(global)?;
+    // Printed without asking OpenBao: as for a mesh whose first root exists. `meshtrust plan` compares the
+    // policies for the roots OpenBao actually holds.
+    let roots = policy_roots(&mesh, &[]);
     let mut policies: Vec<(String, String)> = Vec::new();
     if !args.admin {
         for c in &mesh.clusters {
             if args.cluster.as_deref().is_none_or(|want| want == c.name) {
-                policies.push((agent_policy_name(&c.name), agent_policy(&mesh, c)));
+                policies.push((agent_policy_name(&c.name), agent_policy(&mesh, c, &roots)));
             }
         }
         if let Some(want) = &args.cluster
@@ -28,7 +32,7 @@ pub fn run(global: &Global, args: BaoArgs) -> Result<ExitCode, CliError> {
         }
     }
     if args.cluster.is_none() {
-        policies.push((ADMIN_POLICY.to_string(), admin_policy(&mesh)));
+        policies.push((ADMIN_POLICY.to_string(), admin_policy(&mesh, &roots)));
     }
     let single = policies.len() == 1;
     let value: Vec<_> = policies

@@ -224,3 +224,63 @@ pub fn root_openbao(mesh: &Mesh) -> meshtrust_bao::OpenBaoClient {
     })
     .expect("OpenBao client")
 }
+
+/// The YAML documents of a multi-document stream, as JSON values (comment-only documents dropped).
+pub fn yaml_documents(yaml: &str) -> Vec<serde_json::Value> {
+    yaml.split("\n---\n")
+        .map(|d| d.trim_start_matches("---\n"))
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.starts_with('#') && !l.trim().is_empty())
+        })
+        .map(|d| serde_saphyr::from_str::<serde_json::Value>(d).expect("each document parses"))
+        .collect()
+}
+
+/// Creates each object as `kubectl create -f` would (`dry_run`: the server checks it and stores nothing).
+pub async fn create_objects(client: &kube::Client, objects: &[serde_json::Value], dry_run: bool) {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+    let params = PostParams {
+        dry_run,
+        ..Default::default()
+    };
+    for object in objects {
+        let api_version = object["apiVersion"].as_str().expect("apiVersion");
+        let kind = object["kind"].as_str().expect("kind");
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .expect("a kind the API server knows");
+        let resource: ApiResource = resource;
+        let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("object");
+        let api: Api<DynamicObject> = match (caps.scope, object["metadata"]["namespace"].as_str()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        api.create(&params, &dynamic)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} rejected by the API server: {e}"));
+    }
+}
+
+/// Creates a namespace, as the deploy files' prerequisite (`kubectl create namespace`).
+pub async fn create_namespace(client: &kube::Client, name: &str) {
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+}
+
+/// `meshtrust render agent --cluster <cluster>` applied to cluster `index`, as an operator deploys the agent
+/// (`... | kubectl apply -f -`). The Istio namespace must exist.
+pub async fn deploy_agent(mesh: &Mesh, index: usize) {
+    let cluster = &mesh.env.clusters[index];
+    let out = mesh.ok(&["render", "agent", "--cluster", &cluster.name]);
+    let client = cluster.client().await.expect("client");
+    create_objects(&client, &yaml_documents(&out), false).await;
+}

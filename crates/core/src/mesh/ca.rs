@@ -26,6 +26,13 @@ pub(super) fn validate(ca: RawCa, mesh_id: &str, c: &mut Checker) -> CaSettings 
             ),
         );
     }
+    for (path, value) in [
+        ("ca.root.commonName", &root.common_name),
+        ("ca.root.organization", &root.organization),
+        ("ca.intermediate.organization", &intermediate.organization),
+    ] {
+        c.plain_text(path, value);
+    }
     let shared_root_kv_path = ca.shared_root_kv_path.unwrap_or_else(|| "istio/ca".into());
     if !is_mount_path(&shared_root_kv_path) {
         c.problem(

@@ -31,6 +31,28 @@ impl Checker {
         }
     }
 
+    /// Free text that reaches a certificate subject and, for the intermediate's organization, an OpenBao policy.
+    /// Quotes, backslashes and control characters could end an HCL string and add rules; `*` is a glob in a
+    /// policy's allowed values; `${` starts HCL interpolation. None belongs in a subject, so all are refused.
+    pub(super) fn plain_text(&mut self, path: &str, value: &str) {
+        let bad = value
+            .chars()
+            .find(|c| c.is_control() || matches!(c, '"' | '\\' | '*'))
+            .map(|c| format!("{c:?}"))
+            .or_else(|| value.contains("${").then(|| "\"${\"".to_string()));
+        if let Some(bad) = bad {
+            self.problem(
+                path,
+                format!("{value:?} contains {bad}; use letters, digits, spaces and plain punctuation, without quotes, backslashes, '*', '${{' or control characters"),
+            );
+        } else if value.trim().is_empty() || value.len() > 64 {
+            self.problem(
+                path,
+                "must be 1 to 64 characters (an X.509 subject field's limit)",
+            );
+        }
+    }
+
     pub(super) fn key(
         &mut self,
         path: &str,

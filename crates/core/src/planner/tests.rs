@@ -110,6 +110,7 @@ fn api() -> ClusterApiFacts {
 
 /// OpenBao's configuration exactly as `mesh` wants it, so CA tests see only CA changes.
 fn settled(mesh: &Mesh, observed: &Observed) -> BaoConfigFacts {
+    let roots = crate::bao_plan::policy_roots(mesh, &observed.openbao.roots);
     let mut config = BaoConfigFacts {
         namespace_exists: mesh.openbao.namespace.as_ref().map(|_| true),
         kv_mount: Some(MountFacts::Present {
@@ -133,13 +134,14 @@ fn settled(mesh: &Mesh, observed: &Observed) -> BaoConfigFacts {
                 role: Some(desired_role(mesh, c)),
             },
         );
-        config
-            .policies
-            .insert(agent_policy_name(&c.name), Some(agent_policy(mesh, c)));
+        config.policies.insert(
+            agent_policy_name(&c.name),
+            Some(agent_policy(mesh, c, &roots)),
+        );
     }
     config
         .policies
-        .insert(ADMIN_POLICY.into(), Some(admin_policy(mesh)));
+        .insert(ADMIN_POLICY.into(), Some(admin_policy(mesh, &roots)));
     config
 }
 
@@ -586,7 +588,7 @@ fn hand_edits_show_up_as_drift() {
 fn agent_policy_pins_the_cluster_and_grants_nothing_else() {
     let mesh = mesh("");
     let a = &mesh.clusters[0];
-    let text = agent_policy(&mesh, a);
+    let text = agent_policy(&mesh, a, &[1]);
     assert!(text.contains("\"common_name\" = [\"cluster-a intermediate CA (mesh1)\"]"));
     assert!(!text.contains("cluster-b"));
     assert!(text.contains("path \"secret/data/istio/remote-secrets/cluster-a\""));
@@ -596,7 +598,7 @@ fn agent_policy_pins_the_cluster_and_grants_nothing_else() {
         "bao-pki agents cannot read a CA bundle"
     );
     let shared = mesh_with_shared_root();
-    let text = agent_policy(&shared, &shared.clusters[0]);
+    let text = agent_policy(&shared, &shared.clusters[0], &[]);
     assert!(text.contains("path \"secret/data/istio/ca\" {\n  capabilities = [\"read\"]"));
     assert!(!text.contains("sign-intermediate"));
 }

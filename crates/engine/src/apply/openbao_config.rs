@@ -2,7 +2,7 @@
 //! its config and agent role, and meshtrust's policies. Creations tolerate a concurrent run that made the same
 //! thing a moment ago.
 
-use meshtrust_core::bao_plan::{AGENT_ROLE, desired_host, desired_role};
+use meshtrust_core::bao_plan::{AGENT_ROLE, desired_host, desired_role, policy_roots};
 use meshtrust_core::plan::Action;
 use meshtrust_core::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
 use meshtrust_core::ports::KubernetesAuthConfig;
@@ -54,7 +54,9 @@ pub(super) async fn apply(
             ))
         }
         Action::WritePolicy { name } => {
-            bao.write_policy(name, &policy_text(targets, name)?).await?;
+            let roots = policy_roots(targets.mesh, &run.snapshot().facts().openbao.roots);
+            bao.write_policy(name, &policy_text(targets, name, &roots)?)
+                .await?;
             Ok(format!("wrote policy {name}"))
         }
         other => Err(EngineError::Inconsistent(format!(
@@ -94,9 +96,9 @@ async fn configure_auth(
     Ok(format!("auth/{mount} reviews tokens at {host}"))
 }
 
-fn policy_text(targets: &Targets<'_>, name: &str) -> Result<String, EngineError> {
+fn policy_text(targets: &Targets<'_>, name: &str, roots: &[u32]) -> Result<String, EngineError> {
     if name == ADMIN_POLICY {
-        return Ok(admin_policy(targets.mesh));
+        return Ok(admin_policy(targets.mesh, roots));
     }
     let cluster = targets
         .mesh
@@ -108,5 +110,5 @@ fn policy_text(targets: &Targets<'_>, name: &str) -> Result<String, EngineError>
                 "policy {name} belongs to no cluster of the mesh file"
             ))
         })?;
-    Ok(agent_policy(targets.mesh, cluster))
+    Ok(agent_policy(targets.mesh, cluster, roots))
 }

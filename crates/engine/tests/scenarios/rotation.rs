@@ -130,7 +130,16 @@ async fn root_rotation_across_three_clusters_never_opens_a_trust_gap() {
     assert_eq!(
         rounds,
         vec![
-            vec!["trust c1 [1, 2]", "trust c2 [1, 2]", "trust c3 [1, 2]"],
+            // The new root appears: the policies name it before anything signs with it.
+            vec![
+                "policy meshtrust-agent-c1",
+                "policy meshtrust-agent-c2",
+                "policy meshtrust-agent-c3",
+                "policy meshtrust-admin",
+                "trust c1 [1, 2]",
+                "trust c2 [1, 2]",
+                "trust c3 [1, 2]"
+            ],
             vec![
                 "issue c1 by 2 trust [1, 2]",
                 "issue c2 by 2 trust [1, 2]",
@@ -143,6 +152,11 @@ async fn root_rotation_across_three_clusters_never_opens_a_trust_gap() {
     assert_eq!(
         snapshot.facts().openbao.newest_root().map(|r| r.generation),
         Some(2)
+    );
+    assert!(
+        h.bao.with_state(|s| s.policies["meshtrust-agent-c1"]
+            .contains("pki/issuer/meshtrust-root-2/sign-intermediate")),
+        "the agents may sign with the new root"
     );
     h.clear_calls();
     h.converge().await.expect("settled");
@@ -159,6 +173,7 @@ fn describe(action: &Action) -> String {
             trust,
             ..
         } => format!("issue {cluster} by {signing} trust {trust:?}"),
+        Action::WritePolicy { name } => format!("policy {name}"),
         other => format!("{other:?}"),
     }
 }

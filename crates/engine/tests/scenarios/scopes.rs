@@ -1,6 +1,7 @@
 //! What each scope may change: an agent only its own cluster and its own published entry, `--openbao-only` only
 //! OpenBao.
 
+use meshtrust_core::plan::Action;
 use meshtrust_core::planner::PlanOptions;
 use meshtrust_engine::Scope;
 
@@ -59,6 +60,9 @@ async fn agents_alone_finish_a_mesh_the_admin_configured_with_openbao_only() {
     h.converge_with(&admin, PlanOptions::default(), &mut |_, _| {})
         .await
         .expect("OpenBao configured");
+    for cluster in ["c1", "c2"] {
+        h.deploy_files(cluster).await;
+    }
     h.clear_calls();
     // c1's agent cannot sync c2 yet (c2 has not published); c2's can sync c1; c1's second round syncs c2.
     for cluster in ["c1", "c2", "c1"] {
@@ -132,4 +136,37 @@ async fn an_idle_agent_round_writes_nothing_and_polls_one_entry() {
     assert!(plan.is_empty(), "{plan}");
     assert_eq!(snapshot.index_version(), version);
     assert_eq!(h.writes(), Vec::<String>::new());
+}
+
+/// The agent holds no right to write RBAC or namespaces: when the reader identity is missing it says who makes
+/// it, writes no RBAC, and does not publish a token of a ServiceAccount that does not exist.
+#[tokio::test]
+async fn an_agent_never_writes_rbac_and_names_the_fix() {
+    let h = Harness::settled(&["c1", "c2"]).await;
+    h.cluster("c1").with_state(|s| s.objects.clear());
+    h.clear_calls();
+    let agent = h.agent("c1");
+    let (plan, _, _) = h
+        .converge_with(&agent, PlanOptions::default(), &mut |_, _| {})
+        .await
+        .expect("converges");
+    assert!(
+        plan.changes.iter().all(|c| !c.action.needs_cluster_admin()
+            && !matches!(c.action, Action::PublishRemoteSecret { .. })),
+        "{plan}"
+    );
+    let warning = plan
+        .warnings
+        .iter()
+        .find(|w| w.contains("istio-reader-service-account"))
+        .unwrap_or_else(|| panic!("a warning names the reader identity: {:?}", plan.warnings));
+    assert!(
+        warning.contains("meshtrust render agent --cluster c1")
+            && warning.contains("meshtrust apply"),
+        "{warning}"
+    );
+    assert_eq!(h.writes(), Vec::<String>::new());
+    // The admin creates it.
+    h.converge().await.expect("admin converges");
+    h.assert_verified().await;
 }

@@ -126,6 +126,19 @@ impl Harness {
         self.clusters.get(name).expect("a cluster of the harness")
     }
 
+    /// What the agent's deploy files create before the agent runs (`meshtrust render agent | kubectl apply`):
+    /// the Istio namespace and the reader identity, which the agent itself may not write.
+    pub async fn deploy_files(&self, cluster: &str) {
+        let settings = self.mesh.cluster(cluster).expect("a cluster of the mesh");
+        let fake = self.cluster(cluster);
+        fake.create_namespace(ISTIO_NS, &BTreeMap::new())
+            .await
+            .expect("namespace");
+        for object in meshtrust_engine::desired_reader(settings) {
+            fake.put_object(&object).await.expect("reader identity");
+        }
+    }
+
     pub fn now(&self) -> i64 {
         self.now.load(Ordering::SeqCst)
     }
