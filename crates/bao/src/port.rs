@@ -7,8 +7,8 @@ use meshtrust_core::duration::Span;
 use meshtrust_core::facts::RoleFacts;
 use meshtrust_core::mesh::KeyType;
 use meshtrust_core::ports::{
-    ErrorKind, GenerateOutcome, IssuerInfo, KeyInfo, KubernetesAuthConfig, KvEntry, KvMetadata,
-    MountInfo, OpenBao, PortResult, RootRequest, SignRequest, SignedCertificate,
+    AuthMountInfo, ErrorKind, GenerateOutcome, IssuerInfo, KeyInfo, KubernetesAuthConfig, KvEntry,
+    KvMetadata, MountInfo, OpenBao, PortResult, RootRequest, SignRequest, SignedCertificate,
 };
 use meshtrust_core::secret::SecretBytes;
 use reqwest::{Method, StatusCode};
@@ -304,7 +304,7 @@ impl OpenBao for OpenBaoClient {
         check(&format!("POST sys/namespaces/{leaf}"), response).map(|_| ())
     }
 
-    async fn auth_mounts(&self) -> PortResult<BTreeMap<String, String>> {
+    async fn auth_mounts(&self) -> PortResult<BTreeMap<String, AuthMountInfo>> {
         let body = self.call_ok(Method::GET, "sys/auth", None).await?;
         let mounts = body
             .get("data")
@@ -313,8 +313,12 @@ impl OpenBao for OpenBaoClient {
         Ok(mounts
             .iter()
             .filter_map(|(path, m)| {
-                let kind = m.get("type")?.as_str()?;
-                Some((path.trim_end_matches('/').to_string(), kind.to_string()))
+                let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+                let info = AuthMountInfo {
+                    kind: text("type")?,
+                    description: text("description").unwrap_or_default(),
+                };
+                Some((path.trim_end_matches('/').to_string(), info))
             })
             .collect())
     }
@@ -332,14 +336,44 @@ impl OpenBao for OpenBaoClient {
             .map(str::to_string))
     }
 
-    async fn enable_auth(&self, path: &str, kind: &str) -> PortResult<()> {
+    async fn enable_auth(&self, path: &str, kind: &str, description: &str) -> PortResult<()> {
         self.call_ok(
             Method::POST,
             &format!("sys/auth/{path}"),
-            Some(&json!({ "type": kind })),
+            Some(&json!({ "type": kind, "description": description })),
         )
         .await
         .map(|_| ())
+    }
+
+    async fn disable_auth(&self, path: &str) -> PortResult<()> {
+        self.call_ok(Method::DELETE, &format!("sys/auth/{path}"), None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn list_policies(&self) -> PortResult<Vec<String>> {
+        let op = "LIST sys/policies/acl";
+        let response = self.call(list(), "sys/policies/acl", None).await?;
+        let body = check(op, response)?;
+        let keys = body
+            .pointer("/data/keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| wrong_shape(op, "/data/keys"))?;
+        Ok(keys
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect())
+    }
+
+    async fn delete_policy(&self, name: &str) -> PortResult<()> {
+        let path = format!("sys/policies/acl/{name}");
+        let response = self.call(Method::DELETE, &path, None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        check(&format!("DELETE {path}"), response).map(|_| ())
     }
 
     async fn kubernetes_auth_config(

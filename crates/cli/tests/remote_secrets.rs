@@ -203,8 +203,15 @@ async fn removing_a_cluster_removes_its_remote_secrets_and_nothing_else() {
         .iter()
         .map(|c| format!("{} {}", c["target"], c["resource"]))
         .collect();
-    // Two deletes, one unpublish, and the admin policy loses cluster-c's auth mount rules.
-    assert_eq!(applied.len(), 4, "{applied:?}");
+    // Two deletes, one unpublish, cluster-c's auth mount and agent policy go, and the admin policy loses
+    // cluster-c's auth mount rules.
+    assert_eq!(applied.len(), 6, "{applied:?}");
+    assert!(
+        applied
+            .iter()
+            .any(|a| a.contains("policy meshtrust-agent-cluster-c")),
+        "{applied:?}"
+    );
     assert!(
         applied.iter().any(|a| a.contains("policy meshtrust-admin")),
         "{applied:?}"
@@ -241,6 +248,17 @@ async fn removing_a_cluster_removes_its_remote_secrets_and_nothing_else() {
         .output()
         .expect("bao");
     assert!(!gone.status.success(), "its KV entry is gone");
+    // Its agent can no longer log in: no auth mount, no role, no policy.
+    let auth = mesh.bao(&["auth", "list", "-format=json"]);
+    assert!(!auth.contains("cluster-c"), "{auth}");
+    let policy = mesh
+        .env
+        .bao
+        .cli()
+        .args(["policy", "read", "meshtrust-agent-cluster-c"])
+        .output()
+        .expect("bao");
+    assert!(!policy.status.success(), "its policy is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,8 @@ fn change(op: Op, resource: String, summary: String, reason: String, action: Act
 pub fn plan_openbao(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
     let config = &observed.openbao.config;
     plan_namespace_and_kv(mesh, config, plan);
+    // Before the admin policy is rewritten: the one in force still grants the departed mounts.
+    plan_departed(mesh, config, plan);
     for cluster in &mesh.clusters {
         plan_auth(mesh, observed, cluster, plan);
     }
@@ -239,4 +241,33 @@ fn plan_role(
             mount: mount.clone(),
         },
     ));
+}
+
+/// A cluster that left the mesh file loses its OpenBao access: the auth mount meshtrust made for it (and with
+/// it the agent's role) and its agent policy.
+fn plan_departed(mesh: &Mesh, config: &BaoConfigFacts, plan: &mut Plan) {
+    for (mount, cluster) in &config.departed_auth {
+        plan.changes.push(change(
+            Op::Delete,
+            format!("auth/{mount}"),
+            "the Kubernetes auth mount and its agent role".into(),
+            format!("{cluster} is no longer in the mesh file; its agent must not log in any more"),
+            Action::DisableAuthMount {
+                cluster: cluster.clone(),
+                mount: mount.clone(),
+            },
+        ));
+    }
+    for name in &config.departed_policies {
+        plan.changes.push(change(
+            Op::Delete,
+            format!("policy {name}"),
+            "the agent policy".into(),
+            format!(
+                "its cluster is no longer in the mesh file (mesh {})",
+                mesh.mesh_id
+            ),
+            Action::DeletePolicy { name: name.clone() },
+        ));
+    }
 }

@@ -120,6 +120,10 @@ pub struct BaoConfigFacts {
     pub auth: BTreeMap<String, AuthFacts>,
     /// Policy name → its text, `None` if absent.
     pub policies: BTreeMap<String, Option<String>>,
+    /// Auth mounts meshtrust made (by their description) for clusters no longer in the mesh file: mount → cluster.
+    pub departed_auth: BTreeMap<String, String>,
+    /// Agent policies of clusters no longer in the mesh file.
+    pub departed_policies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

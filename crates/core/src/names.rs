@@ -46,6 +46,17 @@ pub fn root_generation(issuer_name: &str) -> Option<u32> {
     issuer_name.strip_prefix(ROOT_ISSUER_PREFIX)?.parse().ok()
 }
 
+/// The description meshtrust gives the Kubernetes auth mount it creates for `cluster`: how it later recognises
+/// its own mount when the cluster leaves the mesh.
+pub fn auth_mount_description(cluster: &str) -> String {
+    format!("meshtrust: Kubernetes auth of cluster {cluster}")
+}
+
+/// The cluster named by a description meshtrust wrote; `None` for any other description.
+pub fn auth_mount_cluster(description: &str) -> Option<&str> {
+    description.strip_prefix("meshtrust: Kubernetes auth of cluster ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

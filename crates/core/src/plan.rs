@@ -47,6 +47,15 @@ pub enum Action {
         cluster: String,
         mount: String,
     },
+    /// A departed cluster's auth mount goes, with its role: its agent can no longer log in.
+    DisableAuthMount {
+        cluster: String,
+        mount: String,
+    },
+    /// A departed cluster's agent policy goes.
+    DeletePolicy {
+        name: String,
+    },
     /// Point the cluster's auth mount at its API server and CA (values come from the observation).
     ConfigureAuth {
         cluster: String,
@@ -135,6 +144,8 @@ impl Action {
             Action::CreateBaoNamespace { .. }
             | Action::EnableKvMount { .. }
             | Action::EnableAuthMount { .. }
+            | Action::DisableAuthMount { .. }
+            | Action::DeletePolicy { .. }
             | Action::ConfigureAuth { .. }
             | Action::WriteAgentRole { .. }
             | Action::WritePolicy { .. } => Domain::OpenBaoConfig,
@@ -173,6 +184,8 @@ impl Action {
             Action::CreateBaoNamespace { .. }
                 | Action::EnableKvMount { .. }
                 | Action::EnableAuthMount { .. }
+                | Action::DisableAuthMount { .. }
+                | Action::DeletePolicy { .. }
                 | Action::ConfigureAuth { .. }
                 | Action::WriteAgentRole { .. }
                 | Action::WritePolicy { .. }

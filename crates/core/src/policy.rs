@@ -21,6 +21,11 @@ pub fn agent_policy_name(cluster: &str) -> String {
     format!("meshtrust-agent-{cluster}")
 }
 
+/// The cluster an agent policy belongs to, from its name; `None` for other policies.
+pub fn agent_policy_cluster(policy: &str) -> Option<&str> {
+    policy.strip_prefix("meshtrust-agent-")
+}
+
 /// `s` as the inside of an HCL string: quotes, backslashes and control characters escaped. HCL 1 (OpenBao's
 /// policy parser) has no escape for `${`, inside which a quote would not end the string, so it is broken up:
 /// the value then matches nothing, which can only narrow a rule. The mesh file refuses all of these anyway.

@@ -34,7 +34,7 @@ impl CallLog {
 
     /// Only the calls that change something (every method whose name does not start with a read verb).
     pub fn writes(&self) -> Vec<String> {
-        const READS: [&str; 12] = [
+        const READS: [&str; 13] = [
             "mount ",
             "list_issuers",
             "key_info",
@@ -47,6 +47,7 @@ impl CallLog {
             "get_",
             "list_secrets",
             "kv_list",
+            "list_policies",
         ];
         self.all()
             .into_iter()

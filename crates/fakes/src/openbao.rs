@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use meshtrust_core::duration::Span;
 use meshtrust_core::facts::RoleFacts;
 use meshtrust_core::ports::{
-    ErrorKind, GenerateOutcome, IssuerInfo, KeyInfo, KubernetesAuthConfig, KvEntry, KvMetadata,
-    MountInfo, OpenBao, PortError, PortResult, RootRequest, SignRequest, SignedCertificate, System,
+    AuthMountInfo, ErrorKind, GenerateOutcome, IssuerInfo, KeyInfo, KubernetesAuthConfig, KvEntry,
+    KvMetadata, MountInfo, OpenBao, PortError, PortResult, RootRequest, SignRequest,
+    SignedCertificate, System,
 };
 use meshtrust_core::secret::SecretBytes;
 
@@ -35,6 +36,7 @@ pub struct BaoState {
     pub namespaces: BTreeSet<String>,
     pub mounts: BTreeMap<String, MountInfo>,
     pub auth_mounts: BTreeMap<String, String>,
+    pub auth_descriptions: BTreeMap<String, String>,
     pub auth_configs: BTreeMap<String, KubernetesAuthConfig>,
     pub roles: BTreeMap<(String, String), RoleFacts>,
     pub policies: BTreeMap<String, String>,
@@ -358,8 +360,45 @@ impl OpenBao for FakeOpenBao {
         })
     }
 
-    async fn auth_mounts(&self) -> PortResult<BTreeMap<String, String>> {
-        self.call("auth_mounts".to_string(), |s, _| Ok(s.auth_mounts.clone()))
+    async fn auth_mounts(&self) -> PortResult<BTreeMap<String, AuthMountInfo>> {
+        self.call("auth_mounts".to_string(), |s, _| {
+            Ok(s.auth_mounts
+                .iter()
+                .map(|(path, kind)| {
+                    let description = s.auth_descriptions.get(path).cloned().unwrap_or_default();
+                    (
+                        path.clone(),
+                        AuthMountInfo {
+                            kind: kind.clone(),
+                            description,
+                        },
+                    )
+                })
+                .collect())
+        })
+    }
+
+    async fn disable_auth(&self, path: &str) -> PortResult<()> {
+        self.call(format!("disable_auth {path}"), |s, _| {
+            s.auth_mounts.remove(path);
+            s.auth_descriptions.remove(path);
+            s.auth_configs.remove(path);
+            s.roles.retain(|(mount, _), _| mount != path);
+            Ok(())
+        })
+    }
+
+    async fn list_policies(&self) -> PortResult<Vec<String>> {
+        self.call("list_policies".to_string(), |s, _| {
+            Ok(s.policies.keys().cloned().collect())
+        })
+    }
+
+    async fn delete_policy(&self, name: &str) -> PortResult<()> {
+        self.call(format!("delete_policy {name}"), |s, _| {
+            s.policies.remove(name);
+            Ok(())
+        })
     }
 
     async fn auth_mount(&self, path: &str) -> PortResult<Option<String>> {
@@ -368,12 +407,13 @@ impl OpenBao for FakeOpenBao {
         })
     }
 
-    async fn enable_auth(&self, path: &str, kind: &str) -> PortResult<()> {
+    async fn enable_auth(&self, path: &str, kind: &str, description: &str) -> PortResult<()> {
         self.call(format!("enable_auth {path} {kind}"), |s, op| {
             if s.auth_mounts.contains_key(path) {
                 return Err(err(ErrorKind::Invalid, op, "path is already in use"));
             }
             s.auth_mounts.insert(path.into(), kind.into());
+            s.auth_descriptions.insert(path.into(), description.into());
             Ok(())
         })
     }

@@ -693,14 +693,8 @@ fn a_peer_version_that_moved_is_synced() {
 fn removed_peers_are_deleted_and_unpublished_and_unmanaged_secrets_block() {
     let mesh = mesh("");
     let mut obs = settled_observation(&mesh);
-    obs.openbao.published.insert(
-        "cluster-c".into(),
-        crate::facts::PublishedFacts {
-            version: 1,
-            token_expires: NOW + DAY,
-            config_hash: String::new(),
-        },
-    );
+    // cluster-c left the mesh file; the admin found its published entry by listing.
+    obs.openbao.departed.insert("cluster-c".into());
     for c in obs.clusters.values_mut() {
         c.remote_secrets.insert(
             "cluster-c".into(),

@@ -62,6 +62,13 @@ pub struct SignedCertificate {
     pub serial: String,
 }
 
+/// An auth method as `sys/auth` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthMountInfo {
+    pub kind: String,
+    pub description: String,
+}
+
 /// Where the Kubernetes auth method checks login JWTs: the API server and the CA that signs its certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KubernetesAuthConfig {
@@ -117,9 +124,15 @@ pub trait OpenBao: Send + Sync {
     async fn create_namespace(&self, namespace: &str) -> PortResult<()>;
     /// The auth method type mounted at `auth/<path>`, if any.
     async fn auth_mount(&self, path: &str) -> PortResult<Option<String>>;
-    async fn enable_auth(&self, path: &str, kind: &str) -> PortResult<()>;
-    /// Every auth method mounted, by path (without the trailing `/`) → type: one request for the whole mesh.
-    async fn auth_mounts(&self) -> PortResult<BTreeMap<String, String>>;
+    /// Mounts an auth method; `description` is how meshtrust later recognises what it made.
+    async fn enable_auth(&self, path: &str, kind: &str, description: &str) -> PortResult<()>;
+    /// Unmounts an auth method and everything in it (its roles, its tokens' logins).
+    async fn disable_auth(&self, path: &str) -> PortResult<()>;
+    /// The names of every ACL policy.
+    async fn list_policies(&self) -> PortResult<Vec<String>>;
+    async fn delete_policy(&self, name: &str) -> PortResult<()>;
+    /// Every auth method mounted, by path (without the trailing `/`): one request for the whole mesh.
+    async fn auth_mounts(&self) -> PortResult<BTreeMap<String, AuthMountInfo>>;
     /// The Kubernetes auth method's configuration at `auth/<mount>`; `None` when it has none.
     async fn kubernetes_auth_config(&self, mount: &str)
     -> PortResult<Option<KubernetesAuthConfig>>;

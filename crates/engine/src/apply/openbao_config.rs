@@ -3,6 +3,7 @@
 //! thing a moment ago.
 
 use meshtrust_core::bao_plan::{AGENT_ROLE, desired_host, desired_role, policy_roots};
+use meshtrust_core::names::auth_mount_description;
 use meshtrust_core::plan::Action;
 use meshtrust_core::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
 use meshtrust_core::ports::KubernetesAuthConfig;
@@ -33,8 +34,20 @@ pub(super) async fn apply(
             }
             Ok(format!("mounted KV v2 at {mount}/"))
         }
-        Action::EnableAuthMount { mount, .. } => {
-            if let Err(e) = bao.enable_auth(mount, "kubernetes").await
+        Action::DisableAuthMount { cluster, mount } => {
+            bao.disable_auth(mount).await?;
+            Ok(format!(
+                "disabled auth/{mount}/: {cluster}'s agent can no longer log in"
+            ))
+        }
+        Action::DeletePolicy { name } => {
+            bao.delete_policy(name).await?;
+            Ok(format!("deleted policy {name}"))
+        }
+        Action::EnableAuthMount { cluster, mount } => {
+            if let Err(e) = bao
+                .enable_auth(mount, "kubernetes", &auth_mount_description(cluster))
+                .await
                 && bao.auth_mount(mount).await?.as_deref() != Some("kubernetes")
             {
                 return Err(e.into());

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use meshtrust_core::bao_plan::AGENT_ROLE;
 use meshtrust_core::facts::{AuthFacts, BaoConfigFacts, MountFacts, RootIssuerFacts};
 use meshtrust_core::mesh::{CaMode, Mesh};
-use meshtrust_core::policy::{ADMIN_POLICY, agent_policy_name};
+use meshtrust_core::names::auth_mount_cluster;
+use meshtrust_core::policy::{ADMIN_POLICY, agent_policy_cluster, agent_policy_name};
+use meshtrust_core::ports::AuthMountInfo;
 use meshtrust_core::ports::OpenBao;
 use meshtrust_pki::parse_certs;
 
@@ -14,7 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::EngineError;
 use crate::names::root_generation;
-use crate::published::READ_CONCURRENCY;
+use crate::published::{READ_CONCURRENCY, is_cluster_name};
 use crate::snapshot::Snapshot;
 
 fn mount_facts(mount: Option<meshtrust_core::ports::MountInfo>) -> MountFacts {
@@ -83,6 +85,25 @@ async fn observe_auth(
     Ok(auth)
 }
 
+/// Kubernetes auth mounts meshtrust made (its description names the cluster) for clusters the mesh file no
+/// longer lists, unless the mesh file still uses the path for another cluster.
+fn departed_auth(
+    mesh: &Mesh,
+    mounted: &BTreeMap<String, AuthMountInfo>,
+) -> BTreeMap<String, String> {
+    mounted
+        .iter()
+        .filter(|(path, info)| {
+            info.kind == "kubernetes" && !mesh.clusters.iter().any(|c| &c.auth_mount == *path)
+        })
+        .filter_map(|(path, info)| {
+            let cluster = auth_mount_cluster(&info.description)?;
+            (is_cluster_name(cluster) && mesh.cluster(cluster).is_none())
+                .then(|| (path.clone(), cluster.to_string()))
+        })
+        .collect()
+}
+
 /// OpenBao's namespace, KV mount, auth mounts with their config and agent role, and meshtrust's policies.
 pub(crate) async fn observe_config(
     mesh: &Mesh,
@@ -98,9 +119,18 @@ pub(crate) async fn observe_config(
     }
     config.kv_mount = Some(mount_facts(bao.mount(&mesh.openbao.kv_mount).await?));
     let mounted = bao.auth_mounts().await?;
+    config.departed_auth = departed_auth(mesh, &mounted);
+    config.departed_policies = bao
+        .list_policies()
+        .await?
+        .into_iter()
+        .filter(|p| {
+            agent_policy_cluster(p).is_some_and(|c| is_cluster_name(c) && mesh.cluster(c).is_none())
+        })
+        .collect();
     config.auth = futures::stream::iter(&mesh.clusters)
         .map(|cluster| {
-            let kind = mounted.get(&cluster.auth_mount).cloned();
+            let kind = mounted.get(&cluster.auth_mount).map(|m| m.kind.clone());
             async move {
                 let auth = observe_auth(bao, &cluster.auth_mount, kind).await?;
                 Ok::<_, EngineError>((cluster.name.clone(), auth))
