@@ -256,6 +256,10 @@ pub struct AgentArgs {
     /// Give up on an OpenBao request after this long (then back off and keep the last good state).
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub openbao_timeout: Duration,
+    /// Abandon a round (poll or reconcile) that runs longer than this, count it as a failure and retry with
+    /// backoff; SIGTERM and the Lease renewal never wait for a round.
+    #[arg(long, default_value = "2m", value_parser = positive_duration)]
+    pub round_timeout: Duration,
     /// The ServiceAccount token used to log in to OpenBao. Default: the pod's token in a pod, else TokenRequest.
     #[arg(long, conflicts_with = "token_request")]
     pub token_file: Option<PathBuf>,
