@@ -226,6 +226,22 @@ pub struct GitopsArgs {
     pub path: String,
     #[arg(long, default_value = "1.28.0")]
     pub istio_version: String,
+    /// Where the agent's step comes from: the Git path `render agent --out` fills (manifests), or the Helm
+    /// chart charts/meshtrust-agent published at --chart-repo (chart), with this cluster's values and the mesh file.
+    #[arg(long, value_enum, default_value_t = AgentFrom::Manifests)]
+    pub agent_from: AgentFrom,
+    /// The Helm repository (https://...) or OCI registry (oci://...) serving the meshtrust-agent chart.
+    #[arg(long, value_name = "URL", required_if_eq("agent_from", "chart"))]
+    pub chart_repo: Option<String>,
+    /// The meshtrust-agent chart version.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    pub chart_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AgentFrom {
+    Manifests,
+    Chart,
 }
 
 #[derive(Debug, Clone, Args)]
