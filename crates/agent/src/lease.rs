@@ -8,6 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
+use tokio::sync::{oneshot, watch};
+
+use crate::Health;
 
 pub const LEASE_NAME: &str = "meshtrust-agent";
 const LEASE_SECONDS: i32 = 10;
@@ -98,6 +101,87 @@ impl Elector {
                 .api
                 .replace(LEASE_NAME, &PostParams::default(), &lease)
                 .await;
+        }
+    }
+}
+
+/// The Lease kept in its own task, so that a long or hung round never lets it lapse: the main loop only reads
+/// whether this replica leads.
+pub struct LeaseTask {
+    pub leading: watch::Receiver<bool>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long a release may take on shutdown; a hung API server must not hold up SIGTERM.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl LeaseTask {
+    pub fn spawn(elector: Elector, health: Health) -> LeaseTask {
+        let (tx, leading) = watch::channel(false);
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(keep(elector, health, tx, stopped));
+        LeaseTask {
+            leading,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops renewing and hands the Lease back (bounded by [`RELEASE_TIMEOUT`]).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(RELEASE_TIMEOUT + Duration::from_secs(1), self.task).await;
+    }
+}
+
+async fn keep(
+    elector: Elector,
+    health: Health,
+    tx: watch::Sender<bool>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(Elector::interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            _ = tick.tick() => {}
+        }
+        // One attempt may take at most one interval; an API server that hangs costs leadership, never the loop.
+        let attempt = tokio::time::timeout(Elector::interval(), elector.try_lead());
+        let leading = tokio::select! {
+            _ = &mut stopped => break,
+            result = attempt => match result {
+                Ok(Ok(leading)) => leading,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %meshtrust_kube::describe(&e), "cannot read or renew the Lease {LEASE_NAME}; not leading until it can");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("the API server did not answer about the Lease {LEASE_NAME} within {}s; not leading until it does", Elector::interval().as_secs());
+                    false
+                }
+            },
+        };
+        if !leading {
+            health.set_leader(false);
+        }
+        if *tx.borrow() != leading {
+            tracing::info!(leading, "leadership changed");
+            health.set_leader(leading);
+            tx.send_replace(leading);
+        }
+    }
+    if *tx.borrow() {
+        tx.send_replace(false);
+        if tokio::time::timeout(RELEASE_TIMEOUT, elector.release())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the API server did not answer the release of the Lease {LEASE_NAME}; another replica takes over when it expires"
+            );
         }
     }
 }

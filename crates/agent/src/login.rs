@@ -61,7 +61,8 @@ fn token_request_error(
         other => (
             ErrorKind::Unavailable,
             format!(
-                "cannot reach the API server to request a token for the ServiceAccount {sa}: {other}"
+                "cannot request a token for the ServiceAccount {sa}: {}",
+                meshtrust_kube::describe(other)
             ),
         ),
     };

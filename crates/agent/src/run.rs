@@ -16,15 +16,15 @@ use kube::runtime::watcher;
 use meshtrust_bao::OpenBaoClient;
 use meshtrust_core::mesh::Mesh;
 use meshtrust_core::planner::PlanOptions;
-use meshtrust_core::ports::{Cluster, ErrorKind};
+use meshtrust_core::ports::{Cluster, ErrorKind, PortError, System};
 use meshtrust_engine::published::PublishedCache;
 use meshtrust_engine::{Engine, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Scope};
 use meshtrust_kube::KubeCluster;
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use crate::lease::Elector;
+use crate::lease::{Elector, LeaseTask};
 use crate::{Health, JwtSource, login};
 
 pub struct AgentConfig {
@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     /// OpenBao without a token; the agent logs in for its own.
     pub openbao: OpenBaoClient,
+    /// A round that runs longer is abandoned, counted as a failure and retried with backoff.
+    pub round_deadline: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +110,9 @@ pub async fn run(
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("meshtrust-agent-{}", std::process::id()));
     let elector = Elector::new(kube.client.clone(), &settings.istio_namespace, identity);
-    let mut lead = tokio::time::interval(Elector::interval());
+    let lease = LeaseTask::spawn(elector, health.clone());
+    let mut leading = lease.leading.clone();
+    let mut lease_alive = true;
     let mut agent = Agent {
         config,
         kube,
@@ -126,38 +130,26 @@ pub async fn run(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                if agent.leader {
-                    elector.release().await;
+        let ended = tokio::select! {
+            _ = &mut shutdown => Ended::Stopped,
+            changed = leading.changed(), if lease_alive => {
+                // The Lease task ends only at shutdown; should it end early, this replica stops leading.
+                lease_alive = changed.is_ok();
+                let now_leading = lease_alive && *leading.borrow_and_update();
+                if now_leading && !agent.leader {
+                    let _ = tx.try_send(Trigger::Drift);
                 }
-                server.shutdown().await;
-                return Ok(());
-            }
-            _ = lead.tick() => {
-                let leading = match elector.try_lead().await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot reach the Lease; not leading until it can");
-                        false
-                    }
-                };
-                if !leading {
-                    agent.health.set_leader(false);
-                }
-                if leading != agent.leader {
-                    tracing::info!(leading, "leadership changed");
-                    agent.leader = leading;
-                    agent.health.set_leader(leading);
-                    if leading {
-                        let _ = tx.try_send(Trigger::Drift);
-                    }
-                }
+                agent.leader = now_leading;
+                Ended::Done(Ok(()))
             }
             _ = poll.tick(), if agent.leader => {
                 let round = tracing::info_span!("round", cluster = %agent.config.cluster, trigger = "poll");
-                agent.poll().instrument(round).await
+                let deadline = agent.config.round_deadline;
+                let poll = async {
+                    agent.poll().await;
+                    Ok(())
+                };
+                bounded(poll.instrument(round), deadline, shutdown.as_mut(), &mut leading).await
             }
             Some(trigger) = rx.recv() => {
                 if !agent.leader {
@@ -168,17 +160,73 @@ pub async fn run(
                 while rx.try_recv().is_ok() {}
                 tracing::debug!(?trigger, "reconcile");
                 let round = tracing::info_span!("round", cluster = %agent.config.cluster, ?trigger);
-                if agent.reconcile(Round::Drift).instrument(round).await.is_err() {
-                    let delay = agent.backoff();
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = tx.send(Trigger::Retry).await;
-                    });
-                }
+                let deadline = agent.config.round_deadline;
+                bounded(agent.reconcile(Round::Drift).instrument(round), deadline, shutdown.as_mut(), &mut leading).await
+            }
+        };
+        match ended {
+            Ended::Stopped => break,
+            Ended::Done(Ok(())) | Ended::LostLead => {}
+            Ended::Done(Err(())) => agent.retry_later(&tx),
+            Ended::TimedOut => {
+                agent.note_failure(&round_timeout(&agent.config));
+                agent.retry_later(&tx);
             }
         }
     }
+    tracing::info!("shutting down");
+    lease.stop().await;
+    if tokio::time::timeout(Duration::from_secs(1), server.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("health server connections still open at exit");
+    }
+    Ok(())
+}
+
+/// How a round ended: it finished, ran past its deadline, was cut short by SIGTERM, or lost the Lease.
+enum Ended<T> {
+    Done(T),
+    TimedOut,
+    Stopped,
+    LostLead,
+}
+
+/// Runs one round under the agent's deadline; SIGTERM or a lost Lease abandons it at once. An abandoned round
+/// has written only whole, conditional writes, so the next round starts from what is there.
+async fn bounded<T>(
+    round: impl Future<Output = T>,
+    deadline: Duration,
+    shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    leading: &mut watch::Receiver<bool>,
+) -> Ended<T> {
+    tokio::select! {
+        result = tokio::time::timeout(deadline, round) => match result {
+            Ok(value) => Ended::Done(value),
+            Err(_) => Ended::TimedOut,
+        },
+        _ = shutdown => Ended::Stopped,
+        _ = leading.wait_for(|l| !*l) => {
+            tracing::warn!("lost the Lease during a round; abandoning it, the new leader carries on");
+            Ended::LostLead
+        }
+    }
+}
+
+fn round_timeout(config: &AgentConfig) -> EngineError {
+    EngineError::Port(PortError::new(
+        System::Cluster(config.cluster.clone()),
+        ErrorKind::Unavailable,
+        "agent round",
+        format!(
+            "the round did not finish within its deadline of {} and was abandoned (OpenBao or the API server is \
+             not answering); it is retried with backoff, and --round-timeout raises the deadline",
+            meshtrust_core::duration::humanize(
+                i64::try_from(config.round_deadline.as_secs()).unwrap_or(i64::MAX)
+            )
+        ),
+    ))
 }
 
 /// Every change to a Secret meshtrust manages in the Istio namespace (edit or deletion) triggers a round.
@@ -195,7 +243,7 @@ async fn watch_managed_secrets(client: kube::Client, namespace: String, tx: mpsc
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "watch interrupted; it resumes by itself");
+                tracing::warn!(error = %meshtrust_kube::describe_watch(&e), "the watch on managed Secrets was interrupted; it resumes by itself");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -382,6 +430,16 @@ impl Agent {
         }
         self.last_failure = Some(message);
         self.health.failure(e);
+    }
+
+    /// Schedules a retry after the backoff for the failures so far.
+    fn retry_later(&self, tx: &mpsc::Sender<Trigger>) {
+        let delay = self.backoff();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Trigger::Retry).await;
+        });
     }
 
     /// Exponential backoff from 1 s to 60 s with ±20% jitter, so many agents do not retry in step.

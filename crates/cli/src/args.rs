@@ -226,6 +226,22 @@ pub struct GitopsArgs {
     pub path: String,
     #[arg(long, default_value = "1.28.0")]
     pub istio_version: String,
+    /// Where the agent's step comes from: the Git path `render agent --out` fills (manifests), or the Helm
+    /// chart charts/meshtrust-agent published at --chart-repo (chart), with this cluster's values and the mesh file.
+    #[arg(long, value_enum, default_value_t = AgentFrom::Manifests)]
+    pub agent_from: AgentFrom,
+    /// The Helm repository (https://...) or OCI registry (oci://...) serving the meshtrust-agent chart.
+    #[arg(long, value_name = "URL", required_if_eq("agent_from", "chart"))]
+    pub chart_repo: Option<String>,
+    /// The meshtrust-agent chart version.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    pub chart_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AgentFrom {
+    Manifests,
+    Chart,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -257,6 +273,10 @@ pub struct AgentArgs {
     /// Give up on an OpenBao request after this long (then back off and keep the last good state).
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub openbao_timeout: Duration,
+    /// Abandon a round (poll or reconcile) that runs longer than this, count it as a failure and retry with
+    /// backoff; SIGTERM and the Lease renewal never wait for a round.
+    #[arg(long, default_value = "2m", value_parser = positive_duration)]
+    pub round_timeout: Duration,
     /// The ServiceAccount token used to log in to OpenBao. Default: the pod's token in a pod, else TokenRequest.
     #[arg(long, conflicts_with = "token_request")]
     pub token_file: Option<PathBuf>,

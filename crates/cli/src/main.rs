@@ -9,6 +9,7 @@ mod commands;
 mod context;
 mod error;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 

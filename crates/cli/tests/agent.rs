@@ -551,3 +551,155 @@ async fn agents_bring_an_empty_mesh_to_a_consistent_state() {
             .is_empty()
     );
 }
+
+/// An "OpenBao" on loopback that accepts connections and never answers: every request the agent makes hangs.
+fn hanging_openbao() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The agent for cluster 0 against `bao`, without waiting for readiness (a hung OpenBao never gives it).
+fn start_hung_agent(mesh: &Mesh, bao: &str, extra: &[&str]) -> Agent {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let cluster = &mesh.env.clusters[0];
+    let child = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        .args(["agent", "--cluster", &cluster.name, "--token-request"])
+        .args(["--poll-interval", "1s", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .arg("--mesh")
+        .arg(&mesh.file)
+        .args(extra)
+        .env("BAO_ADDR", bao)
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agent");
+    let agent = Agent { child, port };
+    let start = Instant::now();
+    while http_get(port, "/healthz").map(|r| r.0) != Some(200) {
+        assert!(start.elapsed() < Duration::from_secs(30), "no /healthz");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent
+}
+
+/// SIGTERM, then the seconds until the process is gone (panics past `limit`), and its stderr.
+fn terminate(agent: &mut Agent, limit: Duration) -> (Duration, String) {
+    Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .expect("kill");
+    let start = Instant::now();
+    while agent.child.try_wait().expect("wait").is_none() {
+        assert!(
+            start.elapsed() < limit,
+            "the agent did not stop within {limit:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = start.elapsed();
+    let mut stderr = String::new();
+    use std::io::Read;
+    if let Some(mut pipe) = agent.child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (took, stderr)
+}
+
+fn errors_total(port: u16) -> f64 {
+    http_get(port, "/metrics")
+        .map(|(_, body)| {
+            body.lines()
+                .filter(|l| l.starts_with("meshtrust_reconcile_errors_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_openbao_neither_lapses_the_lease_nor_delays_sigterm() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let mesh = Mesh::start(1, "");
+    // What `apply` would create; OpenBao here never answers, so nothing else is set up.
+    let namespace = k8s_openapi::api::core::v1::Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some("istio-system".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::all(mesh.env.clusters[0].client().await.expect("client"))
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("istio-system");
+    agent_identity(&mesh, 0).await;
+    let bao = hanging_openbao();
+    let leases: Api<Lease> = Api::namespaced(
+        mesh.env.clusters[0].client().await.expect("client"),
+        "istio-system",
+    );
+
+    // A round that hangs for minutes: the Lease is renewed all along, and SIGTERM still ends the agent at once.
+    let mut agent = start_hung_agent(
+        &mesh,
+        &bao,
+        &["--round-timeout", "10m", "--openbao-timeout", "10m"],
+    );
+    let identity = format!("meshtrust-agent-{}", agent.child.id());
+    let renewed = || async {
+        let lease = leases
+            .get_opt("meshtrust-agent")
+            .await
+            .expect("get lease")?;
+        let spec = lease.spec?;
+        (spec.holder_identity.as_deref() == Some(identity.as_str())).then_some(())?;
+        spec.renew_time.map(|t| t.0.as_second())
+    };
+    wait_for(Duration::from_secs(20), || async {
+        renewed().await.is_some()
+    })
+    .await;
+    // Longer than the Lease's 10 s, all of it inside one hung round.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let last = renewed().await.expect("still the holder");
+    let age = k8s_openapi::jiff::Timestamp::now().as_second() - last;
+    assert!(
+        age <= 5,
+        "the Lease was last renewed {age} s ago during a hung round"
+    );
+    let (took, _) = terminate(&mut agent, Duration::from_secs(5));
+    println!("SIGTERM in a hung round: exited in {took:?}");
+
+    // A short deadline: each hung round is abandoned, counted as a failure and retried with backoff.
+    let mut agent = start_hung_agent(
+        &mesh,
+        &bao,
+        &["--round-timeout", "1s", "--openbao-timeout", "10m"],
+    );
+    wait_for(Duration::from_secs(30), || async {
+        errors_total(agent.port) >= 2.0
+    })
+    .await;
+    let (took, stderr) = terminate(&mut agent, Duration::from_secs(5));
+    println!("SIGTERM with a short deadline: exited in {took:?}");
+    assert!(
+        stderr.contains("did not finish within its deadline of 1s"),
+        "{stderr}"
+    );
+}

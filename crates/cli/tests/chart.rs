@@ -333,3 +333,70 @@ async fn helm_template_passes_a_server_side_dry_run() {
             .unwrap_or_else(|e| panic!("{kind} rejected by the API server: {e}"));
     }
 }
+
+/// `render gitops --agent-from chart` hands the chart values its schema accepts, and the chart renders the
+/// agent for that cluster from them (what ArgoCD does with the Application's valuesObject).
+#[test]
+fn render_gitops_values_for_the_chart_install_the_agent() {
+    let mesh = repo().join("crates/cli/tests/golden/mesh.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        .args([
+            "render",
+            "gitops",
+            "--flavor",
+            "argocd",
+            "--agent-from",
+            "chart",
+        ])
+        .args([
+            "--chart-repo",
+            "https://charts.example.com/meshtrust",
+            "--mesh",
+        ])
+        .arg(&mesh)
+        .output()
+        .expect("render gitops");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = documents(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "meshtrust-agent-cluster-b")
+        .expect("the agent's Application");
+    assert_eq!(app["spec"]["source"]["chart"], "meshtrust-agent");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let values = dir.path().join("values.json");
+    std::fs::write(
+        &values,
+        app["spec"]["source"]["helm"]["valuesObject"].to_string(),
+    )
+    .expect("values");
+    let namespace = app["spec"]["destination"]["namespace"]
+        .as_str()
+        .expect("namespace");
+    let mut cmd = helm();
+    cmd.args(["template", "meshtrust-agent"])
+        .arg(chart())
+        .args(["--namespace", namespace, "-f"])
+        .arg(&values);
+    let objects = documents(&run(cmd));
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Deployment");
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("cluster-b"), "{args}");
+    let config = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("the mesh ConfigMap");
+    assert_eq!(
+        config["data"]["mesh.yaml"].as_str().map(str::trim),
+        std::fs::read_to_string(&mesh)
+            .ok()
+            .as_deref()
+            .map(str::trim)
+    );
+}

@@ -15,8 +15,14 @@ fn golden_dir() -> PathBuf {
 }
 
 fn render(flavor: &str) -> String {
+    render_with(flavor, &[])
+}
+
+fn render_with(flavor: &str, extra: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
-        .args(["render", "gitops", "--flavor", flavor, "--mesh"])
+        .args(["render", "gitops", "--flavor", flavor])
+        .args(extra)
+        .arg("--mesh")
         .arg(golden_dir().join("mesh.yaml"))
         .output()
         .expect("run");
@@ -50,6 +56,64 @@ fn argocd_manifests_match_the_golden_file() {
 #[test]
 fn flux_manifests_match_the_golden_file() {
     check_golden("gitops-flux.yaml", &render("flux"));
+}
+
+const CHART: [&str; 6] = [
+    "--agent-from",
+    "chart",
+    "--chart-repo",
+    "https://charts.example.com/meshtrust",
+    "--chart-version",
+    "0.1.0",
+];
+
+#[test]
+fn argocd_from_the_agent_chart_matches_the_golden_file() {
+    check_golden("gitops-argocd-chart.yaml", &render_with("argocd", &CHART));
+}
+
+#[test]
+fn flux_from_the_agent_chart_matches_the_golden_file() {
+    check_golden("gitops-flux-chart.yaml", &render_with("flux", &CHART));
+}
+
+#[test]
+fn the_agent_chart_needs_its_repository() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        .args([
+            "render",
+            "gitops",
+            "--flavor",
+            "flux",
+            "--agent-from",
+            "chart",
+            "--mesh",
+        ])
+        .arg(golden_dir().join("mesh.yaml"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--chart-repo"), "{stderr}");
+}
+
+#[test]
+fn an_oci_chart_repository_is_an_oci_helm_repository_for_flux() {
+    let yaml = render_with(
+        "flux",
+        &[
+            "--agent-from",
+            "chart",
+            "--chart-repo",
+            "oci://ghcr.io/meshtrust/charts",
+        ],
+    );
+    let repos: Vec<serde_json::Value> = documents(&yaml)
+        .into_iter()
+        .filter(|d| d["kind"] == "HelmRepository" && d["metadata"]["name"] == "meshtrust")
+        .collect();
+    assert_eq!(repos.len(), 2, "one per cluster");
+    assert_eq!(repos[0]["spec"]["type"], "oci");
 }
 
 fn documents(yaml: &str) -> Vec<serde_json::Value> {

@@ -96,6 +96,55 @@ pub fn humanize(seconds: i64) -> String {
     }
 }
 
+/// A moment for people: RFC 3339 in UTC and how far it is from `now` (`2026-11-27T10:40:33Z (in 23h 5m)`).
+/// Text output uses this; JSON output keeps the Unix seconds.
+pub fn when(at: i64, now: i64) -> String {
+    format!("{} ({})", rfc3339(at), relative(at, now))
+}
+
+/// `in 23h 5m`, `3d 2h ago` or `now`.
+pub fn relative(at: i64, now: i64) -> String {
+    let delta = at.saturating_sub(now);
+    match delta {
+        0 => "now".into(),
+        d if d > 0 => format!("in {}", humanize(d)),
+        d => format!("{} ago", humanize(d.saturating_neg())),
+    }
+}
+
+/// Unix seconds as an RFC 3339 UTC timestamp (`2026-11-27T10:40:33Z`). Pure arithmetic, so the planner's crate
+/// needs no date library; years outside 0..=9999 print as plain seconds.
+pub fn rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        return format!("{unix} (Unix time)");
+    }
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), by 400-year eras.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days.saturating_add(719_468);
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe
+        .saturating_add(era.saturating_mul(400))
+        .saturating_add(i64::from(m <= 2));
+    (y, m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +174,23 @@ mod tests {
         assert_eq!(Span(120).to_string(), "2m");
         assert_eq!(humanize(90_000), "1d 1h");
         assert_eq!(humanize(-30), "-30s");
+    }
+
+    #[test]
+    fn moments_read_as_rfc3339_and_relative() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_773_633), "2026-11-27T10:00:33Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(-86_400), "1969-12-31T00:00:00Z");
+        assert_eq!(rfc3339(i64::MAX), format!("{} (Unix time)", i64::MAX));
+        assert_eq!(rfc3339(i64::MIN), format!("{} (Unix time)", i64::MIN));
+        assert_eq!(relative(100 + 23 * 3600, 100), "in 23h 0m");
+        assert_eq!(relative(0, 3 * 86_400), "3d 0h ago");
+        assert_eq!(relative(5, 5), "now");
+        assert_eq!(
+            relative(i64::MIN, i64::MAX),
+            format!("{} ago", humanize(i64::MAX))
+        );
+        assert_eq!(when(86_400, 0), "1970-01-02T00:00:00Z (in 1d 0h)");
     }
 }

@@ -5,9 +5,11 @@
 #![deny(clippy::too_many_lines)]
 
 mod connect;
+mod describe;
 mod port;
 mod probe;
 mod rbac;
 
 pub use connect::{ConnectError, KubeCluster, connect, connect_inferred};
+pub use describe::{describe, describe_watch};
 pub use probe::probe_reader_kubeconfig;

@@ -35,7 +35,11 @@ impl KubeCluster {
             }
             other => (
                 ErrorKind::Unavailable,
-                format!("cannot reach the API server at {}: {other}", self.server),
+                format!(
+                    "cannot reach the API server at {}: {}",
+                    self.server,
+                    crate::describe::transport(other)
+                ),
             ),
         };
         PortError::new(System::Cluster(self.name.clone()), kind, operation, message)

@@ -23,7 +23,10 @@ pub async fn probe_reader_kubeconfig(kubeconfig: &str) -> Result<(), String> {
             "listing {what} at {server} was refused: {} ({})",
             s.message, s.code
         ),
-        other => format!("cannot reach {server} to list {what}: {other}"),
+        other => format!(
+            "cannot reach {server} to list {what}: {}",
+            crate::describe::transport(&other)
+        ),
     };
     Api::<Service>::all(client.clone())
         .list(&params)

@@ -19,6 +19,18 @@ pub struct RenderOptions {
     pub path: String,
     pub istio_version: String,
     pub istio_chart_repo: String,
+    /// Deploy the agent from the Helm chart (charts/meshtrust-agent) instead of the Git path of `render agent`.
+    pub agent_chart: Option<AgentChart>,
+}
+
+/// Where ArgoCD or Flux finds the agent's chart, and the mesh file it puts into the chart's ConfigMap.
+#[derive(Debug, Clone)]
+pub struct AgentChart {
+    /// A Helm repository (`https://...`) or an OCI registry (`oci://...`).
+    pub repo_url: String,
+    pub version: String,
+    /// The mesh file's text (the chart's `mesh` value).
+    pub mesh_text: String,
 }
 
 impl Default for RenderOptions {
@@ -28,6 +40,7 @@ impl Default for RenderOptions {
             path: "clusters".into(),
             istio_version: "1.28.0".into(),
             istio_chart_repo: "https://istio-release.storage.googleapis.com/charts".into(),
+            agent_chart: None,
         }
     }
 }
@@ -85,10 +98,59 @@ struct Step {
 
 enum Source {
     Git(&'static str),
-    Chart { chart: &'static str, values: Value },
+    Chart(Chart),
 }
 
-fn steps(mesh: &Mesh, cluster: &ClusterSettings) -> Vec<Step> {
+struct Chart {
+    repo_url: String,
+    /// The Flux HelmRepository that serves it.
+    flux_repo: &'static str,
+    chart: &'static str,
+    version: String,
+    /// The release namespace.
+    namespace: String,
+    values: Value,
+}
+
+impl Chart {
+    fn istio(
+        chart: &'static str,
+        values: Value,
+        cluster: &ClusterSettings,
+        options: &RenderOptions,
+    ) -> Self {
+        Chart {
+            repo_url: options.istio_chart_repo.clone(),
+            flux_repo: "istio",
+            chart,
+            version: options.istio_version.clone(),
+            namespace: cluster.istio_namespace.clone(),
+            values,
+        }
+    }
+}
+
+/// The agent's step: the Git path `render agent --out` fills, or the Helm chart with this cluster's values.
+fn agent_source(mesh: &Mesh, cluster: &ClusterSettings, options: &RenderOptions) -> Source {
+    match &options.agent_chart {
+        None => Source::Git("meshtrust-agent"),
+        Some(chart) => Source::Chart(Chart {
+            repo_url: chart.repo_url.clone(),
+            flux_repo: "meshtrust",
+            chart: "meshtrust-agent",
+            version: chart.version.clone(),
+            namespace: mesh.agent.namespace.clone(),
+            values: json!({
+                "cluster": cluster.name,
+                "istioNamespace": cluster.istio_namespace,
+                "serviceAccount": {"name": mesh.agent.service_account},
+                "mesh": chart.mesh_text,
+            }),
+        }),
+    }
+}
+
+fn steps(mesh: &Mesh, cluster: &ClusterSettings, options: &RenderOptions) -> Vec<Step> {
     vec![
         Step {
             name: "openbao-setup",
@@ -96,30 +158,50 @@ fn steps(mesh: &Mesh, cluster: &ClusterSettings) -> Vec<Step> {
         },
         Step {
             name: "meshtrust-agent",
-            source: Source::Git("meshtrust-agent"),
+            source: agent_source(mesh, cluster, options),
         },
         Step {
             name: "istio-base",
-            source: Source::Chart {
-                chart: "base",
-                values: json!({"defaultRevision": "default"}),
-            },
+            source: Source::Chart(Chart::istio(
+                "base",
+                json!({"defaultRevision": "default"}),
+                cluster,
+                options,
+            )),
         },
         Step {
             name: "istiod",
-            source: Source::Chart {
-                chart: "istiod",
-                values: istiod_values(mesh, cluster),
-            },
+            source: Source::Chart(Chart::istio(
+                "istiod",
+                istiod_values(mesh, cluster),
+                cluster,
+                options,
+            )),
         },
         Step {
             name: "istio-eastwestgateway",
-            source: Source::Chart {
-                chart: "gateway",
-                values: eastwest_values(cluster),
-            },
+            source: Source::Chart(Chart::istio(
+                "gateway",
+                eastwest_values(cluster),
+                cluster,
+                options,
+            )),
         },
     ]
+}
+
+/// A Flux HelmRepository in flux-system; `oci://` URLs are OCI registries.
+fn helm_repository(name: &str, url: &str) -> Value {
+    let mut spec = json!({"interval": "1h", "url": url});
+    if url.starts_with("oci://") {
+        spec["type"] = json!("oci");
+    }
+    json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "HelmRepository",
+        "metadata": {"name": name, "namespace": "flux-system"},
+        "spec": spec,
+    })
 }
 
 pub fn gitops(mesh: &Mesh, flavor: Flavor, options: &RenderOptions) -> Vec<Rendered> {
@@ -135,16 +217,18 @@ pub fn gitops(mesh: &Mesh, flavor: Flavor, options: &RenderOptions) -> Vec<Rende
             out.push(Rendered {
                 cluster: c.clone(),
                 file: "01-helmrepository.yaml".into(),
-                object: json!({
-                    "apiVersion": "source.toolkit.fluxcd.io/v1",
-                    "kind": "HelmRepository",
-                    "metadata": {"name": "istio", "namespace": "flux-system"},
-                    "spec": {"interval": "1h", "url": options.istio_chart_repo},
-                }),
+                object: helm_repository("istio", &options.istio_chart_repo),
             });
+            if let Some(chart) = &options.agent_chart {
+                out.push(Rendered {
+                    cluster: c.clone(),
+                    file: "02-helmrepository-meshtrust.yaml".into(),
+                    object: helm_repository("meshtrust", &chart.repo_url),
+                });
+            }
         }
         let mut previous: Option<String> = None;
-        for (wave, step) in steps(mesh, cluster).into_iter().enumerate() {
+        for (wave, step) in steps(mesh, cluster, options).into_iter().enumerate() {
             let name = format!("{}-{c}", step.name);
             let object = match (flavor, &step.source) {
                 (Flavor::ArgoCd, source) => {
@@ -162,20 +246,20 @@ pub fn gitops(mesh: &Mesh, flavor: Flavor, options: &RenderOptions) -> Vec<Rende
                         "wait": true,
                     }), &previous),
                 }),
-                (Flavor::Flux, Source::Chart { chart, values }) => json!({
+                (Flavor::Flux, Source::Chart(chart)) => json!({
                     "apiVersion": "helm.toolkit.fluxcd.io/v2",
                     "kind": "HelmRelease",
                     "metadata": {"name": name, "namespace": "flux-system"},
                     "spec": flux_depends(json!({
                         "interval": "10m",
                         "releaseName": step.name,
-                        "targetNamespace": cluster.istio_namespace,
+                        "targetNamespace": chart.namespace,
                         "chart": {"spec": {
-                            "chart": chart,
-                            "version": options.istio_version,
-                            "sourceRef": {"kind": "HelmRepository", "name": "istio", "namespace": "flux-system"},
+                            "chart": chart.chart,
+                            "version": chart.version,
+                            "sourceRef": {"kind": "HelmRepository", "name": chart.flux_repo, "namespace": "flux-system"},
                         }},
-                        "values": values,
+                        "values": chart.values,
                     }), &previous),
                 }),
             };
@@ -204,18 +288,22 @@ fn argocd_application(
     source: &Source,
     options: &RenderOptions,
 ) -> Value {
-    let source = match source {
+    let spec_source = match source {
         Source::Git(dir) => json!({
             "repoURL": options.repo_url,
             "targetRevision": "HEAD",
             "path": format!("{}/{}/{dir}", options.path, cluster.name),
         }),
-        Source::Chart { chart, values } => json!({
-            "repoURL": options.istio_chart_repo,
-            "chart": chart,
-            "targetRevision": options.istio_version,
-            "helm": {"valuesObject": values},
+        Source::Chart(chart) => json!({
+            "repoURL": chart.repo_url,
+            "chart": chart.chart,
+            "targetRevision": chart.version,
+            "helm": {"valuesObject": chart.values},
         }),
+    };
+    let namespace = match source {
+        Source::Chart(chart) => chart.namespace.as_str(),
+        Source::Git(_) => cluster.istio_namespace.as_str(),
     };
     json!({
         "apiVersion": "argoproj.io/v1alpha1",
@@ -228,8 +316,8 @@ fn argocd_application(
         },
         "spec": {
             "project": "default",
-            "source": source,
-            "destination": {"name": cluster.name, "namespace": cluster.istio_namespace},
+            "source": spec_source,
+            "destination": {"name": cluster.name, "namespace": namespace},
             "syncPolicy": {"automated": {"prune": true, "selfHeal": true}, "syncOptions": ["CreateNamespace=true", "ServerSideApply=true"]},
         },
     })

@@ -9,5 +9,6 @@ mod gitops;
 
 pub use agent::agent_manifests;
 pub use gitops::{
-    Flavor, RenderOptions, Rendered, eastwest_values, gitops, istio_namespace, istiod_values,
+    AgentChart, Flavor, RenderOptions, Rendered, eastwest_values, gitops, istio_namespace,
+    istiod_values,
 };

@@ -3,30 +3,34 @@ use std::process::ExitCode;
 use meshtrust_core::planner::PlanOptions;
 use serde_json::json;
 
-use crate::args::{Global, OutputFormat, PlanArgs};
+use crate::args::{Global, PlanArgs};
 use crate::context::{connect_all, now};
 use crate::error::CliError;
 use crate::output::emit;
+use crate::progress::Progress;
 
 pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> {
     let mut ctx = connect_all(global).await?;
     if args.openbao_only {
         ctx.engine = ctx.engine.with_scope(meshtrust_engine::Scope::OpenBaoOnly);
     }
-    let text = global.output == OutputFormat::Text;
-    let mut progress = |change: &meshtrust_core::plan::Change,
-                        applied: &meshtrust_engine::AppliedChange| {
-        if text {
-            println!(
-                "  done {} {}: {}",
-                change.target, change.resource, applied.detail
-            );
-        }
+    let mesh = ctx.engine.mesh();
+    let progress = Progress::new(
+        global.output,
+        format!(
+            "reading OpenBao and {} cluster(s), then planning",
+            mesh.clusters.len()
+        ),
+    );
+    let mut on_change = |change: &meshtrust_core::plan::Change,
+                         applied: &meshtrust_engine::AppliedChange| {
+        progress.applied(change, applied);
     };
     let (plan, report, _) = ctx
         .engine
-        .converge(&now, PlanOptions { adopt: args.adopt }, &mut progress)
+        .converge(&now, PlanOptions { adopt: args.adopt }, &mut on_change)
         .await?;
+    drop(progress);
     emit(
         global.output,
         &json!({ "plan": plan, "applied": report.applied, "warnings": report.warnings }),

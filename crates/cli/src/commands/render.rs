@@ -2,10 +2,11 @@ use std::process::ExitCode;
 
 use meshtrust_core::istio::remote_secret_manifest;
 use meshtrust_engine::published::fetch;
-use meshtrust_render::{Flavor, RenderOptions, agent_manifests, gitops};
+use meshtrust_render::{AgentChart, Flavor, RenderOptions, agent_manifests, gitops};
 
 use crate::args::{
-    FlavorArg, GitopsArgs, Global, RemoteSecretArgs, RenderAgentArgs, RenderArgs, RenderCommand,
+    AgentFrom, FlavorArg, GitopsArgs, Global, RemoteSecretArgs, RenderAgentArgs, RenderArgs,
+    RenderCommand,
 };
 use crate::context::{cluster_named, connect_openbao, load_mesh};
 use crate::error::CliError;
@@ -28,10 +29,24 @@ fn render_gitops(global: &Global, args: GitopsArgs) -> Result<ExitCode, CliError
         FlavorArg::Argocd => Flavor::ArgoCd,
         FlavorArg::Flux => Flavor::Flux,
     };
+    let agent_chart = match (args.agent_from, args.chart_repo) {
+        (AgentFrom::Chart, Some(repo_url)) => Some(AgentChart {
+            repo_url,
+            version: args.chart_version,
+            mesh_text: mesh_text(global)?,
+        }),
+        (AgentFrom::Chart, None) => {
+            return Err(CliError::Usage(
+                "--agent-from chart needs --chart-repo URL, the Helm repository serving meshtrust-agent".into(),
+            ));
+        }
+        (AgentFrom::Manifests, _) => None,
+    };
     let options = RenderOptions {
         repo_url: args.repo_url,
         path: args.path,
         istio_version: args.istio_version,
+        agent_chart,
         ..RenderOptions::default()
     };
     let rendered = gitops(&mesh, flavor, &options);
@@ -82,10 +97,7 @@ async fn render_remote_secret(
 fn render_agent(global: &Global, args: RenderAgentArgs) -> Result<ExitCode, CliError> {
     let mesh = load_mesh(global)?;
     let cluster = cluster_named(&mesh, &args.cluster, global)?;
-    let text = std::fs::read_to_string(&global.mesh).map_err(|e| CliError::MeshFile {
-        path: global.mesh.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let text = mesh_text(global)?;
     let objects = agent_manifests(&mesh, cluster, &text, &args.image);
     match &args.out {
         None => {
@@ -119,6 +131,14 @@ fn render_agent(global: &Global, args: RenderAgentArgs) -> Result<ExitCode, CliE
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The mesh file as written (comments kept), for the agent's ConfigMap.
+fn mesh_text(global: &Global) -> Result<String, CliError> {
+    std::fs::read_to_string(&global.mesh).map_err(|e| CliError::MeshFile {
+        path: global.mesh.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Writes `dir/file` through a temporary file and a rename, so a reader never sees half a file.

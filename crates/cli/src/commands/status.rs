@@ -30,7 +30,7 @@ pub async fn run(global: &Global, _args: StatusArgs) -> Result<ExitCode, CliErro
                 ));
             }
             out.push('\n');
-            out.push_str(&table(&rows));
+            out.push_str(&table(&rows, observation.facts().now));
             out.push_str("\nAgents: their health is on each agent's /readyz and /metrics inside its cluster; the columns above show what they maintain.\n");
             out
         },

@@ -23,9 +23,9 @@ pub struct ClusterRow {
     pub token_expires: Option<i64>,
 }
 
-fn date(t: Option<i64>) -> String {
-    t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-        .map(|t| format!("{} {:02}:{:02}", t.date(), t.hour(), t.minute()))
+/// RFC 3339 plus how far away, for people; JSON keeps the Unix seconds.
+fn date(t: Option<i64>, now: i64) -> String {
+    t.map(|t| meshtrust_core::duration::when(t, now))
         .unwrap_or_else(|| "-".into())
 }
 
@@ -87,20 +87,20 @@ pub fn rows(mesh: &meshtrust_core::mesh::Mesh, observation: &Snapshot) -> Vec<Cl
         .collect()
 }
 
-pub fn table(rows: &[ClusterRow]) -> String {
+pub fn table(rows: &[ClusterRow], now: i64) -> String {
     let mut out = format!(
-        "{:<14} {:<28} {:<18} {:<17} {:<6} {}\n",
-        "CLUSTER", "ROOT(S) sha256", "CA SERIAL", "CA EXPIRES", "PEERS", "READER TOKEN EXPIRES"
+        "{:<14} {:<28} {:<18} {:<6} {:<36} {}\n",
+        "CLUSTER", "ROOT(S) sha256", "CA SERIAL", "PEERS", "CA EXPIRES", "READER TOKEN EXPIRES"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<14} {:<28} {:<18} {:<17} {:<6} {}\n",
+            "{:<14} {:<28} {:<18} {:<6} {:<36} {}\n",
             r.cluster,
             r.roots,
             r.ca_serial.get(..17).unwrap_or(&r.ca_serial),
-            date(r.ca_not_after),
             r.peers_synced,
-            date(r.token_expires)
+            date(r.ca_not_after, now),
+            date(r.token_expires, now)
         ));
     }
     out
@@ -149,7 +149,7 @@ pub async fn run(global: &Global, _args: VerifyArgs) -> Result<ExitCode, CliErro
         global.output,
         &json!({ "ok": ok, "clusters": rows, "findings": findings }),
         || {
-            let mut out = table(&rows);
+            let mut out = table(&rows, observation.facts().now);
             if ok {
                 out.push_str("\nOK: same roots everywhere, every chain verifies, every key matches, every peer's remote secret is current and can read its cluster.\n");
             } else {

@@ -40,8 +40,9 @@ pub(super) async fn apply(
         Action::PublishRemoteSecret { cluster } => {
             let published = publish(targets, targets.settings(cluster)?).await?;
             let detail = format!(
-                "published version {}; the reader token expires at {} (Unix time)",
-                published.version, published.token_expires
+                "published version {}; the reader token expires {}",
+                published.version,
+                meshtrust_core::duration::when(published.token_expires, run.snapshot().facts().now)
             );
             run.published
                 .insert(cluster.clone(), (published.kubeconfig, published.version));
