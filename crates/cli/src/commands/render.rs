@@ -82,10 +82,7 @@ async fn render_remote_secret(
 fn render_agent(global: &Global, args: RenderAgentArgs) -> Result<ExitCode, CliError> {
     let mesh = load_mesh(global)?;
     let cluster = cluster_named(&mesh, &args.cluster, global)?;
-    let text = std::fs::read_to_string(&global.mesh).map_err(|e| CliError::MeshFile {
-        path: global.mesh.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let text = crate::context::read_mesh_text(&global.mesh)?;
     let objects = agent_manifests(&mesh, cluster, &text, &args.image);
     match &args.out {
         None => {

@@ -26,6 +26,18 @@ pub(super) fn validate(ca: RawCa, mesh_id: &str, c: &mut Checker) -> CaSettings 
             ),
         );
     }
+    for (path, value) in [
+        ("ca.root.commonName", &root.common_name),
+        ("ca.root.organization", &root.organization),
+        ("ca.intermediate.organization", &intermediate.organization),
+    ] {
+        if let Some(bad) = value
+            .chars()
+            .find(|ch| ch.is_control() || "\"\\${}%".contains(*ch))
+        {
+            c.problem(path, format!("{value:?} contains {bad:?}; certificate names go into OpenBao policies (HCL), so quotes, backslashes, '$', '%', braces and control characters are refused"));
+        }
+    }
     let shared_root_kv_path = ca.shared_root_kv_path.unwrap_or_else(|| "istio/ca".into());
     if !is_mount_path(&shared_root_kv_path) {
         c.problem(
