@@ -304,3 +304,6 @@ pub(crate) fn check(operation: &str, response: Response) -> PortResult<Value> {
         ),
     })
 }
+
+#[cfg(test)]
+pub(crate) mod answer_props;
