@@ -72,13 +72,12 @@ fn is_host_name(host: &str) -> bool {
 
 fn path_problem(path: &str) -> Option<String> {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || b"/-._~%".contains(&b);
-    match path.bytes().find(|b| !allowed(*b)) {
-        Some(b) => Some(format!(
+    path.bytes().find(|b| !allowed(*b)).map(|b| {
+        format!(
             "has {:?} after the host; only a path (letters, digits, / - . _ ~ %) may follow host:port",
             b as char
-        )),
-        None => None,
-    }
+        )
+    })
 }
 
 #[cfg(test)]
