@@ -162,7 +162,9 @@ impl OpenBaoClient {
 
 /// The HTTP client for `config`: its CA bundle if any, and a bound on every request.
 fn http_client(config: &OpenBaoConfig, timeout: Duration) -> PortResult<reqwest::Client> {
+    // No redirects: reqwest would resend X-Vault-Token to wherever a 3xx points.
     let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)));
     if let Some(pem) = &config.ca_cert_pem {
@@ -302,3 +304,6 @@ pub(crate) fn check(operation: &str, response: Response) -> PortResult<Value> {
         ),
     })
 }
+
+#[cfg(test)]
+pub(crate) mod answer_props;

@@ -556,3 +556,6 @@ fn split_namespace(namespace: &str) -> (Option<&str>, &str) {
         None => (None, namespace),
     }
 }
+
+#[cfg(test)]
+mod field_props;

@@ -53,6 +53,10 @@ pub struct Global {
     /// clear text). https:// needs no flag.
     #[arg(long, global = true)]
     pub allow_insecure_http: bool,
+    /// How long one request to OpenBao or a Kubernetes API server may take (connect, send, answer) before
+    /// the command fails, so a hung server cannot hang it. The agent has its own --openbao-timeout.
+    #[arg(long, global = true, default_value = "30s", value_parser = positive_duration, env = "MESHTRUST_REQUEST_TIMEOUT")]
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

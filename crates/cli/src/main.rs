@@ -70,14 +70,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Dependency log targets that could print answer bodies or headers, silenced whatever the filter says.
+const QUIET_TARGETS: &[&str] = &["kube_client::client=off"];
+
 fn init_logging(verbose: u8, format: args::LogFormat) {
     let default = match verbose {
         0 => "warn",
         1 => "info,meshtrust=info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHTRUST_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("MESHTRUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // kube-client logs whole answer bodies at warn when they do not parse (a Secret list included) and
+    // response headers at trace; meshtrust's own error says what failed. Off at every level, MESHTRUST_LOG too.
+    for directive in QUIET_TARGETS {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

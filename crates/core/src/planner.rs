@@ -299,14 +299,14 @@ fn reissue_reason(
             cert.serial
         ));
     };
-    let remaining = cert.not_after - now;
+    let remaining = cert.not_after.saturating_sub(now);
     let renew_before = mesh.ca.intermediate.renew_before.seconds() as i64;
     if remaining < renew_before {
         return Some(if remaining <= 0 {
             format!(
                 "the intermediate (serial {}) expired {} ago",
                 cert.serial,
-                humanize(-remaining)
+                humanize(remaining.saturating_neg())
             )
         } else {
             format!(

@@ -93,10 +93,14 @@ fn plan_publish(
         Some(p) if p.config_hash != facts.desired_config_hash => {
             Some("the API address or CA peers must use changed".to_string())
         }
-        Some(p) if p.token_expires - observed.now < rs.refresh_before.seconds() as i64 => {
+        // `tokenExpires` comes from shared KV data: saturate rather than overflow on a hostile value.
+        Some(p)
+            if p.token_expires.saturating_sub(observed.now)
+                < i64::try_from(rs.refresh_before.seconds()).unwrap_or(i64::MAX) =>
+        {
             Some(format!(
                 "its reader token expires in {}, within refreshBefore {}",
-                humanize(p.token_expires - observed.now),
+                humanize(p.token_expires.saturating_sub(observed.now)),
                 rs.refresh_before
             ))
         }

@@ -66,14 +66,14 @@ fn bundle_problems(
         ));
     }
     if let Some(cert) = &state.ca_cert {
-        let remaining = cert.not_after - observed.now;
+        let remaining = cert.not_after.saturating_sub(observed.now);
         let renew_before = mesh.ca.intermediate.renew_before.seconds() as i64;
         if remaining <= 0 {
             out.push((
                 format!(
                     "the CA certificate (serial {}) expired {} ago",
                     cert.serial,
-                    humanize(-remaining)
+                    humanize(remaining.saturating_neg())
                 ),
                 "run `meshtrust apply` to renew it now",
             ));
@@ -205,7 +205,7 @@ pub fn verify_remote_secrets(mesh: &Mesh, observed: &Observed) -> Vec<Finding> {
                             format!(
                                 "{}'s published reader token expired {} ago",
                                 peer.name,
-                                humanize(observed.now - p.token_expires)
+                                humanize(observed.now.saturating_sub(p.token_expires))
                             ),
                             "run `meshtrust apply` to publish a fresh token",
                         ));

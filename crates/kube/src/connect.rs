@@ -1,4 +1,5 @@
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -37,11 +38,59 @@ pub struct KubeCluster {
     pub ca_pem: Option<String>,
 }
 
-/// Connects to a cluster from `kubeconfig` (or the default one) and optional `context`.
+/// How long a client waits on the API server. kube-rs reads without a timeout by default, so a hung API
+/// server would hang a command forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Between two reads of an answer (or a watch stream).
+    pub read: Duration,
+    pub write: Duration,
+}
+
+impl Timeouts {
+    /// For long-lived clients that watch: a watch may sit silent for its server-side timeout (kube-rs asks
+    /// for 290 s), so reads get a little longer than that. Still bounded: a hung server is noticed.
+    pub const WATCH: Timeouts = Timeouts {
+        connect: Duration::from_secs(10),
+        read: Duration::from_secs(300),
+        write: Duration::from_secs(30),
+    };
+
+    /// For one-shot commands (`plan`, `apply`, `verify`): every request must answer within `request`.
+    pub fn requests(request: Duration) -> Timeouts {
+        Timeouts {
+            connect: request.min(Duration::from_secs(10)),
+            read: request,
+            write: request,
+        }
+    }
+
+    fn apply(self, config: &mut kube::Config) {
+        config.connect_timeout = Some(self.connect);
+        config.read_timeout = Some(self.read);
+        config.write_timeout = Some(self.write);
+        // Count the read timeout from each request, not from when a pooled connection went idle.
+        config.reset_reader_on_write = true;
+    }
+}
+
+/// Connects to a cluster from `kubeconfig` (or the default one) and optional `context`, with
+/// [`Timeouts::WATCH`].
 pub async fn connect(
     cluster: &str,
     kubeconfig: Option<&Path>,
     context: Option<&str>,
+) -> Result<KubeCluster, ConnectError> {
+    connect_with(cluster, kubeconfig, context, Timeouts::WATCH).await
+}
+
+/// [`connect`] with explicit timeouts.
+pub async fn connect_with(
+    cluster: &str,
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    timeouts: Timeouts,
 ) -> Result<KubeCluster, ConnectError> {
     let options = KubeConfigOptions {
         context: context.map(str::to_string),
@@ -70,7 +119,7 @@ pub async fn connect(
                 }
             })?,
         };
-    from_config(cluster, config, kubeconfig)
+    from_config(cluster, config, kubeconfig, timeouts)
 }
 
 /// Connects with the in-cluster configuration (ServiceAccount token and CA), else the default kubeconfig.
@@ -81,14 +130,16 @@ pub async fn connect_inferred(cluster: &str) -> Result<KubeCluster, ConnectError
             cluster: cluster.into(),
             reason: e.to_string(),
         })?;
-    from_config(cluster, config, None)
+    from_config(cluster, config, None, Timeouts::WATCH)
 }
 
 fn from_config(
     cluster: &str,
-    config: kube::Config,
+    mut config: kube::Config,
     kubeconfig: Option<&Path>,
+    timeouts: Timeouts,
 ) -> Result<KubeCluster, ConnectError> {
+    timeouts.apply(&mut config);
     let server = config
         .cluster_url
         .to_string()

@@ -10,6 +10,6 @@ mod port;
 mod probe;
 mod rbac;
 
-pub use connect::{ConnectError, KubeCluster, connect, connect_inferred};
+pub use connect::{ConnectError, KubeCluster, Timeouts, connect, connect_inferred, connect_with};
 pub use describe::{describe, describe_watch};
-pub use probe::probe_reader_kubeconfig;
+pub use probe::{parse_reader_kubeconfig, probe_reader_kubeconfig};

@@ -42,7 +42,16 @@ impl SharedRoot {
         let start = OffsetDateTime::from_unix_timestamp(now)
             .map_err(|e| PkiError::Generate(e.to_string()))?;
         params.not_before = start - Duration::minutes(5);
-        params.not_after = start + Duration::seconds(settings.ttl.seconds() as i64);
+        // The mesh file bounds ttl, but a library caller may not have: refuse rather than panic on overflow.
+        params.not_after = i64::try_from(settings.ttl.seconds())
+            .ok()
+            .and_then(|s| start.checked_add(Duration::seconds(s)))
+            .ok_or_else(|| {
+                PkiError::Generate(format!(
+                    "root ttl {} ends beyond the year 9999; use a shorter ca.root.ttl",
+                    settings.ttl
+                ))
+            })?;
         let cert = params.self_signed(&pair).map_err(err)?;
         Ok(SharedRoot {
             cert_pem: cert.pem(),

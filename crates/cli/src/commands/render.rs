@@ -135,10 +135,7 @@ fn render_agent(global: &Global, args: RenderAgentArgs) -> Result<ExitCode, CliE
 
 /// The mesh file as written (comments kept), for the agent's ConfigMap.
 fn mesh_text(global: &Global) -> Result<String, CliError> {
-    std::fs::read_to_string(&global.mesh).map_err(|e| CliError::MeshFile {
-        path: global.mesh.display().to_string(),
-        reason: e.to_string(),
-    })
+    crate::context::read_mesh_text(&global.mesh)
 }
 
 /// Writes `dir/file` through a temporary file and a rename, so a reader never sees half a file.

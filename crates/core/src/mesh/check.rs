@@ -3,6 +3,10 @@
 use super::{KeySpec, KeyType, Problem};
 use crate::duration::Span;
 
+/// The longest lifetime any mesh-file duration may have (100 years). Every timestamp meshtrust computes is
+/// `now + span`; this bound keeps it inside X.509's GeneralizedTime and far from `i64` overflow.
+pub const MAX_SPAN: Span = Span(100 * 365 * 86_400);
+
 /// Collects every problem instead of stopping at the first, so one run shows the whole list to fix.
 #[derive(Default)]
 pub(super) struct Checker {
@@ -19,6 +23,13 @@ impl Checker {
 
     pub(super) fn span(&mut self, path: &str, value: Option<&str>, default: &str) -> Span {
         match Span::parse(value.unwrap_or(default)) {
+            Ok(span) if span > MAX_SPAN => {
+                self.problem(
+                    path,
+                    format!("{span} is longer than {MAX_SPAN} (100 years), the most meshtrust accepts: certificates cannot outlive year 9999 and timestamps must not overflow"),
+                );
+                Span(1)
+            }
             Ok(span) if span.0 > 0 => span,
             Ok(_) => {
                 self.problem(path, "must be longer than zero");
@@ -37,13 +48,13 @@ impl Checker {
     pub(super) fn plain_text(&mut self, path: &str, value: &str) {
         let bad = value
             .chars()
-            .find(|c| c.is_control() || matches!(c, '"' | '\\' | '*'))
+            .find(|c| c.is_control() || matches!(c, '"' | '\\' | '*' | '$' | '%' | '{' | '}'))
             .map(|c| format!("{c:?}"))
             .or_else(|| value.contains("${").then(|| "\"${\"".to_string()));
         if let Some(bad) = bad {
             self.problem(
                 path,
-                format!("{value:?} contains {bad}; use letters, digits, spaces and plain punctuation, without quotes, backslashes, '*', '${{' or control characters"),
+                format!("{value:?} contains {bad}; use letters, digits, spaces and plain punctuation, without quotes, backslashes, '*', '$', '%', braces or control characters (these names go into OpenBao policies)"),
             );
         } else if value.trim().is_empty() || value.len() > 64 {
             self.problem(
@@ -115,4 +126,17 @@ pub(super) fn is_mount_path(s: &str) -> bool {
         && !s.ends_with('/')
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_/".contains(&b))
+}
+
+/// Words YAML 1.1 (which Kubernetes' Go YAML codec still follows) reads as booleans or null when unquoted.
+const YAML_KEYWORDS: &[&str] = &["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
+
+/// A name that YAML reads back as the same string when written unquoted: it starts with a letter (so no
+/// `123`, `1e3`, `0x1f`) and is not a YAML keyword (`true`, `null`, `on`, ...). Names written into
+/// kubeconfigs and Helm values must pass, or a cluster called `123` becomes the number 123 there.
+pub(super) fn is_yaml_plain(s: &str) -> bool {
+    s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !YAML_KEYWORDS.contains(&s.to_ascii_lowercase().as_str())
 }

@@ -4,8 +4,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::ClusterSettings;
-use super::check::{Checker, is_dns_label, is_mount_path};
+use super::check::{Checker, is_dns_label, is_mount_path, is_yaml_plain};
 use super::schema::RawCluster;
+use super::url::https_url_problem;
 
 pub(super) fn validate(
     raw: Vec<RawCluster>,
@@ -41,6 +42,8 @@ fn cluster(
         );
     } else if !is_dns_label(&name) {
         c.problem(at("name"), format!("{name:?} must be a DNS label (lowercase letters, digits, '-'), as Istio's clusterName"));
+    } else if !is_yaml_plain(&name) {
+        c.problem(at("name"), format!("{name:?} would read as a number, boolean or null in YAML (Istio's values, kubeconfigs); start it with a letter and avoid true/false/yes/no/on/off/null"));
     } else if !names.insert(name.clone()) {
         c.problem(
             at("name"),
@@ -48,11 +51,21 @@ fn cluster(
         );
     }
     if let Some(api) = &rc.api_server
-        && !api.starts_with("https://")
+        && let Some(why) = https_url_problem(api)
     {
         c.problem(
             at("apiServer"),
-            format!("{api:?} must be an https:// URL that peers can reach"),
+            format!(
+                "{api:?} {why}; write the https://host[:port] URL peers reach the API server at"
+            ),
+        );
+    }
+    if let Some(network) = &rc.network
+        && !is_yaml_plain(network)
+    {
+        c.problem(
+            at("network"),
+            format!("{network:?} must start with a letter and hold only letters, digits, '-', '_', '.' (and not read as a YAML boolean or null), as Istio's network names"),
         );
     }
     let auth_mount = rc

@@ -1,7 +1,7 @@
 //! The file's header: `apiVersion`, `kind` and `meshID`.
 
 use super::API_VERSION;
-use super::check::{Checker, is_dns_label};
+use super::check::{Checker, is_dns_label, is_yaml_plain};
 
 /// Checks the schema markers and returns the mesh ID (default `mesh1`).
 pub(super) fn validate(
@@ -34,6 +34,11 @@ pub(super) fn validate(
         c.problem(
             "meshID",
             format!("{mesh_id:?} must be a DNS label (lowercase letters, digits, '-')"),
+        );
+    } else if !is_yaml_plain(&mesh_id) {
+        c.problem(
+            "meshID",
+            format!("{mesh_id:?} would read as a number, boolean or null in YAML; start it with a letter"),
         );
     }
     mesh_id

@@ -13,6 +13,9 @@ mod header;
 mod openbao;
 mod remote_secrets;
 mod schema;
+mod url;
+
+pub use check::MAX_SPAN;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -22,6 +25,10 @@ use check::Checker;
 use schema::RawMesh;
 
 pub const API_VERSION: &str = "meshtrust.dev/v1";
+
+/// The largest mesh file meshtrust reads (1 MiB): a real one is a few KiB, and reading stops here so that
+/// `--mesh /dev/zero` or a runaway generator cannot exhaust memory.
+pub const MAX_MESH_FILE_BYTES: usize = 1 << 20;
 
 /// How the mesh's trust anchor is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -201,6 +208,15 @@ impl Mesh {
     /// Parses and validates a mesh file. `file` names it in errors; `base_dir` anchors relative kubeconfig paths.
     /// Every section is checked even after a problem, so the error lists all of them at once.
     pub fn from_yaml(text: &str, file: &str, base_dir: PathBuf) -> Result<Mesh, MeshError> {
+        if text.len() > MAX_MESH_FILE_BYTES {
+            return Err(MeshError::Syntax {
+                file: file.to_string(),
+                message: format!(
+                    "larger than {} MiB; a mesh file is a few KiB, check that --mesh names the right file",
+                    MAX_MESH_FILE_BYTES >> 20
+                ),
+            });
+        }
         let raw: RawMesh = serde_saphyr::from_str(text).map_err(|e| MeshError::Syntax {
             file: file.to_string(),
             message: e.to_string(),

@@ -105,3 +105,53 @@ fn every_section_reports_its_problems_in_one_run() {
         ]
     );
 }
+
+fn problems_of(text: &str) -> String {
+    match parse(text) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted:\n{text}"),
+    }
+}
+
+#[test]
+fn huge_ttls_are_problems_not_panics() {
+    let text = format!("{MINIMAL}ca:\n  root:\n    ttl: 500000y\n");
+    let e = problems_of(&text);
+    assert!(e.contains("ca.root.ttl") && e.contains("100 years"), "{e}");
+    let e = problems_of(&format!("{MINIMAL}agent:\n  tokenTtl: 101y\n"));
+    assert!(e.contains("agent.tokenTtl"), "{e}");
+}
+
+#[test]
+fn names_yaml_would_misread_are_refused() {
+    for name in ["123", "1e3", "0x1f", "true", "null", "on", "no"] {
+        let text = format!(
+            "apiVersion: meshtrust.dev/v1\nkind: Mesh\nclusters:\n  - name: \"{name}\"\n    kubeconfig: kc\n"
+        );
+        let e = problems_of(&text);
+        assert!(e.contains("clusters[0].name"), "{name}: {e}");
+    }
+    let e = problems_of(&format!("{MINIMAL}    network: \"true\"\n"));
+    assert!(e.contains("clusters[0].network"), "{e}");
+}
+
+#[test]
+fn api_server_must_be_a_plain_https_url() {
+    for api in [
+        "https://10.0.0.1:6443\\nevil: x",
+        "https://a b",
+        "https://h:99999",
+        "https://h?x=1",
+    ] {
+        let e = problems_of(&format!("{MINIMAL}    apiServer: \"{api}\"\n"));
+        assert!(e.contains("clusters[0].apiServer"), "{api}: {e}");
+    }
+    assert!(parse(&format!("{MINIMAL}    apiServer: https://10.0.0.1:6443\n")).is_ok());
+}
+
+#[test]
+fn oversized_text_is_refused_before_parsing() {
+    let text = format!("{MINIMAL}#{}\n", "x".repeat(MAX_MESH_FILE_BYTES));
+    let e = problems_of(&text);
+    assert!(e.contains("larger than 1 MiB"), "{e}");
+}
