@@ -97,6 +97,7 @@ pub async fn run(
         health,
         session: None,
         last_index: None,
+        rotating: false,
         last_full: None,
         failures: 0,
         leader: false,
@@ -193,6 +194,8 @@ struct Agent {
     health: Health,
     session: Option<Session>,
     last_index: Option<u64>,
+    /// A root rotation is under way: reconcile on every poll, since peers' progress does not move the index.
+    rotating: bool,
     last_full: Option<Instant>,
     failures: u32,
     leader: bool,
@@ -247,7 +250,7 @@ impl Agent {
             .is_none_or(|t| t.elapsed() >= self.config.resync_interval);
         let moved = match self.bao().await {
             Ok(bao) => match self.engine(bao).index_version().await {
-                Ok(version) => self.last_index != Some(version),
+                Ok(version) => self.last_index != Some(version) || self.rotating,
                 Err(e) => {
                     self.note_failure(&e);
                     return;
@@ -297,6 +300,7 @@ impl Agent {
                 };
                 if let Some(current) = &current {
                     self.last_index = Some(current.index_version());
+                    self.rotating = current.rotation_pending();
                 }
                 if let Some(not_after) = current
                     .as_ref()

@@ -102,6 +102,10 @@ impl Engine {
     ) -> Result<(Plan, Snapshot), EngineError> {
         let snapshot = self.observe(now).await?;
         let mut plan = plan(&self.mesh, snapshot.facts(), options);
+        if self.scope != Scope::Agent {
+            // Only a cluster's own agent may write its trust facts.
+            plan.changes.retain(|c| !c.action.agent_only());
+        }
         match self.scope {
             Scope::Admin => {}
             Scope::Agent => plan.changes.retain(|c| !c.action.needs_openbao_admin()),
@@ -179,11 +183,18 @@ impl Engine {
             })?;
         let request = crate::apply::root_request(&self.mesh, next);
         let issuer_name = root_issuer_name(next);
-        match self
+        let outcome = self
             .bao
             .generate_root(&self.mesh.openbao.pki_mount, &request)
-            .await?
-        {
+            .await?;
+        // Idle agents poll only the change index: bump it so they take up the new root now.
+        crate::trust_facts::nudge_agents(
+            self.bao.as_ref(),
+            &self.mesh.openbao.kv_mount,
+            &self.mesh.remote_secrets.index_path,
+        )
+        .await?;
+        match outcome {
             GenerateOutcome::Created => Ok(RotationStart::Generated { issuer_name }),
             GenerateOutcome::AlreadyExists => Ok(RotationStart::AlreadyExists { issuer_name }),
         }

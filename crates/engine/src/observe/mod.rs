@@ -3,6 +3,7 @@
 
 mod cluster;
 mod openbao;
+mod trust_facts;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub async fn observe(
                 published: BTreeMap::new(),
             },
             clusters: BTreeMap::new(),
+            trust: Default::default(),
             now,
         },
         roots_pem: BTreeMap::new(),
@@ -58,6 +60,9 @@ pub async fn observe(
         snapshot.index_version = version;
         snapshot.facts.openbao.published = published;
         openbao::observe_ca(mesh, bao, &mut snapshot).await?;
+        if snapshot.facts.openbao.roots.len() > 1 {
+            snapshot.facts.trust = trust_facts::observe_trust(mesh, bao, clusters).await?;
+        }
     }
     // Only connected clusters are observed: an agent connects to its own cluster alone.
     let lookups = mesh.clusters.iter().filter_map(|settings| {
