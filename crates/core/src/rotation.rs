@@ -65,7 +65,10 @@ impl RotationState {
             .enumerate()
             .map(|(i, s)| TrustView::from_state(&format!("cluster {i}"), s))
             .collect();
-        let gate = DwellGate { now: 0, dwell: None };
+        let gate = DwellGate {
+            now: 0,
+            dwell: None,
+        };
         Self::mesh_wide(newest, roots, &views, gate)
     }
 
@@ -98,14 +101,28 @@ impl RotationState {
         state.all_signed_by_newest = views.iter().all(|v| state.view_signs_newest(v));
         let mut in_use: BTreeSet<u32> = BTreeSet::new();
         for v in views {
-            in_use.extend(v.trusted_roots.iter().filter_map(|fp| state.generation_of(fp)));
-            in_use.extend(v.signing_root.as_deref().and_then(|fp| state.generation_of(fp)));
+            in_use.extend(
+                v.trusted_roots
+                    .iter()
+                    .filter_map(|fp| state.generation_of(fp)),
+            );
+            in_use.extend(
+                v.signing_root
+                    .as_deref()
+                    .and_then(|fp| state.generation_of(fp)),
+            );
         }
         let dwell_done = state.all_signed_by_newest && state.dwell_done(views, gate);
         state.trust = if dwell_done {
             vec![newest]
         } else {
-            in_use.iter().copied().chain([newest]).collect::<BTreeSet<_>>().into_iter().collect()
+            in_use
+                .iter()
+                .copied()
+                .chain([newest])
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
         };
         if !state.all_trust_newest {
             state.default_signing = in_use.iter().next().copied().unwrap_or(newest);
@@ -116,12 +133,20 @@ impl RotationState {
     }
 
     fn view_trusts_newest(&self, v: &TrustView) -> bool {
-        let holds = |roots: &[String]| roots.iter().any(|fp| self.generation_of(fp) == Some(self.newest));
+        let holds = |roots: &[String]| {
+            roots
+                .iter()
+                .any(|fp| self.generation_of(fp) == Some(self.newest))
+        };
         v.known && holds(&v.trusted_roots) && v.served_roots.as_deref().is_none_or(holds)
     }
 
     fn view_signs_newest(&self, v: &TrustView) -> bool {
-        v.known && v.signing_root.as_deref().and_then(|fp| self.generation_of(fp)) == Some(self.newest)
+        v.known
+            && v.signing_root
+                .as_deref()
+                .and_then(|fp| self.generation_of(fp))
+                == Some(self.newest)
     }
 
     fn view_settled(&self, v: &TrustView) -> bool {
@@ -140,7 +165,11 @@ impl RotationState {
             return true;
         }
         // The dwell starts when the last cluster began signing with the newest root.
-        let Some(start) = views.iter().map(|v| v.signs_since).collect::<Option<Vec<i64>>>() else {
+        let Some(start) = views
+            .iter()
+            .map(|v| v.signs_since)
+            .collect::<Option<Vec<i64>>>()
+        else {
             return false;
         };
         let start = start.into_iter().max().unwrap_or(gate.now);
@@ -172,7 +201,9 @@ impl RotationState {
         for v in views {
             let c = &v.cluster;
             if !v.known {
-                out.push(format!("{c} has published no trust facts (is its agent running?)"));
+                out.push(format!(
+                    "{c} has published no trust facts (is its agent running?)"
+                ));
             } else if !self.all_trust_newest && !self.view_trusts_newest(v) {
                 out.push(if v.trusted_roots.iter().any(|fp| self.generation_of(fp) == Some(self.newest)) {
                     format!("{c}: istiod does not serve {newest} in ConfigMap istio-ca-root-cert although cacerts trusts it (istiod did not accept the new root-cert.pem: set ISTIO_MULTIROOT_MESH=true or restart istiod)")

@@ -106,8 +106,18 @@ pub fn desired_facts(
     let signs = signing_root.as_deref() == Some(newest);
     let settled = signs && trusted_roots == [newest] && served.is_none_or(|s| s == &[newest]);
     TrustFacts {
-        trusts_since: mark(trusts, newest, previous.and_then(|p| p.trusts_since.as_ref()), now),
-        signs_since: mark(signs, newest, previous.and_then(|p| p.signs_since.as_ref()), now),
+        trusts_since: mark(
+            trusts,
+            newest,
+            previous.and_then(|p| p.trusts_since.as_ref()),
+            now,
+        ),
+        signs_since: mark(
+            signs,
+            newest,
+            previous.and_then(|p| p.signs_since.as_ref()),
+            now,
+        ),
         settled_since: mark(
             settled,
             newest,

@@ -23,8 +23,9 @@ pub(crate) async fn publish(
 ) -> Result<String, EngineError> {
     let kv = &targets.mesh.openbao.kv_mount;
     let path = trust_kv_path(cluster);
-    let text = serde_json::to_string(facts)
-        .map_err(|e| EngineError::Inconsistent(format!("cannot encode {cluster}'s trust facts: {e}")))?;
+    let text = serde_json::to_string(facts).map_err(|e| {
+        EngineError::Inconsistent(format!("cannot encode {cluster}'s trust facts: {e}"))
+    })?;
     let data = BTreeMap::from([(TRUST_KV_FIELD.to_string(), SecretBytes::new(text))]);
     let cas = match snapshot.facts().trust.published.get(cluster) {
         Some(p) => p.version,
@@ -36,7 +37,11 @@ pub(crate) async fn publish(
 
 /// Bumps the change index's version without changing its content, so idle agents (which poll only that
 /// version) run a full round at once: `ca rotate-root --start` needs them to notice the new root.
-pub async fn nudge_agents(bao: &dyn OpenBao, kv: &str, index_path: &str) -> Result<(), EngineError> {
+pub async fn nudge_agents(
+    bao: &dyn OpenBao,
+    kv: &str,
+    index_path: &str,
+) -> Result<(), EngineError> {
     let (data, cas) = match bao.kv_get(kv, index_path).await? {
         Some(entry) => (entry.data, entry.version),
         None => (BTreeMap::new(), current_version(bao, kv, index_path).await?),

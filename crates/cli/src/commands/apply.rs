@@ -25,7 +25,14 @@ pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> 
     };
     let (plan, report, _) = ctx
         .engine
-        .converge(&now, PlanOptions { adopt: args.adopt, ..Default::default() }, &mut progress)
+        .converge(
+            &now,
+            PlanOptions {
+                adopt: args.adopt,
+                ..Default::default()
+            },
+            &mut progress,
+        )
         .await?;
     emit(
         global.output,

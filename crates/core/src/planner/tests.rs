@@ -333,7 +333,14 @@ fn unmanaged_cacerts_blocks_unless_adopted() {
     let blocked = plan_for(&mesh(""), &obs, PlanOptions::default());
     assert!(blocked.changes.is_empty());
     assert!(blocked.blockers[0].fix.contains("--adopt"));
-    let adopted = plan_for(&mesh(""), &obs, PlanOptions { adopt: true, ..Default::default() });
+    let adopted = plan_for(
+        &mesh(""),
+        &obs,
+        PlanOptions {
+            adopt: true,
+            ..Default::default()
+        },
+    );
     assert!(matches!(
         adopted.changes[0].action,
         Action::IssueIntermediate { adopt: true, .. }

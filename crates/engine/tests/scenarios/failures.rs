@@ -155,9 +155,16 @@ async fn adopt_takes_over_an_unmanaged_cacerts() {
     let h = Harness::fresh(&["c1", "c2"]);
     h.insert_unmanaged("c1", "cacerts", &[]);
     let engine = h.engine();
-    h.converge_with(&engine, PlanOptions { adopt: true, ..Default::default() }, &mut |_, _| {})
-        .await
-        .expect("--adopt converges");
+    h.converge_with(
+        &engine,
+        PlanOptions {
+            adopt: true,
+            ..Default::default()
+        },
+        &mut |_, _| {},
+    )
+    .await
+    .expect("--adopt converges");
     let adopted = h.cacerts("c1").expect("cacerts");
     assert_eq!(
         adopted
