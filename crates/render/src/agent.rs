@@ -43,6 +43,8 @@ pub fn agent_manifests(
                 {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create"]},
                 {"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [istio::READER_SERVICE_ACCOUNT], "verbs": ["create"]},
                 {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+                // Root rotation: the roots istiod actually serves.
+                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["istio-ca-root-cert"], "verbs": ["get"]},
             ],
         }),
         json!({
