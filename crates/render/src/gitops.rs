@@ -291,7 +291,8 @@ mod tests {
                 "meshtrust-agent-cluster-a",
                 "istio-base-cluster-a",
                 "istiod-cluster-a",
-                "istio-eastwestgateway-cluster-a"
+                "istio-eastwestgateway-cluster-a",
+                "cross-network-gateway"
             ]
         );
         assert_eq!(
