@@ -173,6 +173,9 @@ async fn cacerts_label(mesh: &Mesh, index: usize) -> (Vec<u32>, u32) {
     (generations(&roots), signer)
 }
 
+/// Each cluster's `cacerts` as (trusted generations, signing generation).
+type CacertsStates = [(Vec<u32>, u32)];
+
 struct Sampler {
     started: Instant,
     samples: usize,
@@ -249,7 +252,7 @@ impl Sampler {
         mesh: &Mesh,
         istiods: &[Istiod],
         limit: Duration,
-        done: impl Fn(&[(Vec<u32>, u32)], &[Vec<u32>]) -> bool,
+        done: impl Fn(&CacertsStates, &[Vec<u32>]) -> bool,
     ) {
         let start = Instant::now();
         loop {
@@ -274,7 +277,7 @@ impl Sampler {
     }
 }
 
-fn settled_on(generation: u32) -> impl Fn(&[(Vec<u32>, u32)], &[Vec<u32>]) -> bool {
+fn settled_on(generation: u32) -> impl Fn(&CacertsStates, &[Vec<u32>]) -> bool {
     move |states, served| {
         states
             .iter()
