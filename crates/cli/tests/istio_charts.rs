@@ -1,7 +1,8 @@
 //! `render gitops` checked by Istio's own charts: `helm template` of `base`, `istio-control/istio-discovery` and
 //! `gateway` from the istio module (the version `scripts/build-istio` builds) with the values meshtrust renders,
 //! then every object server-side dry-run applied to an API server that has Istio's CRDs, together with the
-//! rendered `cross-network-gateway`. Helm comes from `scripts/build-helm`.
+//! rendered `cross-network-gateway`. The charts render no reader objects (meshtrust owns them). Helm comes from
+//! `scripts/build-helm`.
 
 mod support;
 
@@ -133,6 +134,19 @@ async fn istio_charts_take_the_rendered_values_and_the_api_server_accepts_the_re
     );
     objects.extend(gateway);
     objects.extend(rendered.iter().filter(|d| d["kind"] == "Gateway").cloned());
+
+    // The reader identity is meshtrust's: no chart object may claim it for Helm.
+    let readers: Vec<String> = objects
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .filter(|n| n.starts_with("istio-reader"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        readers,
+        Vec::<String>::new(),
+        "reader objects rendered by the charts"
+    );
 
     let client = cluster.client().await.expect("client");
     let discovery = Discovery::new(client.clone())

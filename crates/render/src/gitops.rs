@@ -50,6 +50,8 @@ pub fn istiod_values(mesh: &Mesh, cluster: &ClusterSettings) -> Value {
             "meshID": mesh.mesh_id,
             "multiCluster": {"clusterName": cluster.name},
             "network": cluster.network,
+            // meshtrust owns the reader identity (same names); the chart must not claim it for Helm.
+            "enableReaderRBAC": false,
         },
         "env": {"ISTIO_MULTIROOT_MESH": "true"},
         "meshConfig": {"defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": "true"}}},
@@ -124,7 +126,8 @@ fn steps(mesh: &Mesh, cluster: &ClusterSettings) -> Vec<Step> {
             name: "istio-base",
             source: Source::Chart {
                 chart: "base",
-                values: json!({"defaultRevision": "default"}),
+                // The reader ServiceAccount is meshtrust's, not the chart's (Helm would refuse to adopt it).
+                values: json!({"defaultRevision": "default", "global": {"enableReaderRBAC": false}}),
             },
         },
         Step {
