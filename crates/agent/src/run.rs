@@ -98,6 +98,7 @@ pub async fn run(
         session: None,
         last_index: None,
         rotating: false,
+        last_warnings: Vec::new(),
         last_full: None,
         failures: 0,
         leader: false,
@@ -196,6 +197,8 @@ struct Agent {
     last_index: Option<u64>,
     /// A root rotation is under way: reconcile on every poll, since peers' progress does not move the index.
     rotating: bool,
+    /// The plan's warnings last logged: each is logged when it first appears, not on every poll.
+    last_warnings: Vec<String>,
     last_full: Option<Instant>,
     failures: u32,
     leader: bool,
@@ -288,6 +291,14 @@ impl Agent {
         {
             Ok((_, report, observation)) => {
                 self.failures = 0;
+                for warning in report
+                    .warnings
+                    .iter()
+                    .filter(|w| !self.last_warnings.contains(w))
+                {
+                    tracing::warn!(%warning, "plan warning");
+                }
+                self.last_warnings = report.warnings.clone();
                 if self.last_failure.take().is_some() {
                     tracing::info!("recovered: the round succeeded after failures");
                 }
