@@ -201,8 +201,9 @@ pub fn mesh_views(mesh: &Mesh, observed: &Observed, newest: Option<&str>) -> Vec
     views
 }
 
-/// A connected cluster signing with the newest root: since its published mark, or else since its intermediate
-/// was issued (the admin publishes nothing, and an agent's mark lags its own write by one round).
+/// A connected cluster signing with the newest root: since its published mark when an agent publishes for it
+/// (until the mark appears, one round after the write, the dwell has not started); else, for a cluster no
+/// agent runs in (the admin publishes nothing), since its intermediate's notBefore.
 fn direct_signs_since(
     state: &CacertsState,
     published: Option<&TrustFacts>,
@@ -212,11 +213,14 @@ fn direct_signs_since(
     if state.issuer_fingerprint.as_deref() != Some(newest) {
         return None;
     }
-    let marked = published
-        .and_then(|p| p.signs_since.as_ref())
-        .filter(|m| m.root == newest)
-        .map(|m| m.at);
-    marked.or_else(|| state.ca_cert.as_ref().map(|c| c.not_before))
+    match published {
+        Some(p) => p
+            .signs_since
+            .as_ref()
+            .filter(|m| m.root == newest)
+            .map(|m| m.at),
+        None => state.ca_cert.as_ref().map(|c| c.not_before),
+    }
 }
 
 #[cfg(test)]
