@@ -119,6 +119,8 @@ pub async fn run(
         health,
         session: None,
         last_index: None,
+        rotating: false,
+        last_warnings: Vec::new(),
         last_full: None,
         last_peer_read: None,
         cache: PublishedCache::default(),
@@ -262,6 +264,10 @@ struct Agent {
     session: Option<Session>,
     /// The change marker's version whose changes are all reflected here.
     last_index: Option<u64>,
+    /// A root rotation is under way: reconcile on every poll, since peers' progress does not move the index.
+    rotating: bool,
+    /// The plan's warnings last logged: each is logged when it first appears, not on every poll.
+    last_warnings: Vec<String>,
     last_full: Option<Instant>,
     /// When every peer's published entry was last read in full.
     last_peer_read: Option<Instant>,
@@ -346,7 +352,8 @@ impl Agent {
                 Err(e) => return self.note_failure(&e),
             }
             let _ = self.reconcile(Round::Hinted { marker: current }).await;
-        } else if resync_due {
+        } else if resync_due || self.rotating {
+            // During a root rotation peers' progress is in their trust facts, not in the marker: look each poll.
             let _ = self.reconcile(Round::Resync).await;
         }
     }
@@ -376,6 +383,14 @@ impl Agent {
         {
             Ok((_, report, observation)) => {
                 self.failures = 0;
+                for warning in report
+                    .warnings
+                    .iter()
+                    .filter(|w| !self.last_warnings.contains(w))
+                {
+                    tracing::warn!(%warning, "plan warning");
+                }
+                self.last_warnings = report.warnings.clone();
                 if self.last_failure.take().is_some() {
                     tracing::info!("recovered: the round succeeded after failures");
                 }
@@ -396,6 +411,9 @@ impl Agent {
                 } else {
                     engine.observe(now()).await.ok()
                 };
+                if let Some(current) = &current {
+                    self.rotating = current.rotation_pending();
+                }
                 if let Some(not_after) = current
                     .as_ref()
                     .and_then(|c| c.intermediate_expiry(&self.config.cluster))

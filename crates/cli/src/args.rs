@@ -184,8 +184,12 @@ pub enum CaCommand {
 #[derive(Debug, Clone, Args)]
 pub struct RotateArgs {
     /// Run one phase and stop; run the command again for the next phase.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "start")]
     pub step: bool,
+    /// Only create the new root and return: the agents carry the mesh through the phases, each advancing on
+    /// every cluster's published trust and waiting `ca.rootRotation.phaseDwell` before dropping the old root.
+    #[arg(long)]
+    pub start: bool,
     /// Wait this long between phases, so istiod can hand the new bundle to workloads (e.g. 24h in production).
     #[arg(long, default_value = "0s", value_parser = duration)]
     pub phase_wait: Duration,

@@ -154,6 +154,36 @@ async fn an_agent_can_do_exactly_its_job_and_openbao_refuses_the_rest() {
     )
     .await;
     assert_eq!(s, 200, "bump the change index");
+    let (s, body) = call(
+        &mesh,
+        Some(&a),
+        ns,
+        "POST",
+        "kv/data/istio/meshtrust-trust/cluster-a",
+        Some(json!({"data": {"trust": "{}"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "publish own trust facts: {body}");
+    let (s, _) = call(
+        &mesh,
+        None,
+        ns,
+        "POST",
+        "kv/data/istio/meshtrust-trust/cluster-b",
+        Some(json!({"data": {"trust": "{}"}})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = call(
+        &mesh,
+        Some(&a),
+        ns,
+        "GET",
+        "kv/data/istio/meshtrust-trust/cluster-b",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "read a peer's trust facts");
     let (s, _) = call(&mesh, Some(&a), ns, "LIST", "pki/issuers", None).await;
     assert_eq!(s, 200, "list roots");
 
@@ -200,6 +230,13 @@ async fn an_agent_can_do_exactly_its_job_and_openbao_refuses_the_rest() {
             "POST",
             "kv/data/istio/remote-secrets/cluster-b",
             Some(json!({"data": {"x": "y"}})),
+            ns,
+        ),
+        (
+            "write cluster-b's trust facts",
+            "POST",
+            "kv/data/istio/meshtrust-trust/cluster-b",
+            Some(json!({"data": {"trust": "{}"}})),
             ns,
         ),
         (

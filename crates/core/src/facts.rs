@@ -201,6 +201,8 @@ pub struct ClusterFacts {
 pub struct Observed {
     pub openbao: OpenBaoFacts,
     pub clusters: BTreeMap<String, ClusterFacts>,
+    /// Every cluster's published trust facts and the roots connected istiods serve (root rotation).
+    pub trust: crate::trust_facts::TrustObservation,
     /// The clock reading taken when observing, so that planning itself reads no clock.
     pub now: i64,
 }

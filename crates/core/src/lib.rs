@@ -17,5 +17,7 @@ pub mod policy;
 pub mod ports;
 pub mod remote_plan;
 pub mod rotation;
+pub mod rotation_plan;
 pub mod secret;
+pub mod trust_facts;
 pub mod verify;

@@ -121,6 +121,12 @@ pub enum Action {
         cluster: String,
         peer: String,
     },
+    /// Write the cluster's own trust facts to `<kv>/istio/meshtrust-trust/<cluster>` (check-and-set), so
+    /// peers' agents see where it stands in a root rotation. Only the cluster's agent may.
+    PublishTrustFacts {
+        cluster: String,
+        facts: crate::trust_facts::TrustFacts,
+    },
     /// Remove a cluster that left the mesh from the index and KV.
     UnpublishRemoteSecret {
         cluster: String,
@@ -156,7 +162,8 @@ impl Action {
             | Action::CreateNamespace { .. }
             | Action::IssueIntermediate { .. }
             | Action::UpdateTrustBundle { .. }
-            | Action::WriteSharedRoot { .. } => Domain::Trust,
+            | Action::WriteSharedRoot { .. }
+            | Action::PublishTrustFacts { .. } => Domain::Trust,
             Action::EnsureReader { .. }
             | Action::PublishRemoteSecret { .. }
             | Action::SyncRemoteSecret { .. }
@@ -174,6 +181,11 @@ impl Action {
             self,
             Action::EnsureReader { .. } | Action::CreateNamespace { .. }
         )
+    }
+
+    /// Changes only a cluster's own agent may make: its policy, not the admin's, may write its trust facts.
+    pub fn agent_only(&self) -> bool {
+        matches!(self, Action::PublishTrustFacts { .. })
     }
 
     /// Changes that need the admin's OpenBao rights: its configuration, the mesh-wide CA in OpenBao, and

@@ -12,11 +12,17 @@ use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
 use crate::rotation::RotationState;
+use crate::rotation_plan::{
+    disjoint_roots_warning, mesh_rotation, plan_trust_facts, rotation_warnings,
+};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlanOptions {
     /// Take over a `cacerts` that meshtrust does not manage.
     pub adopt: bool,
+    /// Drop older roots as soon as every cluster signs with the newest, without `ca.rootRotation.phaseDwell`:
+    /// `ca rotate-root`, where the operator paces the phases.
+    pub skip_dwell: bool,
 }
 
 pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
@@ -92,23 +98,14 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
             1
         }
     };
-    let states: Vec<&CacertsState> = mesh
-        .clusters
-        .iter()
-        .filter_map(
-            |c| match observed.clusters.get(&c.name).map(|f| &f.cacerts) {
-                Some(CacertsFacts::Managed(state)) => Some(state),
-                _ => None,
-            },
-        )
-        .collect();
-    let rotation = RotationState::new(newest, &bao.roots, &states);
+    let rotation = mesh_rotation(mesh, observed, newest, options);
     if rotation.rotating() {
         plan.warnings.push(format!(
-            "root rotation in progress ({}): istiod needs ISTIO_MULTIROOT_MESH=true to accept a changed root-cert.pem without a restart",
+            "root rotation in progress ({}): every istiod needs ISTIO_MULTIROOT_MESH=true to accept a changed root-cert.pem without a restart",
             names(&rotation.trust)
         ));
     }
+    rotation_warnings(&rotation, plan);
     for cluster in &mesh.clusters {
         // Clusters that were not observed (an agent sees only its own) are not acted on.
         let Some(facts) = observed.clusters.get(&cluster.name) else {
@@ -122,6 +119,7 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
         };
         pki.plan_cacerts(&facts.cacerts, options, observed.now, plan);
     }
+    plan_trust_facts(mesh, observed, newest, plan);
 }
 
 /// Makes sure the PKI mount exists with room for the root's lifetime. False: planning cannot go on.
@@ -216,8 +214,16 @@ impl PkiCluster<'_> {
             CacertsFacts::Unmanaged => plan.blockers.push(unmanaged_blocker(cluster)),
             CacertsFacts::Managed(state) => {
                 let current = rotation.issuer_generation(state);
+                let before = rotation.trusted_generations(state);
                 if let Some(reason) = reissue_reason(mesh, cluster, state, now, current, rotation) {
                     let signing = rotation.reissue_signing(current);
+                    let after = rotation.trust_with(signing);
+                    plan.warnings.extend(disjoint_roots_warning(
+                        &cluster.name,
+                        &cluster.istio_namespace,
+                        &before,
+                        &after,
+                    ));
                     plan.changes
                         .push(self.issue(signing, Op::Update, reason, false));
                 } else if let Some(reason) = rotation.bundle_update_reason(state) {

@@ -164,6 +164,7 @@ pub fn agent_policy(mesh: &Mesh, cluster: &ClusterSettings, roots: &[u32]) -> St
         &format!("{kv}/metadata/{rs}/{name}"),
         &["read"],
     );
+    trust_facts_rules(mesh, name, &mut out);
     rule(
         &mut out,
         "the change marker (a hint every publisher bumps): one small read tells whether anything changed",
@@ -177,6 +178,30 @@ pub fn agent_policy(mesh: &Mesh, cluster: &ClusterSettings, roots: &[u32]) -> St
         &["read"],
     );
     out.trim_end().to_string() + "\n"
+}
+
+/// Root rotation: a cluster publishes its own trust facts and reads its peers'.
+fn trust_facts_rules(mesh: &Mesh, name: &str, out: &mut String) {
+    let kv = &mesh.openbao.kv_mount;
+    let path = crate::trust_facts::TRUST_KV_PATH;
+    rule(
+        out,
+        "publish this cluster's own trust facts (root rotation)",
+        &format!("{kv}/data/{path}/{name}"),
+        &["create", "read", "update"],
+    );
+    rule(
+        out,
+        "its version, for check-and-set after a soft delete",
+        &format!("{kv}/metadata/{path}/{name}"),
+        &["read"],
+    );
+    rule(
+        out,
+        "read the peers' trust facts",
+        &format!("{kv}/data/{path}/*"),
+        &["read"],
+    );
 }
 
 /// The least privilege for the person or pipeline running `meshtrust apply`, so that nobody needs a root token.
@@ -328,6 +353,12 @@ fn admin_kv_rules(mesh: &Mesh, out: &mut String) {
         "the change index",
         &format!("{kv}/data/{}", mesh.remote_secrets.index_path),
         &["create", "read", "update"],
+    );
+    rule(
+        out,
+        "read every cluster's trust facts (root rotation status)",
+        &format!("{kv}/data/{}/*", crate::trust_facts::TRUST_KV_PATH),
+        &["read"],
     );
     rule(
         out,

@@ -8,22 +8,35 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::facts::{CacertsState, RootIssuerFacts, root_issuer_name};
+use crate::trust_facts::TrustView;
 
 /// Where the mesh stands in a root rotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum RotationPhase {
     /// Every managed bundle trusts only the newest root and is signed by it: nothing to rotate.
     Settled,
-    /// Phase 1: some cluster does not trust the newest root yet, so every `root-cert.pem` gains it.
+    /// Phase 1: some cluster does not trust the newest root yet (or its istiod does not serve it), so every
+    /// `root-cert.pem` gains it.
     TrustNewRoot,
     /// Phase 2: every cluster trusts the newest root; intermediates are re-issued from it.
     MoveIntermediates,
+    /// Between phases 2 and 3: every cluster signs with the newest root; the dwell lets workload certificates
+    /// signed under the old root expire before any cluster stops trusting it.
+    Dwell,
     /// Phase 3: every intermediate is signed by the newest root; older roots leave `root-cert.pem`.
     DropOldRoots,
 }
 
-/// The rotation facts the CA planner acts on, computed once from the roots OpenBao holds and the managed
-/// `cacerts` bundles that were observed.
+/// How long every cluster must have signed with the newest root before older roots are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DwellGate {
+    pub now: i64,
+    /// `None`: no dwell (the operator paces the phases, as `ca rotate-root` does).
+    pub dwell: Option<u64>,
+}
+
+/// The rotation facts the CA planner acts on, computed once from the roots OpenBao holds and every cluster's
+/// trust (observed directly, or as the cluster published it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationState {
     /// Generation of the newest root: the one every cluster converges on.
@@ -35,14 +48,37 @@ pub struct RotationState {
     pub all_trust_newest: bool,
     pub all_signed_by_newest: bool,
     pub phase: RotationPhase,
+    /// What the next phase waits for, one sentence each (empty when it waits for nothing).
+    pub waiting: Vec<String>,
+    /// Seconds of the dwell still to run, while in [`RotationPhase::Dwell`].
+    pub dwell_left: Option<i64>,
     /// Root certificate fingerprint -> generation, for the roots OpenBao holds.
     generations: BTreeMap<String, u32>,
 }
 
 impl RotationState {
     /// `newest` is the newest root's generation (1 when the first root is about to be generated); `states`
-    /// are the managed bundles of the clusters in the mesh file.
+    /// are the managed bundles of the clusters in the mesh file. No dwell: for callers that see every cluster.
     pub fn new(newest: u32, roots: &[RootIssuerFacts], states: &[&CacertsState]) -> RotationState {
+        let views: Vec<TrustView> = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| TrustView::from_state(&format!("cluster {i}"), s))
+            .collect();
+        let gate = DwellGate {
+            now: 0,
+            dwell: None,
+        };
+        Self::mesh_wide(newest, roots, &views, gate)
+    }
+
+    /// The rotation judged on every cluster of the mesh: `views` from [`crate::trust_facts::mesh_views`].
+    pub fn mesh_wide(
+        newest: u32,
+        roots: &[RootIssuerFacts],
+        views: &[TrustView],
+        gate: DwellGate,
+    ) -> RotationState {
         let mut generations = BTreeMap::new();
         for root in roots {
             // The first root with a fingerprint wins, as a lookup by fingerprint would find it.
@@ -57,20 +93,27 @@ impl RotationState {
             all_trust_newest: true,
             all_signed_by_newest: true,
             phase: RotationPhase::Settled,
+            waiting: Vec::new(),
+            dwell_left: None,
             generations,
         };
-        state.all_trust_newest = states
-            .iter()
-            .all(|s| state.trusted_generations(s).contains(&Some(newest)));
-        state.all_signed_by_newest = states
-            .iter()
-            .all(|s| state.issuer_generation(s) == Some(newest));
+        state.all_trust_newest = views.iter().all(|v| state.view_trusts_newest(v));
+        state.all_signed_by_newest = views.iter().all(|v| state.view_signs_newest(v));
         let mut in_use: BTreeSet<u32> = BTreeSet::new();
-        for s in states {
-            in_use.extend(state.trusted_generations(s).into_iter().flatten());
-            in_use.extend(state.issuer_generation(s));
+        for v in views {
+            in_use.extend(
+                v.trusted_roots
+                    .iter()
+                    .filter_map(|fp| state.generation_of(fp)),
+            );
+            in_use.extend(
+                v.signing_root
+                    .as_deref()
+                    .and_then(|fp| state.generation_of(fp)),
+            );
         }
-        state.trust = if state.all_signed_by_newest {
+        let dwell_done = state.all_signed_by_newest && state.dwell_done(views, gate);
+        state.trust = if dwell_done {
             vec![newest]
         } else {
             in_use
@@ -84,20 +127,100 @@ impl RotationState {
         if !state.all_trust_newest {
             state.default_signing = in_use.iter().next().copied().unwrap_or(newest);
         }
-        state.phase = state.phase_of(states);
+        state.phase = state.phase_of(views, dwell_done);
+        state.waiting = state.waits(views);
         state
     }
 
-    fn phase_of(&self, states: &[&CacertsState]) -> RotationPhase {
+    fn view_trusts_newest(&self, v: &TrustView) -> bool {
+        let holds = |roots: &[String]| {
+            roots
+                .iter()
+                .any(|fp| self.generation_of(fp) == Some(self.newest))
+        };
+        v.known && holds(&v.trusted_roots) && v.served_roots.as_deref().is_none_or(holds)
+    }
+
+    fn view_signs_newest(&self, v: &TrustView) -> bool {
+        v.known
+            && v.signing_root
+                .as_deref()
+                .and_then(|fp| self.generation_of(fp))
+                == Some(self.newest)
+    }
+
+    fn view_settled(&self, v: &TrustView) -> bool {
+        let only = |roots: &[String]| {
+            roots.len() == 1 && self.generation_of(&roots[0]) == Some(self.newest)
+        };
+        only(&v.trusted_roots) && v.served_roots.as_deref().is_none_or(only)
+    }
+
+    /// True when every cluster has signed with the newest root for the whole dwell; sets `dwell_left`.
+    fn dwell_done(&mut self, views: &[TrustView], gate: DwellGate) -> bool {
+        let Some(dwell) = gate.dwell else {
+            return true;
+        };
+        if views.iter().all(|v| self.view_settled(v)) {
+            return true;
+        }
+        // The dwell starts when the last cluster began signing with the newest root.
+        let Some(start) = views
+            .iter()
+            .map(|v| v.signs_since)
+            .collect::<Option<Vec<i64>>>()
+        else {
+            return false;
+        };
+        let start = start.into_iter().max().unwrap_or(gate.now);
+        let left = start.saturating_add(dwell as i64) - gate.now;
+        if left > 0 {
+            self.dwell_left = Some(left);
+        }
+        left <= 0
+    }
+
+    fn phase_of(&self, views: &[TrustView], dwell_done: bool) -> RotationPhase {
         if !self.all_trust_newest {
             RotationPhase::TrustNewRoot
         } else if !self.all_signed_by_newest {
             RotationPhase::MoveIntermediates
-        } else if states.iter().any(|s| !self.trusts_exactly(s, &self.trust)) {
-            RotationPhase::DropOldRoots
-        } else {
+        } else if views.iter().all(|v| self.view_settled(v)) {
             RotationPhase::Settled
+        } else if !dwell_done {
+            RotationPhase::Dwell
+        } else {
+            RotationPhase::DropOldRoots
         }
+    }
+
+    /// One sentence per cluster the next phase waits for.
+    fn waits(&self, views: &[TrustView]) -> Vec<String> {
+        let newest = root_issuer_name(self.newest);
+        let mut out = Vec::new();
+        for v in views {
+            let c = &v.cluster;
+            if !v.known {
+                out.push(format!(
+                    "{c} has published no trust facts (is its agent running?)"
+                ));
+            } else if !self.all_trust_newest && !self.view_trusts_newest(v) {
+                out.push(if v.trusted_roots.iter().any(|fp| self.generation_of(fp) == Some(self.newest)) {
+                    format!("{c}: istiod does not serve {newest} in ConfigMap istio-ca-root-cert although cacerts trusts it (istiod did not accept the new root-cert.pem: set ISTIO_MULTIROOT_MESH=true or restart istiod)")
+                } else {
+                    format!("{c} does not trust {newest} yet")
+                });
+            } else if self.all_trust_newest && !self.view_signs_newest(v) {
+                out.push(format!("{c} does not sign with {newest} yet"));
+            }
+        }
+        if let Some(left) = self.dwell_left {
+            out.push(format!(
+                "the dwell: every cluster signs with {newest}; older roots are dropped in {}",
+                crate::duration::humanize(left)
+            ));
+        }
+        out
     }
 
     pub fn generation_of(&self, fingerprint: &str) -> Option<u32> {

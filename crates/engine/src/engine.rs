@@ -123,6 +123,10 @@ impl Engine {
     ) -> Result<(Plan, Snapshot), EngineError> {
         let snapshot = self.observe(now).await?;
         let mut plan = plan(&self.mesh, snapshot.facts(), options);
+        if self.scope != Scope::Agent {
+            // Only a cluster's own agent may write its trust facts.
+            plan.changes.retain(|c| !c.action.agent_only());
+        }
         match self.scope {
             Scope::Admin => {}
             Scope::Agent => {
@@ -188,6 +192,16 @@ impl Engine {
         }
     }
 
+    /// Applies only the policy changes a fresh observation plans (after a new root appears).
+    async fn rewrite_policies(&self, now: i64) -> Result<(), EngineError> {
+        let (mut plan, snapshot) = self.plan(now, PlanOptions::default()).await?;
+        plan.changes
+            .retain(|c| matches!(c.action, Action::WritePolicy { .. }));
+        plan.blockers.clear();
+        self.apply(&plan, &snapshot, &mut |_, _| {}).await?;
+        Ok(())
+    }
+
     /// Creates the next root generation inside OpenBao, which starts a phased rotation. The caller makes sure
     /// the mesh is settled first (an empty plan).
     pub async fn start_root_rotation(
@@ -211,11 +225,22 @@ impl Engine {
             })?;
         let request = crate::apply::root_request(&self.mesh, next);
         let issuer_name = root_issuer_name(next);
-        match self
+        let outcome = self
             .bao
             .generate_root(&self.mesh.openbao.pki_mount, &request)
-            .await?
-        {
+            .await?;
+        // The agents' policies name the roots they may sign with: add the new one before anyone needs it.
+        if self.scope != Scope::Agent {
+            self.rewrite_policies(snapshot.facts().now).await?;
+        }
+        // Idle agents poll only the change index: bump it so they take up the new root now.
+        crate::trust_facts::nudge_agents(
+            self.bao.as_ref(),
+            &self.mesh.openbao.kv_mount,
+            &self.mesh.remote_secrets.index_path,
+        )
+        .await?;
+        match outcome {
             GenerateOutcome::Created => Ok(RotationStart::Generated { issuer_name }),
             GenerateOutcome::AlreadyExists => Ok(RotationStart::AlreadyExists { issuer_name }),
         }

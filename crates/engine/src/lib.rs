@@ -13,6 +13,7 @@ mod outcome;
 pub mod published;
 mod reader;
 mod snapshot;
+pub mod trust_facts;
 
 pub use engine::{Engine, RotationStart, Scope};
 pub use error::EngineError;

@@ -19,6 +19,8 @@ use crate::faults::{CallLog, Faults};
 pub struct ClusterState {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub secrets: BTreeMap<(String, String), SecretObject>,
+    /// ConfigMaps' data by (namespace, name): tests play istiod writing `istio-ca-root-cert`.
+    pub config_maps: BTreeMap<(String, String), BTreeMap<String, String>>,
     pub objects: BTreeMap<(ObjectKind, Option<String>, String), KubeObject>,
     resource_version: u64,
     tokens_issued: u64,
@@ -169,6 +171,18 @@ impl Cluster for FakeCluster {
     async fn get_secret(&self, namespace: &str, name: &str) -> PortResult<Option<SecretObject>> {
         self.call(format!("get_secret {namespace}/{name}"), |s, _| {
             Ok(s.secret(namespace, name).cloned())
+        })
+    }
+
+    async fn get_config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> PortResult<Option<BTreeMap<String, String>>> {
+        self.call(format!("get_config_map {namespace}/{name}"), |s, _| {
+            Ok(s.config_maps
+                .get(&(namespace.to_string(), name.to_string()))
+                .cloned())
         })
     }
 

@@ -70,6 +70,15 @@ impl BaoState {
     }
 
     /// Root issuer names in a PKI mount, oldest first.
+    /// The certificate (PEM) of the issuer named `name`.
+    pub fn issuer_pem(&self, pki: &str, name: &str) -> Option<String> {
+        self.issuers
+            .get(pki)?
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| i.root.cert_pem.clone())
+    }
+
     pub fn issuer_names(&self, pki: &str) -> Vec<String> {
         self.issuers
             .get(pki)

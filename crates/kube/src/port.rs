@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
@@ -136,6 +136,18 @@ impl Cluster for KubeCluster {
             .await
             .map(|s| s.map(to_object))
             .map_err(|e| self.error(&format!("get Secret {namespace}/{name}"), e))
+    }
+
+    async fn get_config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> PortResult<Option<BTreeMap<String, String>>> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        api.get_opt(name)
+            .await
+            .map(|c| c.map(|c| c.data.unwrap_or_default()))
+            .map_err(|e| self.error(&format!("get ConfigMap {namespace}/{name}"), e))
     }
 
     async fn create_secret(&self, secret: &SecretObject) -> PortResult<SecretObject> {

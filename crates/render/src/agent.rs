@@ -116,6 +116,13 @@ pub fn agent_role_rules(mesh: &Mesh, cluster: &ClusterSettings) -> Vec<RbacRule>
             &lease,
         ),
         rule(&["coordination.k8s.io"], &["leases"], &["create"], &[]),
+        // Root rotation: the roots istiod actually serves.
+        rule(
+            &[""],
+            &["configmaps"],
+            &["get"],
+            &["istio-ca-root-cert".to_string()],
+        ),
     ]
 }
 

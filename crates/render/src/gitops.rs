@@ -53,24 +53,30 @@ pub struct Rendered {
     pub object: Value,
 }
 
-/// istiod's multi-primary values for one cluster. `ISTIO_MULTIROOT_MESH` lets `ca rotate-root` change roots
-/// without restarting istiod.
+/// istiod's multi-primary values for one cluster. `ISTIO_MULTIROOT_MESH` lets a root rotation change
+/// `root-cert.pem` without restarting istiod; it goes in the chart's top-level `env` (the istiod chart reads
+/// `pilot.*` values only through its defaults). `PROXY_CONFIG_XDS_AGENT` makes proxies take a new root as soon
+/// as istiod serves it, not only when their own certificate is re-signed.
 pub fn istiod_values(mesh: &Mesh, cluster: &ClusterSettings) -> Value {
     json!({
         "global": {
             "meshID": mesh.mesh_id,
             "multiCluster": {"clusterName": cluster.name},
             "network": cluster.network,
+            // meshtrust owns the reader identity (same names); the chart must not claim it for Helm.
+            "enableReaderRBAC": false,
         },
-        "pilot": {"env": {"ISTIO_MULTIROOT_MESH": "true"}},
+        "env": {"ISTIO_MULTIROOT_MESH": "true"},
+        "meshConfig": {"defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": "true"}}},
     })
 }
 
-/// The east-west gateway chart's values (Istio's multi-network setup).
+/// The east-west gateway chart's values (Istio's multi-network setup). `networkGateway` alone sets the
+/// network: the chart adds the `topology.istio.io/network` label and the requested network view itself.
 pub fn eastwest_values(cluster: &ClusterSettings) -> Value {
     json!({
         "name": "istio-eastwestgateway",
-        "labels": {"app": "istio-eastwestgateway", "istio": "eastwestgateway", "topology.istio.io/network": cluster.network},
+        "labels": {"app": "istio-eastwestgateway", "istio": "eastwestgateway"},
         "networkGateway": cluster.network,
         "service": {"ports": [
             {"name": "status-port", "port": 15021, "targetPort": 15021},
@@ -78,6 +84,24 @@ pub fn eastwest_values(cluster: &ClusterSettings) -> Value {
             {"name": "tls-istiod", "port": 15012, "targetPort": 15012},
             {"name": "tls-webhook", "port": 15017, "targetPort": 15017},
         ]},
+    })
+}
+
+/// The Gateway that exposes the cluster's services to other networks through the east-west gateway
+/// (`istioctl`'s `expose-services.yaml`): mTLS passes through on 15443, routed by SNI.
+pub fn cross_network_gateway(cluster: &ClusterSettings) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "cross-network-gateway", "namespace": cluster.istio_namespace},
+        "spec": {
+            "selector": {"istio": "eastwestgateway"},
+            "servers": [{
+                "port": {"number": 15443, "name": "tls", "protocol": "TLS"},
+                "tls": {"mode": "AUTO_PASSTHROUGH"},
+                "hosts": ["*.local"],
+            }],
+        },
     })
 }
 
@@ -164,7 +188,8 @@ fn steps(mesh: &Mesh, cluster: &ClusterSettings, options: &RenderOptions) -> Vec
             name: "istio-base",
             source: Source::Chart(Chart::istio(
                 "base",
-                json!({"defaultRevision": "default"}),
+                // The reader ServiceAccount is meshtrust's, not the chart's (Helm would refuse to adopt it).
+                json!({"defaultRevision": "default", "global": {"enableReaderRBAC": false}}),
                 cluster,
                 options,
             )),
@@ -270,6 +295,12 @@ pub fn gitops(mesh: &Mesh, flavor: Flavor, options: &RenderOptions) -> Vec<Rende
             });
             previous = Some(name);
         }
+        // Needs Istio's CRDs, so it is applied after the charts.
+        out.push(Rendered {
+            cluster: c.clone(),
+            file: "20-cross-network-gateway.yaml".into(),
+            object: cross_network_gateway(cluster),
+        });
     }
     out
 }
@@ -351,7 +382,8 @@ mod tests {
                 "meshtrust-agent-cluster-a",
                 "istio-base-cluster-a",
                 "istiod-cluster-a",
-                "istio-eastwestgateway-cluster-a"
+                "istio-eastwestgateway-cluster-a",
+                "cross-network-gateway"
             ]
         );
         assert_eq!(

@@ -189,3 +189,10 @@ async fn wait_ready(process: &mut ManagedProcess, url: &str) -> Result<(), TestE
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Installs Istio's CRDs (from `scripts/build-istio`) into `cluster` and waits until they are Established, as
+/// `helm install istio-base` would: for tests that apply Istio objects without running istiod.
+pub async fn install_istio_crds(cluster: &TestCluster) -> Result<usize, TestEnvError> {
+    let bins = IstioBinaries::locate()?;
+    crate::crds::install(cluster.client().await?, &bins.crds).await
+}

@@ -28,6 +28,6 @@ pub use apiserver::TestCluster;
 pub use binaries::{Binaries, ISTIO_VERSION, IstioBinaries};
 pub use env::{TestEnv, TestEnvBuilder, cluster_name};
 pub use error::TestEnvError;
-pub use istiod::{Istiod, IstiodOptions};
+pub use istiod::{Istiod, IstiodOptions, install_istio_crds};
 pub use mesh_file::{mesh_file, mesh_file_with};
 pub use openbao::OpenBaoServer;

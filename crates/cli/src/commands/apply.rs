@@ -28,7 +28,14 @@ pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> 
     };
     let (plan, report, _) = ctx
         .engine
-        .converge(&now, PlanOptions { adopt: args.adopt }, &mut on_change)
+        .converge(
+            &now,
+            PlanOptions {
+                adopt: args.adopt,
+                ..Default::default()
+            },
+            &mut on_change,
+        )
         .await?;
     drop(progress);
     emit(

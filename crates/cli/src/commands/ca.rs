@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
 use meshtrust_core::mesh::CaMode;
+use meshtrust_core::plan::Domain;
 use meshtrust_core::planner::PlanOptions;
-use meshtrust_engine::RotationStart;
+use meshtrust_engine::{Engine, RotationStart};
 
 use crate::args::{CaArgs, CaCommand, Global, OutputFormat, RotateArgs};
 use crate::context::{Context, connect_all, now};
@@ -22,7 +23,15 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
         return Err(CliError::Usage("ca rotate-root works in ca.mode bao-pki; a shared root cannot be rotated without a trust gap".into()));
     }
     let text = global.output == OutputFormat::Text;
-    let (plan, observation) = engine.plan(now(), PlanOptions::default()).await?;
+    // The operator paces the phases here (`--step`, `--phase-wait`), so the mesh file's dwell does not apply.
+    let options = PlanOptions {
+        skip_dwell: true,
+        ..Default::default()
+    };
+    if args.start {
+        return start_only(&engine, text).await;
+    }
+    let (plan, observation) = engine.plan(now(), options).await?;
     if !plan.is_empty() {
         if text {
             println!(
@@ -53,9 +62,7 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
                 );
             }
         };
-        let (plan, report, _) = engine
-            .converge(&now, PlanOptions::default(), &mut progress)
-            .await?;
+        let (plan, report, _) = engine.converge(&now, options, &mut progress).await?;
         if plan.is_empty() {
             if text {
                 println!(
@@ -83,4 +90,33 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
             tokio::time::sleep(args.phase_wait).await;
         }
     }
+}
+
+/// `--start`: creates the next root when no CA change is pending, and leaves the phases to the agents.
+async fn start_only(engine: &Engine, text: bool) -> Result<ExitCode, CliError> {
+    let (plan, observation) = engine.plan(now(), PlanOptions::default()).await?;
+    let pending: Vec<String> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action.domain() == Domain::Trust)
+        .map(|c| format!("{} {}: {}", c.target, c.resource, c.reason))
+        .collect();
+    if !pending.is_empty() {
+        return Err(CliError::Usage(format!(
+            "not starting a root rotation: CA changes are pending (a rotation may be under way; `meshtrust status` shows its phase):\n  {}",
+            pending.join("\n  ")
+        )));
+    }
+    let issuer_name = match engine.start_root_rotation(&observation).await? {
+        RotationStart::Generated { issuer_name } | RotationStart::AlreadyExists { issuer_name } => {
+            issuer_name
+        }
+    };
+    if text {
+        println!(
+            "{issuer_name} exists inside OpenBao. The agents now carry every cluster through the phases (trust it, sign with it, wait ca.rootRotation.phaseDwell {}, drop the old root); `meshtrust status` shows the phase and what it waits for.",
+            engine.mesh().ca.phase_dwell
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,13 @@ pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> 
     }
     let (plan, _) = ctx
         .engine
-        .plan(now(), PlanOptions { adopt: args.adopt })
+        .plan(
+            now(),
+            PlanOptions {
+                adopt: args.adopt,
+                ..Default::default()
+            },
+        )
         .await?;
     let mesh = ctx.engine.mesh();
     emit(global.output, &plan, || {

@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+use meshtrust_core::facts::Observed;
+use meshtrust_core::mesh::{CaMode, Mesh};
+use meshtrust_core::planner::PlanOptions;
+use meshtrust_core::rotation::RotationState;
+use meshtrust_core::rotation_plan::mesh_rotation;
 use serde_json::json;
 
 use crate::args::{Global, StatusArgs};
@@ -16,9 +21,12 @@ pub async fn run(global: &Global, _args: StatusArgs) -> Result<ExitCode, CliErro
     let observation = ctx.engine.observe(now()).await?;
     let rows = rows(mesh, &observation);
     let roots = &observation.facts().openbao.roots;
+    let rotation = rotation(mesh, observation.facts());
     emit(
         global.output,
-        &json!({ "mesh": mesh.mesh_id, "roots": roots, "clusters": rows }),
+        &json!({ "mesh": mesh.mesh_id, "roots": roots, "rotation": rotation.as_ref().map(|r| json!({
+            "phase": r.phase, "trust": r.trust, "waitingFor": r.waiting, "dwellLeftSeconds": r.dwell_left,
+        })), "clusters": rows }),
         || {
             let mut out = format!("mesh {} — OpenBao {}\n", mesh.mesh_id, ctx.bao.address());
             for r in roots {
@@ -29,6 +37,15 @@ pub async fn run(global: &Global, _args: StatusArgs) -> Result<ExitCode, CliErro
                     r.key_internal
                 ));
             }
+            if let Some(r) = &rotation {
+                out.push_str(&format!(
+                    "  root rotation: {:?} (trusted now: generations {:?})\n",
+                    r.phase, r.trust
+                ));
+                for wait in &r.waiting {
+                    out.push_str(&format!("    waits for: {wait}\n"));
+                }
+            }
             out.push('\n');
             out.push_str(&table(&rows, observation.facts().now));
             out.push_str("\nAgents: their health is on each agent's /readyz and /metrics inside its cluster; the columns above show what they maintain.\n");
@@ -36,4 +53,19 @@ pub async fn run(global: &Global, _args: StatusArgs) -> Result<ExitCode, CliErro
         },
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a root rotation stands, judged on every cluster as the agents judge it (with the dwell); `None` when
+/// no rotation ever happened (one root).
+fn rotation(mesh: &Mesh, observed: &Observed) -> Option<RotationState> {
+    if mesh.ca.mode != CaMode::BaoPki || observed.openbao.roots.len() < 2 {
+        return None;
+    }
+    let newest = observed.openbao.newest_root()?.generation;
+    Some(mesh_rotation(
+        mesh,
+        observed,
+        newest,
+        PlanOptions::default(),
+    ))
 }

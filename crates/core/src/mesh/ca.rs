@@ -40,7 +40,20 @@ pub(super) fn validate(ca: RawCa, mesh_id: &str, c: &mut Checker) -> CaSettings 
             format!("{shared_root_kv_path:?} is not a KV path such as istio/ca"),
         );
     }
+    let phase_dwell = c.span(
+        "ca.rootRotation.phaseDwell",
+        ca.root_rotation.phase_dwell.as_deref(),
+        "24h",
+    );
+    // Checked only when set: the 24h default must not refuse meshes with short-lived intermediates.
+    if ca.root_rotation.phase_dwell.is_some() && phase_dwell >= intermediate.ttl {
+        c.problem(
+            "ca.rootRotation.phaseDwell",
+            format!("{phase_dwell} is not shorter than the intermediate ttl {}; the old root would outlive the intermediates it should retire. Use the workload certificate TTL (default 24h)", intermediate.ttl),
+        );
+    }
     CaSettings {
+        phase_dwell,
         mode,
         secret_format,
         root,

@@ -115,6 +115,9 @@ pub struct CaSettings {
     pub intermediate: IntermediateSettings,
     /// KV path (under the KV mount) of the shared-root bundle; seed 001's `istio/ca`.
     pub shared_root_kv_path: String,
+    /// How long every cluster must sign with a new root before any cluster drops the old one, so that
+    /// workload certificates signed under the old root have expired (`ca.rootRotation.phaseDwell`).
+    pub phase_dwell: crate::duration::Span,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -58,6 +58,14 @@ pub(super) struct RawCa {
     #[serde(default)]
     pub(super) intermediate: RawIntermediate,
     pub(super) shared_root_kv_path: Option<String>,
+    #[serde(default)]
+    pub(super) root_rotation: RawRootRotation,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RawRootRotation {
+    pub(super) phase_dwell: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -30,6 +30,7 @@ fn minimal_file_gets_every_default() {
         }
     );
     assert_eq!(mesh.ca.intermediate.renew_before, Span::hours(720));
+    assert_eq!(mesh.ca.phase_dwell, Span::hours(24));
     let a = &mesh.clusters[0];
     assert_eq!(a.auth_mount, "kubernetes_cluster_a");
     assert_eq!(
@@ -74,6 +75,20 @@ fn renew_before_must_be_shorter_than_ttl() {
     let text = format!("{MINIMAL}ca:\n  intermediate:\n    ttl: 24h\n    renewBefore: 48h\n");
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("ca.intermediate.renewBefore"), "{err}");
+}
+
+#[test]
+fn phase_dwell_is_a_span_shorter_than_the_intermediate_ttl() {
+    let ok = format!("{MINIMAL}ca:\n  rootRotation:\n    phaseDwell: 5s\n");
+    assert_eq!(parse(&ok).expect("valid").ca.phase_dwell, Span(5));
+    for bad in ["0s", "soon", "9000h"] {
+        let text = format!("{MINIMAL}ca:\n  rootRotation:\n    phaseDwell: {bad}\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("ca.rootRotation.phaseDwell"), "{bad}: {err}");
+    }
+    // The default does not refuse short-lived intermediates.
+    let short = format!("{MINIMAL}ca:\n  intermediate:\n    ttl: 120s\n    renewBefore: 60s\n");
+    assert!(parse(&short).is_ok());
 }
 
 #[test]

@@ -199,6 +199,7 @@ fn observed(roots: Vec<RootIssuerFacts>, clusters: Vec<(&str, ClusterFacts)>) ->
             .into_iter()
             .map(|(n, f)| (n.to_string(), f))
             .collect::<BTreeMap<_, _>>(),
+        trust: Default::default(),
         now: NOW,
     }
 }
@@ -335,7 +336,14 @@ fn unmanaged_cacerts_blocks_unless_adopted() {
     let blocked = plan_for(&mesh(""), &obs, PlanOptions::default());
     assert!(blocked.changes.is_empty());
     assert!(blocked.blockers[0].fix.contains("--adopt"));
-    let adopted = plan_for(&mesh(""), &obs, PlanOptions { adopt: true });
+    let adopted = plan_for(
+        &mesh(""),
+        &obs,
+        PlanOptions {
+            adopt: true,
+            ..Default::default()
+        },
+    );
     assert!(matches!(
         adopted.changes[0].action,
         Action::IssueIntermediate { adopt: true, .. }

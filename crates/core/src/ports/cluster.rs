@@ -122,6 +122,12 @@ pub trait Cluster: Send + Sync {
         labels: &BTreeMap<String, String>,
     ) -> PortResult<()>;
     async fn get_secret(&self, namespace: &str, name: &str) -> PortResult<Option<SecretObject>>;
+    /// A ConfigMap's `data`, if it exists (istiod's `istio-ca-root-cert`).
+    async fn get_config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> PortResult<Option<BTreeMap<String, String>>>;
     /// Creates; `Conflict` if it exists.
     async fn create_secret(&self, secret: &SecretObject) -> PortResult<SecretObject>;
     /// Replaces, conditional on `secret.resource_version`; `Conflict` if it changed.

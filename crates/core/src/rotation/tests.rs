@@ -145,3 +145,64 @@ fn trust_order_in_the_file_matters() {
         "root-cert.pem differs from the roots the mesh trusts"
     );
 }
+
+#[test]
+fn a_root_set_neither_subset_nor_superset_asks_for_an_istiod_restart() {
+    use crate::rotation_plan::disjoint_roots_warning;
+    // The phased steps: [1] -> [1, 2] (superset), [1, 2] -> [2] (subset): istiod reloads both.
+    assert_eq!(
+        disjoint_roots_warning("c1", "istio-system", &[Some(1)], &[1, 2]),
+        None
+    );
+    assert_eq!(
+        disjoint_roots_warning("c1", "istio-system", &[Some(1), Some(2)], &[2]),
+        None
+    );
+    // A bundle trusting a root OpenBao does not hold, replaced by the mesh's: disjoint.
+    let warning = disjoint_roots_warning("c1", "istio-system", &[None], &[2]).expect("warning");
+    assert!(
+        warning.contains("restart istiod") && warning.contains("c1"),
+        "{warning}"
+    );
+    assert!(disjoint_roots_warning("c1", "istio-system", &[Some(1)], &[2]).is_some());
+}
+
+#[test]
+fn the_dwell_holds_the_old_root_until_every_cluster_signed_long_enough() {
+    use crate::trust_facts::TrustView;
+    let view = |c: &str, b: &CacertsState, since: Option<i64>| {
+        let mut v = TrustView::from_state(c, b);
+        v.signs_since = since;
+        v
+    };
+    let (a, b) = (bundle(2, &[1, 2]), bundle(2, &[1, 2]));
+    let gate = |now| DwellGate {
+        now,
+        dwell: Some(100),
+    };
+    let views = [view("a", &a, Some(10)), view("b", &b, Some(50))];
+    let s = RotationState::mesh_wide(2, &roots(&[1, 2]), &views, gate(149));
+    assert_eq!(s.phase, RotationPhase::Dwell);
+    assert_eq!(s.trust, [1, 2]);
+    assert_eq!(s.dwell_left, Some(1));
+    assert!(
+        s.waiting.iter().any(|w| w.contains("the dwell")),
+        "{:?}",
+        s.waiting
+    );
+    let s = RotationState::mesh_wide(2, &roots(&[1, 2]), &views, gate(150));
+    assert_eq!(s.phase, RotationPhase::DropOldRoots);
+    assert_eq!(s.trust, [2]);
+    // A cluster nothing is known about holds every phase.
+    let mut unknown = view("c", &b, None);
+    unknown.known = false;
+    let s = RotationState::mesh_wide(2, &roots(&[1, 2]), &[views[0].clone(), unknown], gate(1000));
+    assert_eq!(s.phase, RotationPhase::TrustNewRoot);
+    assert!(
+        s.waiting
+            .iter()
+            .any(|w| w.contains("c has published no trust facts")),
+        "{:?}",
+        s.waiting
+    );
+}

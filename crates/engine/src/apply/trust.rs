@@ -24,7 +24,12 @@ use crate::observe::observe_roots;
 pub(crate) fn root_request(mesh: &Mesh, generation: u32) -> RootRequest {
     RootRequest {
         issuer_name: root_issuer_name(generation),
-        common_name: mesh.ca.root.common_name.clone(),
+        // Old and new roots must differ in subject, so people (and tools) can tell them apart.
+        common_name: if generation > 1 {
+            format!("{} G{generation}", mesh.ca.root.common_name)
+        } else {
+            mesh.ca.root.common_name.clone()
+        },
         organization: mesh.ca.root.organization.clone(),
         key: mesh.ca.root.key,
         ttl: mesh.ca.root.ttl,
@@ -61,6 +66,9 @@ pub(super) async fn apply(
             generate_root(targets, run, mount, *generation).await
         }
         Action::CreateSharedRoot { kv_path } => create_shared_root(targets, run, kv_path).await,
+        Action::PublishTrustFacts { cluster, facts } => {
+            crate::trust_facts::publish(targets, run.snapshot(), cluster, facts).await
+        }
         Action::CreateNamespace { cluster, namespace } => {
             let settings = targets.settings(cluster)?;
             let labels = BTreeMap::from([(
@@ -299,7 +307,7 @@ async fn write_cacerts(
         .annotations
         .insert(ROOTS_ANNOTATION.into(), state.trusted_roots.join(","));
     secret.data = data;
-    secret.type_ = None;
+    // An existing Secret (also one taken over with --adopt) keeps its type: Kubernetes refuses to change it.
     let cluster = targets.cluster(&settings.name)?;
     let written = if existing.is_some() {
         cluster.replace_secret(&secret).await?

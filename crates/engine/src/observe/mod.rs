@@ -3,6 +3,7 @@
 
 mod cluster;
 mod openbao;
+mod trust_facts;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub async fn observe(
                 departed: Default::default(),
             },
             clusters: BTreeMap::new(),
+            trust: Default::default(),
             now,
         },
         roots_pem: BTreeMap::new(),
@@ -70,6 +72,9 @@ pub async fn observe(
             snapshot.facts.openbao.departed = departed(bao, mesh).await?;
         }
         openbao::observe_ca(mesh, bao, &mut snapshot).await?;
+        if snapshot.facts.openbao.roots.len() > 1 {
+            snapshot.facts.trust = trust_facts::observe_trust(mesh, bao, clusters).await?;
+        }
     }
     // Only connected clusters are observed: an agent connects to its own cluster alone.
     let lookups = mesh.clusters.iter().filter_map(|settings| {

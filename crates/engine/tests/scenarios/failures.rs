@@ -155,9 +155,16 @@ async fn adopt_takes_over_an_unmanaged_cacerts() {
     let h = Harness::fresh(&["c1", "c2"]);
     h.insert_unmanaged("c1", "cacerts", &[]);
     let engine = h.engine();
-    h.converge_with(&engine, PlanOptions { adopt: true }, &mut |_, _| {})
-        .await
-        .expect("--adopt converges");
+    h.converge_with(
+        &engine,
+        PlanOptions {
+            adopt: true,
+            ..Default::default()
+        },
+        &mut |_, _| {},
+    )
+    .await
+    .expect("--adopt converges");
     let adopted = h.cacerts("c1").expect("cacerts");
     assert_eq!(
         adopted
@@ -205,4 +212,27 @@ async fn a_plan_for_a_cluster_that_is_not_connected_fails_with_unknown_cluster()
     );
     assert!(e.to_string().contains("not connected"));
     assert_eq!(h.writes(), Vec::<String>::new());
+}
+
+/// Kubernetes refuses to change a Secret's type, so `--adopt` keeps it (cert-manager writes `kubernetes.io/tls`).
+#[tokio::test]
+async fn adopt_keeps_the_secret_type() {
+    let h = Harness::new(&MeshBuilder::new(&["c1"]).tls_format());
+    h.insert_unmanaged("c1", "cacerts", &[]);
+    h.cluster("c1").with_state(|s| {
+        let key = (ISTIO_NS.to_string(), "cacerts".to_string());
+        if let Some(secret) = s.secrets.get_mut(&key) {
+            secret.type_ = Some("kubernetes.io/tls".into());
+        }
+    });
+    let options = PlanOptions {
+        adopt: true,
+        ..Default::default()
+    };
+    h.converge_with(&h.engine(), options, &mut |_, _| {})
+        .await
+        .expect("--adopt converges");
+    let adopted = h.cacerts("c1").expect("cacerts");
+    assert_eq!(adopted.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert!(adopted.data.contains_key("tls.crt"));
 }

@@ -115,8 +115,13 @@ async fn root_rotation_across_three_clusters_never_opens_a_trust_gap() {
             h.assert_no_trust_gap();
             *counted.lock().expect("lock") += 1;
         };
+        // As `ca rotate-root` runs it: the operator paces the phases, so no dwell.
+        let options = PlanOptions {
+            skip_dwell: true,
+            ..Default::default()
+        };
         let (plan, _, _) = h
-            .converge_with(&engine, PlanOptions::default(), &mut progress)
+            .converge_with(&engine, options, &mut progress)
             .await
             .expect("a rotation round");
         if plan.is_empty() {
@@ -130,12 +135,8 @@ async fn root_rotation_across_three_clusters_never_opens_a_trust_gap() {
     assert_eq!(
         rounds,
         vec![
-            // The new root appears: the policies name it before anything signs with it.
+            // The start already rewrote the policies to name the new root, before anything signs with it.
             vec![
-                "policy meshtrust-agent-c1",
-                "policy meshtrust-agent-c2",
-                "policy meshtrust-agent-c3",
-                "policy meshtrust-admin",
                 "trust c1 [1, 2]",
                 "trust c2 [1, 2]",
                 "trust c3 [1, 2]"
@@ -195,6 +196,8 @@ async fn a_rotation_interrupted_mid_phase_resumes_without_a_trust_gap() {
     assert_eq!(port_kind(&e), Some(ErrorKind::Unavailable));
     h.assert_no_trust_gap();
     for _ in 0..3 {
+        // `apply` keeps the dwell: a day passes between rounds.
+        h.advance(25 * HOUR);
         h.converge().await.expect("resumes");
         h.assert_no_trust_gap();
     }
@@ -240,6 +243,7 @@ async fn a_cacerts_lost_mid_rotation_is_reissued_without_a_trust_gap() {
             .remove(&(ISTIO_NS.to_string(), "cacerts".to_string()));
     });
     for _ in 0..4 {
+        h.advance(25 * HOUR);
         h.converge().await.expect("a round");
         h.assert_no_trust_gap();
     }
@@ -252,23 +256,20 @@ async fn agents_alone_carry_a_rotation_without_a_trust_gap() {
     let engine = h.engine();
     let snapshot = engine.observe(h.now()).await.expect("observe");
     engine.start_root_rotation(&snapshot).await.expect("start");
-    // Agents each see only their own cluster; they take turns, c1's first. (Safe only because of the turns: see
-    // the ignored test below.)
-    for _ in 0..4 {
-        for cluster in ["c1", "c2"] {
-            h.converge_with(&h.agent(cluster), PlanOptions::default(), &mut |_, _| {})
-                .await
-                .expect("an agent round");
-            h.assert_no_trust_gap();
-        }
+    // Agents each see only their own cluster and their peers' published trust facts; they take turns, c1's
+    // first, half a day apart (the dwell is 24h).
+    for _ in 0..8 {
+        h.advance(12 * HOUR);
+        h.agent_rounds(&["c1", "c2"]).await;
     }
+    // Peers' remote secrets follow the reader tokens republished in the last round.
+    h.agent_rounds(&["c1", "c2"]).await;
     h.assert_verified().await;
 }
 
-/// An agent observes only its own cluster, so the planner's "every cluster trusts the newest root" is judged on
-/// that cluster alone: its second round re-issues from the new root while the peer still trusts only the old one.
+/// An agent observes only its own cluster; "every cluster trusts the newest root" is judged on its peers'
+/// published trust facts, so a fast agent waits for a slow peer.
 #[tokio::test]
-#[ignore = "bug: an agent decides rotation phase 2 from its own cluster only; a fast agent signs with the new root before its peers trust it (trust gap)"]
 async fn a_fast_agent_does_not_move_to_the_new_root_before_its_peers_trust_it() {
     let h = Harness::settled(&["c1", "c2"]).await;
     let engine = h.engine();
@@ -281,4 +282,185 @@ async fn a_fast_agent_does_not_move_to_the_new_root_before_its_peers_trust_it() 
             .expect("an agent round");
     }
     h.assert_no_trust_gap();
+}
+
+/// Starts a rotation on a settled mesh of `clusters` (root 2 exists; nothing moved yet).
+async fn started(clusters: &[&str]) -> Harness {
+    let h = Harness::settled(clusters).await;
+    let engine = h.engine();
+    let snapshot = engine.observe(h.now()).await.expect("observe");
+    engine.start_root_rotation(&snapshot).await.expect("start");
+    h
+}
+
+#[tokio::test]
+async fn a_stopped_agent_makes_the_others_wait() {
+    let h = started(&["c1", "c2", "c3"]).await;
+    // c3's agent is stopped: its cluster never publishes. The others add the new root, and go no further.
+    for _ in 0..6 {
+        h.agent_rounds(&["c1", "c2"]).await;
+        h.advance(12 * HOUR);
+    }
+    for cluster in ["c1", "c2"] {
+        assert_eq!(
+            h.generations(cluster),
+            (vec![1, 2], 1),
+            "{cluster} waits in phase 1"
+        );
+    }
+    let (plan, _) = h
+        .agent("c1")
+        .plan(h.now(), PlanOptions::default())
+        .await
+        .expect("plan");
+    assert!(
+        !plan.changes.iter().any(|c| matches!(
+            c.action,
+            Action::IssueIntermediate { .. } | Action::UpdateTrustBundle { .. }
+        )),
+        "{plan}"
+    );
+    // c3's agent comes back: the mesh carries on and settles on the new root.
+    for _ in 0..8 {
+        h.advance(12 * HOUR);
+        h.agent_rounds(&["c1", "c2", "c3"]).await;
+    }
+    h.agent_rounds(&["c1", "c2", "c3"]).await;
+    h.assert_verified().await;
+}
+
+#[tokio::test]
+async fn the_old_root_stays_until_the_dwell_has_passed() {
+    let h = started(&["c1", "c2"]).await;
+    // Rounds an hour apart until every cluster signs with the new root.
+    let mut rounds = 0;
+    while [h.generations("c1").1, h.generations("c2").1] != [2, 2] {
+        h.agent_rounds(&["c1", "c2"]).await;
+        h.advance(HOUR);
+        rounds += 1;
+        assert!(rounds < 10, "phase 2 is reached");
+    }
+    let all_signing = h.now() - HOUR;
+    // Then the old root stays trusted for the whole dwell (24h), and goes soon after.
+    let dropped_at = loop {
+        h.agent_rounds(&["c1", "c2"]).await;
+        if h.generations("c1").0 == [2] || h.generations("c2").0 == [2] {
+            break h.now();
+        }
+        h.advance(HOUR);
+        assert!(
+            h.now() - all_signing < 30 * HOUR,
+            "the old root is dropped after the dwell"
+        );
+    };
+    assert!(
+        dropped_at - all_signing >= 23 * HOUR,
+        "dropped {}h after every cluster signed with the new root",
+        (dropped_at - all_signing) / HOUR
+    );
+    h.agent_rounds(&["c1", "c2"]).await;
+    h.assert_verified().await;
+}
+
+#[tokio::test]
+async fn an_istiod_that_does_not_serve_the_new_root_blocks_phase_2() {
+    let h = started(&["c1", "c2"]).await;
+    h.istiod_serves_cacerts("c1");
+    h.istiod_serves_cacerts("c2");
+    for _ in 0..2 {
+        h.agent_rounds(&["c1", "c2"]).await;
+        // c1's istiod takes every new bundle; c2's keeps serving the old root (no ISTIO_MULTIROOT_MESH).
+        h.istiod_serves_cacerts("c1");
+    }
+    for _ in 0..4 {
+        h.agent_rounds(&["c1", "c2"]).await;
+        h.istiod_serves_cacerts("c1");
+        h.advance(12 * HOUR);
+    }
+    for cluster in ["c1", "c2"] {
+        assert_eq!(
+            h.generations(cluster),
+            (vec![1, 2], 1),
+            "{cluster} waits in phase 1"
+        );
+    }
+    let (plan, _) = h
+        .agent("c2")
+        .plan(h.now(), PlanOptions::default())
+        .await
+        .expect("plan");
+    let warning = plan
+        .warnings
+        .iter()
+        .find(|w| w.contains("istiod does not serve"))
+        .unwrap_or_else(|| panic!("a warning about c2's istiod: {:?}", plan.warnings));
+    assert!(
+        warning.contains("c2") && warning.contains("ISTIO_MULTIROOT_MESH=true"),
+        "{warning}"
+    );
+    let (plan, _) = h
+        .agent("c1")
+        .plan(h.now(), PlanOptions::default())
+        .await
+        .expect("plan");
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("c2: istiod does not serve")),
+        "{:?}",
+        plan.warnings
+    );
+    // c2's istiod is restarted and serves the new bundle: the rotation goes on to the end.
+    for _ in 0..8 {
+        h.advance(12 * HOUR);
+        h.istiod_serves_cacerts("c2");
+        h.agent_rounds(&["c1", "c2"]).await;
+        h.istiod_serves_cacerts("c1");
+    }
+    h.istiod_serves_cacerts("c2");
+    h.agent_rounds(&["c1", "c2"]).await;
+    h.assert_verified().await;
+}
+
+#[tokio::test]
+async fn the_multi_root_warning_comes_with_phase_1() {
+    let h = started(&["c1", "c2"]).await;
+    let (plan, _) = h
+        .engine()
+        .plan(h.now(), PlanOptions::default())
+        .await
+        .expect("plan");
+    assert!(
+        plan.changes
+            .iter()
+            .all(|c| matches!(c.action, Action::UpdateTrustBundle { .. })),
+        "{plan}"
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("ISTIO_MULTIROOT_MESH=true")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[tokio::test]
+async fn the_new_root_names_its_generation() {
+    let h = started(&["c1"]).await;
+    let snapshot = h.engine().observe(h.now()).await.expect("observe");
+    let cns: Vec<&str> = snapshot
+        .facts()
+        .openbao
+        .roots
+        .iter()
+        .map(|r| r.cert.subject_cn.as_str())
+        .collect();
+    assert_eq!(
+        cns,
+        [
+            "meshtrust root CA (test-mesh)",
+            "meshtrust root CA (test-mesh) G2"
+        ]
+    );
 }

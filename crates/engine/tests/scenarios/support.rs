@@ -317,6 +317,74 @@ impl Harness {
         snapshot
     }
 
+    /// One round of each named cluster's agent, in order, checking for a trust gap after each.
+    pub async fn agent_rounds(&self, clusters: &[&str]) {
+        for cluster in clusters {
+            self.converge_with(&self.agent(cluster), PlanOptions::default(), &mut |_, _| {})
+                .await
+                .expect("an agent round");
+            self.assert_no_trust_gap();
+        }
+    }
+
+    /// Plays istiod accepting its `cacerts`: `istio-ca-root-cert` serves the bundle's `root-cert.pem`.
+    pub fn istiod_serves_cacerts(&self, cluster: &str) {
+        let roots = self
+            .cacerts(cluster)
+            .and_then(|s| {
+                s.data
+                    .get("root-cert.pem")
+                    .and_then(|v| v.expose_str().map(str::to_string))
+            })
+            .expect("a cacerts with root-cert.pem");
+        self.istiod_serves(cluster, &roots);
+    }
+
+    /// Plays istiod writing `istio-ca-root-cert` with `roots_pem`.
+    pub fn istiod_serves(&self, cluster: &str, roots_pem: &str) {
+        self.cluster(cluster).with_state(|s| {
+            s.config_maps.insert(
+                (ISTIO_NS.to_string(), "istio-ca-root-cert".to_string()),
+                BTreeMap::from([("root-cert.pem".to_string(), roots_pem.to_string())]),
+            );
+        });
+    }
+
+    /// The generations of the roots a cluster's `cacerts` trusts, and of the root that signed it.
+    pub fn generations(&self, cluster: &str) -> (Vec<u32>, u32) {
+        let snapshot_roots = self.bao.with_state(|s| s.issuer_names("pki")).len() as u32;
+        let state = self.trust(cluster);
+        let fingerprints: Vec<String> = (1..=snapshot_roots)
+            .map(|g| self.root_fingerprint(g))
+            .collect();
+        let generation = |fp: &String| {
+            fingerprints
+                .iter()
+                .position(|f| f == fp)
+                .map_or(0, |i| i as u32 + 1)
+        };
+        let trusted = state.trusted_roots.iter().map(generation).collect();
+        let signing = state.issuer_fingerprint.as_ref().map_or(0, generation);
+        (trusted, signing)
+    }
+
+    /// The fingerprint of root generation `generation` in OpenBao.
+    pub fn root_fingerprint(&self, generation: u32) -> String {
+        let pem = self.root_pem(generation);
+        meshtrust_pki::parse_certs(&pem, "root")
+            .expect("a root certificate")
+            .remove(0)
+            .facts
+            .fingerprint
+    }
+
+    /// The PEM of root generation `generation` in OpenBao.
+    pub fn root_pem(&self, generation: u32) -> String {
+        self.bao
+            .with_state(|s| s.issuer_pem("pki", &format!("meshtrust-root-{generation}")))
+            .expect("the root exists")
+    }
+
     /// A namespace created by someone else, as `istioctl install` does.
     pub fn create_istio_namespace(&self, cluster: &str) {
         self.cluster(cluster).with_state(|s| {

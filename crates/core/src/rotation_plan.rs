@@ -1,0 +1,113 @@
+//! The mesh-wide side of root rotation planning: the rotation state judged on every cluster (connected or as
+//! published), the trust facts a connected cluster publishes, and the warnings about istiod.
+
+use crate::facts::{CacertsFacts, Observed, OpenBaoFacts, root_issuer_name};
+use crate::mesh::Mesh;
+use crate::plan::{Action, Change, Op, Plan, Target};
+use crate::planner::PlanOptions;
+use crate::rotation::{DwellGate, RotationPhase, RotationState};
+use crate::trust_facts::{TRUST_KV_PATH, desired_facts, mesh_views};
+
+/// The rotation state of the whole mesh, as far as it is known.
+pub fn mesh_rotation(
+    mesh: &Mesh,
+    observed: &Observed,
+    newest: u32,
+    options: PlanOptions,
+) -> RotationState {
+    let bao = &observed.openbao;
+    let newest_fp = newest_fingerprint(bao, newest);
+    let views = mesh_views(mesh, observed, newest_fp);
+    let gate = DwellGate {
+        now: observed.now,
+        dwell: (!options.skip_dwell).then_some(mesh.ca.phase_dwell.seconds()),
+    };
+    RotationState::mesh_wide(newest, &bao.roots, &views, gate)
+}
+
+fn newest_fingerprint(bao: &OpenBaoFacts, newest: u32) -> Option<&str> {
+    bao.roots
+        .iter()
+        .find(|r| r.generation == newest)
+        .map(|r| r.cert.fingerprint.as_str())
+}
+
+/// Warnings about the rotation that the operator must act on: what the next phase waits for when an istiod
+/// did not take the new roots.
+pub fn rotation_warnings(rotation: &RotationState, plan: &mut Plan) {
+    if rotation.phase == RotationPhase::Settled {
+        return;
+    }
+    for wait in &rotation.waiting {
+        if wait.contains("istiod does not serve") {
+            plan.warnings.push(format!("root rotation waits: {wait}"));
+        }
+    }
+}
+
+/// Each connected cluster publishes its trust facts once a second root exists, whenever they changed.
+pub fn plan_trust_facts(mesh: &Mesh, observed: &Observed, newest: u32, plan: &mut Plan) {
+    let trust = &observed.trust;
+    if !trust.read {
+        return;
+    }
+    let Some(newest_fp) = newest_fingerprint(&observed.openbao, newest) else {
+        return;
+    };
+    for cluster in &mesh.clusters {
+        let Some(facts) = observed.clusters.get(&cluster.name) else {
+            continue;
+        };
+        let state = match &facts.cacerts {
+            CacertsFacts::Managed(state) => Some(state),
+            _ => None,
+        };
+        let served = trust.served.get(&cluster.name).and_then(Option::as_ref);
+        let previous = trust.facts_of(&cluster.name);
+        let desired = desired_facts(state, served, previous, newest_fp, observed.now);
+        if previous == Some(&desired) {
+            continue;
+        }
+        plan.changes.push(Change {
+            target: Target::OpenBao,
+            op: if trust.published.contains_key(&cluster.name) {
+                Op::Update
+            } else {
+                Op::Create
+            },
+            resource: format!(
+                "KV {}/{TRUST_KV_PATH}/{}",
+                mesh.openbao.kv_mount, cluster.name
+            ),
+            summary: format!(
+                "trust facts of {} for {}",
+                cluster.name,
+                root_issuer_name(newest)
+            ),
+            reason: "peers' agents advance a root rotation only on every cluster's published trust"
+                .into(),
+            action: Action::PublishTrustFacts {
+                cluster: cluster.name.clone(),
+                facts: desired,
+            },
+        });
+    }
+}
+
+/// A `root-cert.pem` change istiod takes without a restart only when one root set contains the other.
+pub fn disjoint_roots_warning(
+    cluster: &str,
+    namespace: &str,
+    before: &[Option<u32>],
+    after: &[u32],
+) -> Option<String> {
+    let after: Vec<Option<u32>> = after.iter().map(|g| Some(*g)).collect();
+    let subset = before.iter().all(|g| after.contains(g));
+    let superset = after.iter().all(|g| before.contains(g));
+    if before.is_empty() || subset || superset {
+        return None;
+    }
+    Some(format!(
+        "cluster {cluster}: the new root-cert.pem is neither a subset nor a superset of the old one, which istiod does not reload; restart istiod after apply (kubectl -n {namespace} rollout restart deployment/istiod)"
+    ))
+}

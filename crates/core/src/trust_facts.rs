@@ -1,0 +1,227 @@
+//! The trust facts each cluster publishes to OpenBao, so that a root rotation advances on the whole mesh's
+//! state even though an agent sees only its own cluster. Fingerprints only: no certificate, no key.
+//!
+//! An agent writes its own cluster's entry at `<kv>/istio/meshtrust-trust/<cluster>` (its policy allows no
+//! other); every engine reads every entry. Entries are written only once a second root exists, and only when
+//! they change, so a mesh that never rotated stores nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::facts::{CacertsFacts, CacertsState, Observed};
+use crate::mesh::Mesh;
+
+/// KV path (inside the KV mount) under which each cluster's entry lives.
+pub const TRUST_KV_PATH: &str = "istio/meshtrust-trust";
+/// The field of the KV entry holding the JSON text.
+pub const TRUST_KV_FIELD: &str = "trust";
+/// The ConfigMap istiod writes into every namespace with the roots it serves to workloads.
+pub const ROOT_CERT_CONFIG_MAP: &str = "istio-ca-root-cert";
+/// Its key holding the PEM roots.
+pub const ROOT_CERT_KEY: &str = "root-cert.pem";
+
+/// The KV path of one cluster's entry.
+pub fn trust_kv_path(cluster: &str) -> String {
+    format!("{TRUST_KV_PATH}/{cluster}")
+}
+
+/// When a cluster was first seen in a state concerning one root (its fingerprint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mark {
+    pub root: String,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// One cluster's trust, as it publishes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustFacts {
+    /// Fingerprints of the roots in the cluster's `cacerts` `root-cert.pem`, in file order.
+    pub trusted_roots: Vec<String>,
+    /// Fingerprint of the root that signed the cluster's intermediate.
+    pub signing_root: Option<String>,
+    /// Fingerprints of the roots istiod serves in `istio-ca-root-cert`; `None` when istiod wrote no such
+    /// ConfigMap (it does not run).
+    pub served_roots: Option<Vec<String>>,
+    /// Since when the cluster trusts (and its istiod serves) the newest root: rotation phase 1 reached.
+    pub trusts_since: Option<Mark>,
+    /// Since when the cluster signs with the newest root: rotation phase 2 reached; the dwell counts from it.
+    pub signs_since: Option<Mark>,
+    /// Since when the cluster trusts only the newest root: rotation phase 3 reached.
+    pub settled_since: Option<Mark>,
+}
+
+/// A published entry and the KV version it was read at (for check-and-set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishedTrust {
+    pub version: u64,
+    /// `None` when the entry does not parse: its owner rewrites it.
+    pub facts: Option<TrustFacts>,
+}
+
+/// What was observed of the mesh's trust beyond `cacerts`: every cluster's published entry, and the roots the
+/// connected clusters' istiods serve.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TrustObservation {
+    /// Whether the entries were read at all (only once a second root exists).
+    pub read: bool,
+    pub published: BTreeMap<String, PublishedTrust>,
+    /// Connected clusters: the fingerprints in `istio-ca-root-cert`, `None` when it is absent.
+    pub served: BTreeMap<String, Option<Vec<String>>>,
+}
+
+impl TrustObservation {
+    pub fn facts_of(&self, cluster: &str) -> Option<&TrustFacts> {
+        self.published.get(cluster)?.facts.as_ref()
+    }
+}
+
+/// A mark for `root` that keeps its earlier time when it already concerned that root.
+fn mark(reached: bool, root: &str, previous: Option<&Mark>, now: i64) -> Option<Mark> {
+    if !reached {
+        return None;
+    }
+    let at = previous.filter(|m| m.root == root).map_or(now, |m| m.at);
+    Some(Mark {
+        root: root.to_string(),
+        at,
+    })
+}
+
+/// The entry a connected cluster should publish now, given what it published before.
+pub fn desired_facts(
+    state: Option<&CacertsState>,
+    served: Option<&Vec<String>>,
+    previous: Option<&TrustFacts>,
+    newest: &str,
+    now: i64,
+) -> TrustFacts {
+    let trusted_roots = state.map(|s| s.trusted_roots.clone()).unwrap_or_default();
+    let signing_root = state.and_then(|s| s.issuer_fingerprint.clone());
+    let serves = served.is_none_or(|s| s.iter().any(|fp| fp == newest));
+    let trusts = trusted_roots.iter().any(|fp| fp == newest) && serves;
+    let signs = signing_root.as_deref() == Some(newest);
+    let settled = signs && trusted_roots == [newest] && served.is_none_or(|s| s == &[newest]);
+    TrustFacts {
+        trusts_since: mark(
+            trusts,
+            newest,
+            previous.and_then(|p| p.trusts_since.as_ref()),
+            now,
+        ),
+        signs_since: mark(
+            signs,
+            newest,
+            previous.and_then(|p| p.signs_since.as_ref()),
+            now,
+        ),
+        settled_since: mark(
+            settled,
+            newest,
+            previous.and_then(|p| p.settled_since.as_ref()),
+            now,
+        ),
+        trusted_roots,
+        signing_root,
+        served_roots: served.cloned(),
+    }
+}
+
+/// One cluster's trust as the rotation planner sees it: observed directly when connected, else as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustView {
+    pub cluster: String,
+    /// False when the cluster is neither connected nor published: nothing is known, so the rotation waits.
+    pub known: bool,
+    pub trusted_roots: Vec<String>,
+    pub signing_root: Option<String>,
+    pub served_roots: Option<Vec<String>>,
+    /// Since when it signs with the newest root, if it does and that is known.
+    pub signs_since: Option<i64>,
+}
+
+impl TrustView {
+    pub fn from_state(cluster: &str, state: &CacertsState) -> TrustView {
+        TrustView {
+            cluster: cluster.to_string(),
+            known: true,
+            trusted_roots: state.trusted_roots.clone(),
+            signing_root: state.issuer_fingerprint.clone(),
+            served_roots: None,
+            signs_since: None,
+        }
+    }
+}
+
+/// The mesh-wide trust: one view per cluster of the mesh file whose `cacerts` counts for the rotation.
+/// A connected cluster without a managed `cacerts` is left out (it is issued from a root every cluster trusts).
+pub fn mesh_views(mesh: &Mesh, observed: &Observed, newest: Option<&str>) -> Vec<TrustView> {
+    let trust = &observed.trust;
+    let mut views = Vec::new();
+    for cluster in &mesh.clusters {
+        let name = cluster.name.as_str();
+        let published = trust.facts_of(name);
+        if let Some(facts) = observed.clusters.get(name) {
+            if let CacertsFacts::Managed(state) = &facts.cacerts {
+                let mut view = TrustView::from_state(name, state);
+                view.served_roots = trust.served.get(name).cloned().flatten();
+                view.signs_since = direct_signs_since(state, published, newest);
+                views.push(view);
+            }
+        } else if let Some(facts) = published {
+            if facts.trusted_roots.is_empty() && facts.signing_root.is_none() {
+                continue;
+            }
+            views.push(TrustView {
+                cluster: name.to_string(),
+                known: true,
+                trusted_roots: facts.trusted_roots.clone(),
+                signing_root: facts.signing_root.clone(),
+                served_roots: facts.served_roots.clone(),
+                signs_since: facts
+                    .signs_since
+                    .as_ref()
+                    .filter(|m| Some(m.root.as_str()) == newest)
+                    .map(|m| m.at),
+            });
+        } else if trust.read {
+            views.push(TrustView {
+                cluster: name.to_string(),
+                known: false,
+                trusted_roots: vec![],
+                signing_root: None,
+                served_roots: None,
+                signs_since: None,
+            });
+        }
+    }
+    views
+}
+
+/// A connected cluster signing with the newest root: since its published mark when an agent publishes for it
+/// (until the mark appears, one round after the write, the dwell has not started); else, for a cluster no
+/// agent runs in (the admin publishes nothing), since its intermediate's notBefore.
+fn direct_signs_since(
+    state: &CacertsState,
+    published: Option<&TrustFacts>,
+    newest: Option<&str>,
+) -> Option<i64> {
+    let newest = newest?;
+    if state.issuer_fingerprint.as_deref() != Some(newest) {
+        return None;
+    }
+    match published {
+        Some(p) => p
+            .signs_since
+            .as_ref()
+            .filter(|m| m.root == newest)
+            .map(|m| m.at),
+        None => state.ca_cert.as_ref().map(|c| c.not_before),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,79 @@
+//! Publishing a cluster's trust facts (check-and-set at the version observed), and what the rest of the engine
+//! asks of them: whether a rotation is under way, so an agent keeps reconciling until the mesh settles.
+
+use std::collections::BTreeMap;
+
+use meshtrust_core::facts::CacertsFacts;
+use meshtrust_core::ports::OpenBao;
+use meshtrust_core::secret::SecretBytes;
+use meshtrust_core::trust_facts::{TRUST_KV_FIELD, TrustFacts, trust_kv_path};
+
+use crate::EngineError;
+use crate::apply::Targets;
+use crate::published::current_version;
+use crate::snapshot::Snapshot;
+
+/// Writes `cluster`'s entry. A conflict means another run of the same agent wrote it meanwhile: the caller
+/// observes and plans again.
+pub(crate) async fn publish(
+    targets: &Targets<'_>,
+    snapshot: &Snapshot,
+    cluster: &str,
+    facts: &TrustFacts,
+) -> Result<String, EngineError> {
+    let kv = &targets.mesh.openbao.kv_mount;
+    let path = trust_kv_path(cluster);
+    let text = serde_json::to_string(facts).map_err(|e| {
+        EngineError::Inconsistent(format!("cannot encode {cluster}'s trust facts: {e}"))
+    })?;
+    let data = BTreeMap::from([(TRUST_KV_FIELD.to_string(), SecretBytes::new(text))]);
+    let cas = match snapshot.facts().trust.published.get(cluster) {
+        Some(p) => p.version,
+        None => current_version(targets.bao, kv, &path).await?,
+    };
+    let version = targets.bao.kv_put(kv, &path, &data, cas).await?;
+    Ok(format!("published {kv}/{path} (version {version})"))
+}
+
+/// Bumps the change index's version without changing its content, so idle agents (which poll only that
+/// version) run a full round at once: `ca rotate-root --start` needs them to notice the new root.
+pub async fn nudge_agents(
+    bao: &dyn OpenBao,
+    kv: &str,
+    index_path: &str,
+) -> Result<(), EngineError> {
+    let (data, cas) = match bao.kv_get(kv, index_path).await? {
+        Some(entry) => (entry.data, entry.version),
+        None => (BTreeMap::new(), current_version(bao, kv, index_path).await?),
+    };
+    bao.kv_put(kv, index_path, &data, cas).await?;
+    Ok(())
+}
+
+impl Snapshot {
+    /// A root rotation is under way as far as this snapshot shows: a second root exists and some connected
+    /// cluster, or some published entry, is not yet on the newest root only. An agent reconciles on every
+    /// poll while this holds, since peers' progress does not move the change index.
+    pub fn rotation_pending(&self) -> bool {
+        let facts = self.facts();
+        let Some(newest) = facts.openbao.newest_root() else {
+            return false;
+        };
+        if facts.openbao.roots.len() < 2 {
+            return false;
+        }
+        let fp = newest.cert.fingerprint.as_str();
+        let own = facts.clusters.values().any(|c| match &c.cacerts {
+            CacertsFacts::Managed(s) => {
+                s.trusted_roots != [fp] || s.issuer_fingerprint.as_deref() != Some(fp)
+            }
+            _ => false,
+        });
+        let peers = facts.trust.published.values().any(|p| {
+            p.facts
+                .as_ref()
+                .is_none_or(|f| f.settled_since.as_ref().is_none_or(|m| m.root != fp))
+        });
+        own || peers || facts.trust.published.len() < facts.clusters.len()
+    }
+}
