@@ -136,11 +136,7 @@ async fn root_rotation_across_three_clusters_never_opens_a_trust_gap() {
         rounds,
         vec![
             // The start already rewrote the policies to name the new root, before anything signs with it.
-            vec![
-                "trust c1 [1, 2]",
-                "trust c2 [1, 2]",
-                "trust c3 [1, 2]"
-            ],
+            vec!["trust c1 [1, 2]", "trust c2 [1, 2]", "trust c3 [1, 2]"],
             vec![
                 "issue c1 by 2 trust [1, 2]",
                 "issue c2 by 2 trust [1, 2]",
