@@ -143,6 +143,23 @@ impl Chaos {
         );
     }
 
+    /// The re-run after a kill. On this loaded machine a run can fail on a transient error (a connection the
+    /// server dropped); that is reported and run again, up to three times, and is no inconsistency.
+    fn rerun(&self, file: &Path, args: &[&str], ctx: &str) {
+        for attempt in 1..=3 {
+            let out = self.run(file, args);
+            if out.status.success() {
+                return;
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            eprintln!(
+                "{ctx}: re-run {attempt} failed: {}",
+                stderr.lines().last().unwrap_or_default()
+            );
+        }
+        self.ok(file, args, ctx);
+    }
+
     fn spawn(&self, file: &Path, args: &[&str]) -> Child {
         meshtrust_cmd(&self.mesh, file, args)
             .stdout(Stdio::null())
@@ -266,7 +283,7 @@ impl Chaos {
                 let hit = kill_after(&mut child, delay);
                 let killed_at = Instant::now();
                 // A killed rotation is resumed by the same command; everything else by `apply`.
-                self.ok(&file, args, ctx);
+                self.rerun(&file, args, ctx);
                 (hit, killed_at.elapsed())
             }
             Victim::Agent(index) => {
@@ -541,11 +558,29 @@ fn check_roots(chaos: &Chaos, ctx: &str) -> u32 {
 }
 
 async fn cacerts_of(chaos: &Chaos, index: usize) -> Secret {
-    chaos
-        .mesh
-        .secret(index, "istio-system", "cacerts")
-        .await
-        .unwrap_or_else(|| panic!("cacerts missing in cluster {index}"))
+    let cluster = &chaos.mesh.env.clusters[index];
+    read_retrying(|| async {
+        let api: Api<Secret> = Api::namespaced(cluster.client().await.ok()?, "istio-system");
+        api.get_opt("cacerts").await.ok()
+    })
+    .await
+    .unwrap_or_else(|| panic!("cacerts missing in cluster {index}"))
+}
+
+/// A read by the checker, retried: on a loaded machine the API server may close a kept-alive connection just
+/// as the checker reuses it, which says nothing about meshtrust.
+async fn read_retrying<T, F, Fut>(mut read: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..10 {
+        if let Some(v) = read().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("the checker could not read from the API server 10 times in a row");
 }
 
 async fn check_cacerts(chaos: &Chaos, clusters: &[usize], ctx: &str) {
@@ -596,12 +631,14 @@ async fn check_remote_secrets(chaos: &Chaos, clusters: &[usize], ctx: &str) {
         .map(|&i| chaos.mesh.env.clusters[i].name.clone())
         .collect();
     for (&i, own) in clusters.iter().zip(&names) {
-        let client = chaos.mesh.env.clusters[i].client().await.expect("client");
-        let api: Api<Secret> = Api::namespaced(client, "istio-system");
-        let listed = api
-            .list(&ListParams::default().labels("istio/multiCluster=true"))
-            .await
-            .expect("list remote secrets");
+        let cluster = &chaos.mesh.env.clusters[i];
+        let listed = read_retrying(|| async {
+            let api: Api<Secret> = Api::namespaced(cluster.client().await.ok()?, "istio-system");
+            api.list(&ListParams::default().labels("istio/multiCluster=true"))
+                .await
+                .ok()
+        })
+        .await;
         let mut found: BTreeMap<String, Secret> = listed
             .items
             .into_iter()
