@@ -62,7 +62,9 @@ impl OpenBaoClient {
     /// The node in use: the configured address, or after a failover the HA node that answered last.
     pub fn address(&self) -> &str {
         let i = self.current.load(Ordering::Relaxed) % self.nodes.len().max(1);
-        self.nodes.get(i).map_or(&self.config.address, String::as_str)
+        self.nodes
+            .get(i)
+            .map_or(&self.config.address, String::as_str)
     }
 
     /// How many HTTP requests this client (and its clones) made: tests use it to prove polls are cheap.

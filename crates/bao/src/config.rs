@@ -212,7 +212,10 @@ mod tests {
                 .is_ok()
         );
         let mut ha = config("http://127.0.0.1:8200", false);
-        ha.addresses = vec!["http://127.0.0.1:8200".into(), "http://bao.example:8200".into()];
+        ha.addresses = vec![
+            "http://127.0.0.1:8200".into(),
+            "http://bao.example:8200".into(),
+        ];
         assert_eq!(ha.candidates().len(), 2);
         assert!(ha.check_transport().is_err(), "every node is checked");
     }

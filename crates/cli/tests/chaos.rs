@@ -4,7 +4,7 @@
 //! key matching its certificate, every pair of clusters trusting each other's issuer, every remote secret present
 //! and current, and `meshtrust verify` passing.
 //!
-//! Short version (CI): `cargo test -p meshtrust --test chaos -- --nocapture` (12 runs).
+//! Short version (CI): `cargo test -p meshtrust --test chaos -- --nocapture` (10 runs).
 //! Long version: `MESHTRUST_CHAOS_RUNS=100 cargo test -p meshtrust --test chaos -- --nocapture`.
 //! Replay a failure: `MESHTRUST_CHAOS_SEED=<seed printed by the failing run>` (with the same run count).
 #![allow(clippy::too_many_lines)]
@@ -376,7 +376,7 @@ fn runs() -> usize {
     std::env::var("MESHTRUST_CHAOS_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(12)
+        .unwrap_or(10)
 }
 
 #[derive(Default)]

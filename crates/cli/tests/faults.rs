@@ -16,6 +16,9 @@ use kube::api::{DeleteParams, ListParams};
 use meshtrust_testenv::{FaultProxy, ProxyMode, TestEnv, mesh_file_with};
 use support::Mesh;
 
+/// Each test runs real servers and agents; one at a time keeps a shared 2-core machine responsive.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Reader tokens due a second after issue: agents publish (write to OpenBao) all the time.
 const BUSY: &str = "remoteSecrets:\n  tokenTtl: 10m\n  refreshBefore: 599s\n";
 
@@ -216,6 +219,7 @@ fn published_versions(env: &TestEnv, node: usize) -> Option<BTreeMap<String, u64
 
 #[test]
 fn openbao_leader_killed_while_agents_work_and_an_admin_applies() {
+    let _serial = SERIAL.blocking_lock();
     let mut env = TestEnv::builder()
         .clusters(2)
         .openbao_ha()
@@ -396,6 +400,7 @@ fn check_ha_consistent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_server_restart_brings_the_watch_back_and_drift_repair_resumes() {
+    let _serial = SERIAL.lock().await;
     let mut mesh = Mesh::start(2, "");
     mesh.ok(&["apply"]);
     agent_identities(&mesh.env).await;
@@ -549,6 +554,7 @@ async fn fault_round(p: &Proxied, which: &str, mode: ProxyMode, hold: Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_or_reset_connections_delete_nothing_and_the_agent_recovers() {
+    let _serial = SERIAL.lock().await;
     let p = proxied_agent().await;
     let mut results = Vec::new();
     for (which, mode) in [
@@ -608,6 +614,7 @@ fn issuer_names(mesh: &Mesh) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_admins_and_two_rotations_at_once_give_one_outcome_while_agents_run() {
+    let _serial = SERIAL.lock().await;
     // Intermediates due a second after issue, tokens too: both admins and both agents want to write.
     let mesh = Mesh::start(
         2,

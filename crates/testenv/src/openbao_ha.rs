@@ -34,7 +34,10 @@ impl OpenBaoCluster {
     pub(crate) fn start(bins: &Binaries, dir: &Path, size: usize) -> Result<Self, TestEnvError> {
         let mut nodes = Vec::with_capacity(size);
         for i in 1..=size {
-            nodes.push(OpenBaoNode::configure(&dir.join(format!("openbao-{i}")), i)?);
+            nodes.push(OpenBaoNode::configure(
+                &dir.join(format!("openbao-{i}")),
+                i,
+            )?);
         }
         let mut cluster = Self {
             nodes,
@@ -73,7 +76,14 @@ impl OpenBaoCluster {
     fn init_first(&mut self) -> Result<(), TestEnvError> {
         let url = format!("{}/v1/sys/init", self.nodes[0].addr);
         let init = retry(
-            || http_json("PUT", &url, None, r#"{"secret_shares":1,"secret_threshold":1}"#),
+            || {
+                http_json(
+                    "PUT",
+                    &url,
+                    None,
+                    r#"{"secret_shares":1,"secret_threshold":1}"#,
+                )
+            },
             "init",
         )?;
         self.unseal_key = init["keys_base64"][0]

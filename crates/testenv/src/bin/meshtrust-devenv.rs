@@ -61,7 +61,11 @@ fn serve(clusters: usize, dir: PathBuf, ha: bool) -> Result<(), Box<dyn std::err
             cluster.root_token.clone(),
             format!("export BAO_ADDRS=\"{}\"\n", cluster.addrs().join(" ")),
         ),
-        None => (env.bao.addr.clone(), env.bao.root_token.clone(), String::new()),
+        None => (
+            env.bao.addr.clone(),
+            env.bao.root_token.clone(),
+            String::new(),
+        ),
     };
     let env_sh = format!(
         "# written by scripts/dev-env; source it to talk to the local OpenBao\nexport BAO_ADDR={addr}\n{addrs}export BAO_TOKEN={token}\nexport VAULT_ADDR=$BAO_ADDR\nexport VAULT_TOKEN=$BAO_TOKEN\nalias bao={}\n",
