@@ -53,8 +53,10 @@ fn start_agent(env: &TestEnv, index: usize, to: &AgentTarget<'_>) -> Agent {
     let port = free_port();
     let cluster = &env.clusters[index];
     let log = env.dir().join(format!("agent-{}-{port}.log", cluster.name));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshtrust"));
-    cmd.args(["agent", "--cluster", &cluster.name, "--token-request"])
+    // setpriv: the agent dies with the test even if the test is killed without unwinding.
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_meshtrust")])
+        .args(["agent", "--cluster", &cluster.name, "--token-request"])
         .args(["--poll-interval", "1s", "--openbao-timeout", "2s"])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
