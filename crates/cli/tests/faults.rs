@@ -709,6 +709,8 @@ async fn two_admins_and_two_rotations_at_once_give_one_outcome_while_agents_run(
             .count(),
         1
     );
+    // Verified against a renewBefore under which the fresh intermediates are not yet due.
+    mesh.rewrite("ca:\n  intermediate:\n    ttl: 1h\n    renewBefore: 10m\n");
     let verify = mesh.meshtrust(&["verify"]);
     assert!(
         verify.status.success(),
