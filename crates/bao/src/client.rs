@@ -356,3 +356,83 @@ pub(crate) fn check(operation: &str, response: Response) -> PortResult<Value> {
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// A one-shot HTTP server on loopback answering `{}`; returns its address.
+    fn answering_node() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// An address nothing listens on.
+    fn dead_node() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_moves_on_to_the_next_node_and_stays_there() {
+        let (dead, live) = (dead_node(), answering_node());
+        let client = OpenBaoClient::new(OpenBaoConfig {
+            address: dead.clone(),
+            addresses: vec![dead.clone(), live.clone()],
+            token: String::new(),
+            namespace: None,
+            ca_cert_pem: None,
+            allow_insecure_http: false,
+        })
+        .expect("client");
+        assert_eq!(client.address(), dead);
+        let answer = client
+            .call(Method::GET, "sys/health", None)
+            .await
+            .expect("the live node answers");
+        assert!(answer.status.is_success());
+        assert_eq!(
+            client.address(),
+            live,
+            "the client stays on the node that answered"
+        );
+        assert_eq!(client.request_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn with_every_node_down_the_error_names_them_all() {
+        let (a, b) = (dead_node(), dead_node());
+        let client = OpenBaoClient::new(OpenBaoConfig {
+            address: a.clone(),
+            addresses: vec![a.clone(), b.clone()],
+            token: String::new(),
+            namespace: None,
+            ca_cert_pem: None,
+            allow_insecure_http: false,
+        })
+        .expect("client");
+        let e = client
+            .call(Method::GET, "sys/health", None)
+            .await
+            .expect_err("no node answers")
+            .to_string();
+        assert!(
+            e.contains(&a) && e.contains(&b) && e.contains("BAO_ADDRS"),
+            "{e}"
+        );
+    }
+}
