@@ -195,9 +195,14 @@ impl Chaos {
             .expect("start agent")
     }
 
-    /// Brings the mesh to the state a scenario starts from; nothing here is killed.
-    fn setup(&mut self, scenario: Scenario, victim: Victim, ctx: &str) {
+    /// Brings the mesh to the state a scenario starts from; nothing here is killed. Every scenario but a first
+    /// bootstrap starts settled (an empty plan, so no rotation is half done); a rotation run first takes
+    /// `rotation_steps` unkilled steps, so the kill lands in phase 1, 2 or 3.
+    fn setup(&mut self, scenario: Scenario, victim: Victim, rotation_steps: u64, ctx: &str) {
         let base = self.files.base.clone();
+        if scenario != Scenario::Bootstrap {
+            self.settle(&base, ctx);
+        }
         match scenario {
             Scenario::Bootstrap => {
                 self.wipe();
@@ -207,17 +212,20 @@ impl Chaos {
                 }
             }
             Scenario::Renewal => {
-                self.ok(&base, &["apply"], ctx);
                 // Due one second after issue under the renewal file.
                 std::thread::sleep(Duration::from_millis(1500));
             }
             Scenario::Publishing => {
-                self.ok(&base, &["apply"], ctx);
                 std::thread::sleep(Duration::from_millis(1500));
             }
-            Scenario::Rotation => self.ok(&base, &["apply"], ctx),
+            Scenario::Rotation => {
+                for _ in 0..rotation_steps {
+                    self.ok(&base, &["ca", "rotate-root", "--step"], ctx);
+                }
+                // The first step made the next root.
+                self.roots += u32::from(rotation_steps > 0);
+            }
             Scenario::PeerRemoval => {
-                self.ok(&base, &["apply"], ctx);
                 if victim != Victim::Apply {
                     // The admin unpublishes cluster-b; the agent's job is to follow.
                     let without_b = self.files.without_b.clone();
@@ -225,6 +233,27 @@ impl Chaos {
                 }
             }
         }
+    }
+
+    /// `apply` until the plan is empty (a rotation takes a round per phase).
+    fn settle(&self, file: &Path, ctx: &str) {
+        for _ in 0..5 {
+            let out = self.run(file, &["apply", "--output", "json"]);
+            assert!(
+                out.status.success(),
+                "{ctx}: settling apply failed\n{}",
+                text(&out)
+            );
+            let report: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("apply JSON");
+            if report["plan"]["changes"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+            {
+                return;
+            }
+        }
+        panic!("{ctx}: the mesh did not settle in 5 applies");
     }
 
     /// A fresh OpenBao (dev mode keeps nothing) and no managed Secret in any cluster: a first bootstrap.
@@ -437,11 +466,21 @@ fn killed_anywhere_the_mesh_converges_to_a_consistent_state() {
             _ => 600,
         };
         let delay = Duration::from_millis(rng.below(window));
+        let rotation_steps = if scenario == Scenario::Rotation {
+            rng.below(3)
+        } else {
+            0
+        };
+        let phase = if scenario == Scenario::Rotation {
+            format!(" in phase {}", rotation_steps + 1)
+        } else {
+            String::new()
+        };
         let ctx = format!(
-            "run {run}/{total} (seed {seed}): {scenario:?}, kill {victim:?} after {} ms",
+            "run {run}/{total} (seed {seed}): {scenario:?}{phase}, kill {victim:?} after {} ms",
             delay.as_millis()
         );
-        chaos.setup(scenario, victim, &ctx);
+        chaos.setup(scenario, victim, rotation_steps, &ctx);
         let (hit, recovered) = chaos.kill_and_recover(scenario, victim, delay, &ctx);
         check(&mut chaos, scenario, &ctx);
         eprintln!(
