@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use meshtrust_core::ports::{ErrorKind, PortError, PortResult, System};
@@ -19,6 +19,9 @@ pub struct Response {
 pub struct OpenBaoClient {
     http: reqwest::Client,
     config: Arc<OpenBaoConfig>,
+    /// Every node to try (`address` first); `current` is the one that last answered.
+    nodes: Arc<Vec<String>>,
+    current: Arc<AtomicUsize>,
     requests: Arc<AtomicU64>,
     response_bytes: Arc<AtomicU64>,
 }
@@ -44,6 +47,8 @@ impl OpenBaoClient {
         let http = http_client(&config, Duration::from_secs(30))?;
         Ok(Self {
             http,
+            nodes: Arc::new(config.candidates()),
+            current: Arc::new(AtomicUsize::new(0)),
             config: Arc::new(config),
             requests: Arc::new(AtomicU64::new(0)),
             response_bytes: Arc::new(AtomicU64::new(0)),
@@ -54,8 +59,12 @@ impl OpenBaoClient {
         self.config.namespace.as_deref()
     }
 
+    /// The node in use: the configured address, or after a failover the HA node that answered last.
     pub fn address(&self) -> &str {
-        &self.config.address
+        let i = self.current.load(Ordering::Relaxed) % self.nodes.len().max(1);
+        self.nodes
+            .get(i)
+            .map_or(&self.config.address, String::as_str)
     }
 
     /// How many HTTP requests this client (and its clones) made: tests use it to prove polls are cheap.
@@ -73,6 +82,8 @@ impl OpenBaoClient {
         Ok(Self {
             http: http_client(&self.config, timeout)?,
             config: self.config.clone(),
+            nodes: self.nodes.clone(),
+            current: self.current.clone(),
             requests: self.requests.clone(),
             response_bytes: self.response_bytes.clone(),
         })
@@ -85,6 +96,8 @@ impl OpenBaoClient {
         Self {
             http: self.http.clone(),
             config: Arc::new(config),
+            nodes: self.nodes.clone(),
+            current: self.current.clone(),
             requests: self.requests.clone(),
             response_bytes: self.response_bytes.clone(),
         }
@@ -110,29 +123,9 @@ impl OpenBaoClient {
         body: Option<&Value>,
     ) -> PortResult<Response> {
         let operation = format!("{method} {path}");
-        let url = format!("{}/v1/{path}", self.config.address);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .header("X-Vault-Token", &self.config.token);
-        if let Some(ns) = namespace {
-            request = request.header("X-Vault-Namespace", ns);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let response = request.send().await.map_err(|e| {
-            error(
-                ErrorKind::Unavailable,
-                &operation,
-                format!(
-                    "cannot reach OpenBao at {} ({}); check BAO_ADDR and that the server is up",
-                    self.config.address,
-                    root_cause(&e)
-                ),
-            )
-        })?;
+        let response = self
+            .send_failing_over(&operation, method, path, namespace, body)
+            .await?;
         let status = response.status();
         let content_type = response
             .headers()
@@ -147,6 +140,48 @@ impl OpenBaoClient {
         Ok(Response { status, body })
     }
 
+    /// Sends one request to the node in use; on a connection error (the request never left) it moves on to
+    /// the next node of an HA cluster, so a killed node costs one failed connect, not a failed round.
+    async fn send_failing_over(
+        &self,
+        operation: &str,
+        method: Method,
+        path: &str,
+        namespace: Option<&str>,
+        body: Option<&Value>,
+    ) -> PortResult<reqwest::Response> {
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last_error = None;
+        for step in 0..self.nodes.len().max(1) {
+            let index = (first + step) % self.nodes.len().max(1);
+            let address = self.nodes.get(index).unwrap_or(&self.config.address);
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{address}/v1/{path}"))
+                .header("X-Vault-Token", &self.config.token);
+            if let Some(ns) = namespace {
+                request = request.header("X-Vault-Namespace", ns);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            match request.send().await {
+                Ok(response) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Err(e) if e.is_connect() && self.nodes.len() > 1 => last_error = Some(e),
+                Err(e) => return Err(unreachable(operation, address, &e)),
+            }
+        }
+        let address = self.address().to_string();
+        Err(match last_error {
+            Some(e) => unreachable(operation, &format!("any of {}", self.nodes.join(" ")), &e),
+            None => unreachable_plain(operation, &address),
+        })
+    }
+
     /// Like [`call`](Self::call), but a non-2xx answer becomes an error (404 included).
     pub async fn call_ok(
         &self,
@@ -158,6 +193,25 @@ impl OpenBaoClient {
         let response = self.call(method, path, body).await?;
         check(&operation, response)
     }
+}
+
+fn unreachable(operation: &str, address: &str, e: &reqwest::Error) -> PortError {
+    error(
+        ErrorKind::Unavailable,
+        operation,
+        format!(
+            "cannot reach OpenBao at {address} ({}); check BAO_ADDR (or BAO_ADDRS) and that the server is up",
+            root_cause(e)
+        ),
+    )
+}
+
+fn unreachable_plain(operation: &str, address: &str) -> PortError {
+    error(
+        ErrorKind::Unavailable,
+        operation,
+        format!("cannot reach OpenBao at {address}; check BAO_ADDR and that the server is up"),
+    )
 }
 
 /// The HTTP client for `config`: its CA bundle if any, and a bound on every request.
@@ -307,3 +361,83 @@ pub(crate) fn check(operation: &str, response: Response) -> PortResult<Value> {
 
 #[cfg(test)]
 pub(crate) mod answer_props;
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// A one-shot HTTP server on loopback answering `{}`; returns its address.
+    fn answering_node() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// An address nothing listens on.
+    fn dead_node() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_moves_on_to_the_next_node_and_stays_there() {
+        let (dead, live) = (dead_node(), answering_node());
+        let client = OpenBaoClient::new(OpenBaoConfig {
+            address: dead.clone(),
+            addresses: vec![dead.clone(), live.clone()],
+            token: String::new(),
+            namespace: None,
+            ca_cert_pem: None,
+            allow_insecure_http: false,
+        })
+        .expect("client");
+        assert_eq!(client.address(), dead);
+        let answer = client
+            .call(Method::GET, "sys/health", None)
+            .await
+            .expect("the live node answers");
+        assert!(answer.status.is_success());
+        assert_eq!(
+            client.address(),
+            live,
+            "the client stays on the node that answered"
+        );
+        assert_eq!(client.request_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn with_every_node_down_the_error_names_them_all() {
+        let (a, b) = (dead_node(), dead_node());
+        let client = OpenBaoClient::new(OpenBaoConfig {
+            address: a.clone(),
+            addresses: vec![a.clone(), b.clone()],
+            token: String::new(),
+            namespace: None,
+            ca_cert_pem: None,
+            allow_insecure_http: false,
+        })
+        .expect("client");
+        let e = client
+            .call(Method::GET, "sys/health", None)
+            .await
+            .expect_err("no node answers")
+            .to_string();
+        assert!(
+            e.contains(&a) && e.contains(&b) && e.contains("BAO_ADDRS"),
+            "{e}"
+        );
+    }
+}

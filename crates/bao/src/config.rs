@@ -5,7 +5,11 @@ use meshtrust_core::ports::{ErrorKind, PortError, PortResult, System};
 /// Where OpenBao is and who we are there, read like the `bao` CLI reads it.
 #[derive(Clone)]
 pub struct OpenBaoConfig {
+    /// The address tried first (`BAO_ADDR`, else the first of `BAO_ADDRS`, else the mesh file's).
     pub address: String,
+    /// Every node of an OpenBao HA cluster (`BAO_ADDRS`, space-separated). On a connection error the client
+    /// moves on to the next; empty for a single server.
+    pub addresses: Vec<String>,
     pub token: String,
     pub namespace: Option<String>,
     /// PEM CA bundle to trust for OpenBao's TLS (`BAO_CACERT`).
@@ -19,6 +23,7 @@ impl fmt::Debug for OpenBaoConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenBaoConfig")
             .field("address", &self.address)
+            .field("addresses", &self.addresses)
             .field("token", &"<redacted>")
             .field("namespace", &self.namespace)
             .finish()
@@ -52,7 +57,13 @@ impl OpenBaoConfig {
         mesh_address: Option<&str>,
         mesh_namespace: Option<&str>,
     ) -> Result<Self, ConfigError> {
+        let addresses: Vec<String> = env(&["BAO_ADDRS"])
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|a| a.trim_end_matches('/').to_string())
+            .collect();
         let address = env(&["BAO_ADDR", "VAULT_ADDR"])
+            .or_else(|| addresses.first().cloned())
             .or_else(|| mesh_address.map(str::to_string))
             .ok_or(ConfigError::NoAddress)?;
         let namespace = env(&["BAO_NAMESPACE", "VAULT_NAMESPACE"])
@@ -70,6 +81,7 @@ impl OpenBaoConfig {
         };
         Ok(Self {
             address: address.trim_end_matches('/').to_string(),
+            addresses,
             token: String::new(),
             namespace,
             ca_cert_pem,
@@ -89,8 +101,25 @@ impl OpenBaoConfig {
         })
     }
 
-    /// `https://` anywhere; `http://` only to loopback unless explicitly allowed.
+    /// Every address to try, in order: `address` first, then the other nodes of `addresses`.
+    pub fn candidates(&self) -> Vec<String> {
+        let mut all = vec![self.address.clone()];
+        for a in &self.addresses {
+            if !all.contains(a) {
+                all.push(a.clone());
+            }
+        }
+        all
+    }
+
+    /// `https://` anywhere; `http://` only to loopback unless explicitly allowed. Checked for every node.
     pub fn check_transport(&self) -> PortResult<()> {
+        self.candidates()
+            .iter()
+            .try_for_each(|a| self.check_address(a))
+    }
+
+    fn check_address(&self, address: &str) -> PortResult<()> {
         let refuse = |why: String| {
             Err(PortError::new(
                 System::OpenBao,
@@ -99,10 +128,10 @@ impl OpenBaoConfig {
                 why,
             ))
         };
-        let Some((scheme, rest)) = self.address.split_once("://") else {
+        let Some((scheme, rest)) = address.split_once("://") else {
             return refuse(format!(
                 "{:?} is not a URL; set BAO_ADDR (or openbao.address) to https://host:8200",
-                self.address
+                address
             ));
         };
         let host = host_of(rest);
@@ -111,11 +140,11 @@ impl OpenBaoConfig {
             "http" if self.allow_insecure_http || is_loopback(host) => Ok(()),
             "http" => refuse(format!(
                 "{} uses http://, which would send tokens in clear text to {host}; use https:// (and BAO_CACERT), or pass --allow-insecure-http if you accept that",
-                self.address
+                address
             )),
             other => refuse(format!(
                 "{} has scheme {other:?}; OpenBao is reached over https://",
-                self.address
+                address
             )),
         }
     }
@@ -145,6 +174,7 @@ mod tests {
     fn config(address: &str, allow: bool) -> OpenBaoConfig {
         OpenBaoConfig {
             address: address.into(),
+            addresses: Vec::new(),
             token: String::new(),
             namespace: None,
             ca_cert_pem: None,
@@ -181,5 +211,12 @@ mod tests {
                 .check_transport()
                 .is_ok()
         );
+        let mut ha = config("http://127.0.0.1:8200", false);
+        ha.addresses = vec![
+            "http://127.0.0.1:8200".into(),
+            "http://bao.example:8200".into(),
+        ];
+        assert_eq!(ha.candidates().len(), 2);
+        assert!(ha.check_transport().is_err(), "every node is checked");
     }
 }

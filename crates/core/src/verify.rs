@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::duration::humanize;
-use crate::facts::{CacertsFacts, CacertsState, Observed};
-use crate::mesh::{CaMode, Mesh};
+use crate::facts::{CacertsFacts, CacertsState, ClusterFacts, Observed};
+use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::names::{CACERTS, remote_secret_name};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -213,6 +213,33 @@ pub fn verify_remote_secrets(mesh: &Mesh, observed: &Observed) -> Vec<Finding> {
                 }
             }
         }
+        departed_peers(mesh, cluster, facts, &mut findings);
     }
     findings
+}
+
+/// A managed remote secret of a peer that left keeps istiod connected to a cluster outside the mesh.
+fn departed_peers(
+    mesh: &Mesh,
+    cluster: &ClusterSettings,
+    facts: &ClusterFacts,
+    findings: &mut Vec<Finding>,
+) {
+    for (peer, existing) in &facts.remote_secrets {
+        let in_mesh = peer != &cluster.name && mesh.cluster(peer).is_some();
+        if existing.managed && !in_mesh {
+            findings.push(Finding {
+                cluster: cluster.name.clone(),
+                object: format!(
+                    "Secret {}/{}",
+                    cluster.istio_namespace,
+                    remote_secret_name(peer)
+                ),
+                problem: format!(
+                    "is left from {peer}, which is no longer in the mesh file, so istiod still reads that cluster"
+                ),
+                fix: "run `meshtrust apply` (or let the agent) delete it".to_string(),
+            });
+        }
+    }
 }

@@ -25,6 +25,16 @@ pub struct TestCluster {
     /// An admin kubeconfig (client certificate in `system:masters`).
     pub kubeconfig: PathBuf,
     pub(crate) process: ManagedProcess,
+    /// What [`restart`](Self::restart) needs to start the same server again.
+    launch: Launch,
+}
+
+/// The binary, flags (same port, etcd prefix and certificates) and credentials of one API server.
+struct Launch {
+    bin: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    pki: ClusterPki,
 }
 
 impl TestCluster {
@@ -72,12 +82,14 @@ impl TestCluster {
             "--enable-priority-and-fairness=false".to_string(),
             "--v=0".to_string(),
         ];
-        let mut process = ManagedProcess::spawn(
-            &format!("kube-apiserver {name}"),
-            &bins.kube_apiserver,
-            &args,
-            cdir.join("kube-apiserver.log"),
-        )?;
+        let launch = Launch {
+            bin: bins.kube_apiserver.clone(),
+            args,
+            log: cdir.join("kube-apiserver.log"),
+            pki,
+        };
+        let mut process = launch.spawn(name)?;
+        let pki = &launch.pki;
         let kubeconfig = dir.join(format!("kubeconfig-{name}"));
         std::fs::write(
             &kubeconfig,
@@ -91,17 +103,40 @@ impl TestCluster {
         )
         .map_err(TestEnvError::io(&kubeconfig))?;
 
-        let readyz = format!("{server}/readyz");
-        process.wait_ready(Duration::from_secs(120), || {
-            crate::probe::http_ok(Some(&pki), &readyz)
-        })?;
+        launch.wait_ready(&mut process, &server)?;
         Ok(Self {
             name: name.to_string(),
             server,
-            ca_pem: pki.ca_pem,
+            ca_pem: launch.pki.ca_pem.clone(),
             kubeconfig,
             process,
+            launch,
         })
+    }
+
+    /// Stops the API server (SIGKILL), as a fault-injection step; its state stays in etcd.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Starts the API server again on the same port, etcd prefix and certificates, and waits until it is ready.
+    pub fn restart(&mut self) -> Result<(), TestEnvError> {
+        self.process.stop();
+        self.process = self.launch.spawn(&self.name)?;
+        self.launch.wait_ready(&mut self.process, &self.server)
+    }
+
+    /// The same cluster seen through `server` (a fault proxy in front of it): an admin kubeconfig file that
+    /// points there, with the serving certificate's name kept for TLS.
+    pub fn kubeconfig_via(&self, server: &str, path: &Path) -> Result<(), TestEnvError> {
+        let text = admin_kubeconfig(
+            &self.name,
+            server,
+            &self.launch.pki.ca_pem,
+            &self.launch.pki.admin_cert_pem,
+            &self.launch.pki.admin_key_pem,
+        );
+        std::fs::write(path, text).map_err(TestEnvError::io(path))
     }
 
     /// A kube client with admin rights on this cluster.
@@ -184,5 +219,23 @@ impl TestCluster {
             .status
             .map(|s| s.token)
             .ok_or_else(|| TestEnvError::Kube("TokenRequest returned no token".into()))
+    }
+}
+
+impl Launch {
+    fn spawn(&self, name: &str) -> Result<ManagedProcess, TestEnvError> {
+        ManagedProcess::spawn(
+            &format!("kube-apiserver {name}"),
+            &self.bin,
+            &self.args,
+            self.log.clone(),
+        )
+    }
+
+    fn wait_ready(&self, process: &mut ManagedProcess, server: &str) -> Result<(), TestEnvError> {
+        let readyz = format!("{server}/readyz");
+        process.wait_ready(Duration::from_secs(120), || {
+            crate::probe::http_ok(Some(&self.pki), &readyz)
+        })
     }
 }

@@ -7,6 +7,7 @@ use time::{Duration, OffsetDateTime};
 /// The credentials one test cluster needs: a CA that signs both the serving certificate and client
 /// certificates (as kubeadm's does), an admin client certificate in `system:masters`, and the
 /// service-account signing key pair that makes TokenRequest and TokenReview work.
+#[derive(Clone)]
 pub(crate) struct ClusterPki {
     pub ca_pem: String,
     pub serving_cert_pem: String,

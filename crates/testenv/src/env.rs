@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use crate::apiserver::TestCluster;
 use crate::etcd::Etcd;
 use crate::openbao::OpenBaoServer;
+use crate::openbao_ha::OpenBaoCluster;
 use crate::{Binaries, TestEnvError};
 
 /// `cluster-a`, `cluster-b`, ... for index 0, 1, ...
@@ -19,9 +20,16 @@ pub struct TestEnvBuilder {
     clusters: usize,
     dir: Option<PathBuf>,
     persistent_openbao: bool,
+    openbao_ha: bool,
 }
 
 impl TestEnvBuilder {
+    /// Also a 3-node OpenBao cluster on Raft ([`TestEnv::bao_ha`]); the mesh file then points at its first node.
+    pub fn openbao_ha(mut self) -> Self {
+        self.openbao_ha = true;
+        self
+    }
+
     pub fn clusters(mut self, n: usize) -> Self {
         self.clusters = n;
         self
@@ -61,6 +69,11 @@ impl TestEnvBuilder {
         } else {
             OpenBaoServer::start(&bins, &dir)?
         };
+        let bao_ha = if self.openbao_ha {
+            Some(OpenBaoCluster::start(&bins, &dir, 3)?)
+        } else {
+            None
+        };
         let etcd = Etcd::start(&bins, &dir)?;
         let mut clusters = Vec::with_capacity(self.clusters);
         for i in 0..self.clusters {
@@ -74,6 +87,7 @@ impl TestEnvBuilder {
         Ok(TestEnv {
             clusters,
             bao,
+            bao_ha,
             etcd,
             dir,
             _tempdir: tempdir,
@@ -86,6 +100,8 @@ pub struct TestEnv {
     // Field order is drop order: API servers stop before the etcd they use.
     pub clusters: Vec<TestCluster>,
     pub bao: OpenBaoServer,
+    /// A 3-node OpenBao cluster, with [`TestEnvBuilder::openbao_ha`].
+    pub bao_ha: Option<OpenBaoCluster>,
     etcd: Etcd,
     pub dir: PathBuf,
     _tempdir: Option<tempfile::TempDir>,
@@ -97,6 +113,7 @@ impl TestEnv {
             clusters: 2,
             dir: None,
             persistent_openbao: false,
+            openbao_ha: false,
         }
     }
 
@@ -112,6 +129,7 @@ impl TestEnv {
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.clusters.iter().filter_map(TestCluster::pid).collect();
         pids.extend(self.bao.pid());
+        pids.extend(self.bao_ha.iter().flat_map(OpenBaoCluster::pids));
         pids.extend(self.etcd.process.pid());
         pids
     }

@@ -19,10 +19,12 @@ mod istiod;
 mod kubeconfig;
 mod mesh_file;
 mod openbao;
+mod openbao_ha;
 mod ports;
 mod probe;
 mod process;
 mod projection;
+mod proxy;
 
 pub use apiserver::TestCluster;
 pub use binaries::{Binaries, ISTIO_VERSION, IstioBinaries};
@@ -31,3 +33,5 @@ pub use error::TestEnvError;
 pub use istiod::{Istiod, IstiodOptions, install_istio_crds};
 pub use mesh_file::{mesh_file, mesh_file_with};
 pub use openbao::OpenBaoServer;
+pub use openbao_ha::{OpenBaoCluster, OpenBaoNode};
+pub use proxy::{FaultProxy, ProxyMode};

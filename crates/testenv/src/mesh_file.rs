@@ -16,7 +16,10 @@ pub fn mesh_file_with(env: &TestEnv, extra: &str) -> String {
          meshID: local-mesh\n\
          openbao:\n  address: ",
     );
-    out.push_str(&env.bao.addr);
+    match &env.bao_ha {
+        Some(ha) => out.push_str(&ha.nodes[0].addr),
+        None => out.push_str(&env.bao.addr),
+    }
     out.push('\n');
     out.push_str(extra);
     out.push_str("clusters:\n");

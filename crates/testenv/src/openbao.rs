@@ -183,7 +183,7 @@ impl OpenBaoServer {
     }
 }
 
-fn spawn_persistent(bin: &Path, dir: &Path) -> Result<ManagedProcess, TestEnvError> {
+pub(crate) fn spawn_persistent(bin: &Path, dir: &Path) -> Result<ManagedProcess, TestEnvError> {
     let args = vec![
         "server".to_string(),
         format!("-config={}", dir.join("openbao.hcl").display()),

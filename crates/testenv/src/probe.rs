@@ -64,3 +64,19 @@ pub(crate) fn http_json(
         .flatten()
     })
 }
+
+/// The HTTP status of a plain-HTTP GET (OpenBao's `sys/health`: 200 active, 429 standby), or `None`.
+pub(crate) fn http_status(url: &str) -> Option<u16> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .ok()?;
+            Some(client.get(url).send().ok()?.status().as_u16())
+        })
+        .join()
+        .ok()
+        .flatten()
+    })
+}

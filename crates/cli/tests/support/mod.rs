@@ -217,6 +217,7 @@ pub async fn mesh_with_simulated_peers(mesh: &Mesh, fake: usize) -> PathBuf {
 pub fn root_openbao(mesh: &Mesh) -> meshtrust_bao::OpenBaoClient {
     meshtrust_bao::OpenBaoClient::new(meshtrust_bao::OpenBaoConfig {
         address: mesh.env.bao.addr.clone(),
+        addresses: Vec::new(),
         token: mesh.env.bao.root_token.clone(),
         namespace: None,
         ca_cert_pem: None,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use meshtrust_testenv::{TestEnv, mesh_file};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: meshtrust-devenv serve --clusters N --dir DIR");
+    eprintln!("usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha]");
     ExitCode::from(2)
 }
 
@@ -19,8 +19,13 @@ fn main() -> ExitCode {
     }
     let mut clusters = 2usize;
     let mut dir: Option<PathBuf> = None;
+    let mut ha = false;
     let mut it = args.iter().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--openbao-ha" {
+            ha = true;
+            continue;
+        }
         match (flag.as_str(), it.next()) {
             ("--clusters", Some(n)) => match n.parse() {
                 Ok(n) if (1..=26).contains(&n) => clusters = n,
@@ -34,7 +39,7 @@ fn main() -> ExitCode {
         }
     }
     let Some(dir) = dir else { return usage() };
-    match serve(clusters, dir) {
+    match serve(clusters, dir, ha) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshtrust-devenv: {e}");
@@ -43,12 +48,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(clusters: usize, dir: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
-    let env = TestEnv::builder().clusters(clusters).dir(&dir).start()?;
+fn serve(clusters: usize, dir: PathBuf, ha: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let mut builder = TestEnv::builder().clusters(clusters).dir(&dir);
+    if ha {
+        builder = builder.openbao_ha();
+    }
+    let env = builder.start()?;
+    // With --openbao-ha, the tools talk to the Raft cluster: BAO_ADDR is its first node, BAO_ADDRS every node.
+    let (addr, token, addrs) = match &env.bao_ha {
+        Some(cluster) => (
+            cluster.nodes[0].addr.clone(),
+            cluster.root_token.clone(),
+            format!("export BAO_ADDRS=\"{}\"\n", cluster.addrs().join(" ")),
+        ),
+        None => (
+            env.bao.addr.clone(),
+            env.bao.root_token.clone(),
+            String::new(),
+        ),
+    };
     let env_sh = format!(
-        "# written by scripts/dev-env; source it to talk to the local OpenBao\nexport BAO_ADDR={}\nexport BAO_TOKEN={}\nexport VAULT_ADDR=$BAO_ADDR\nexport VAULT_TOKEN=$BAO_TOKEN\nalias bao={}\n",
-        env.bao.addr,
-        env.bao.root_token,
+        "# written by scripts/dev-env; source it to talk to the local OpenBao\nexport BAO_ADDR={addr}\n{addrs}export BAO_TOKEN={token}\nexport VAULT_ADDR=$BAO_ADDR\nexport VAULT_TOKEN=$BAO_TOKEN\nalias bao={}\n",
         meshtrust_testenv::Binaries::locate()?.bao.display(),
     );
     std::fs::write(dir.join("env.sh"), env_sh)?;

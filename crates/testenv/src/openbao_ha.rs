@@ -1,0 +1,220 @@
+//! A 3-node OpenBao cluster on integrated storage (Raft) on loopback: one active node, two standbys that
+//! forward to it. Nodes can be killed and restarted (they rejoin with their Raft data and are unsealed again),
+//! so tests can take the leader away and measure how long the cluster and its clients take to recover.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::openbao::spawn_persistent;
+use crate::probe::{http_json, http_ok, http_status};
+use crate::process::ManagedProcess;
+use crate::{Binaries, TestEnvError, ports::free_port};
+
+pub struct OpenBaoNode {
+    /// `http://127.0.0.1:<port>`.
+    pub addr: String,
+    dir: PathBuf,
+    process: Option<ManagedProcess>,
+}
+
+pub struct OpenBaoCluster {
+    pub nodes: Vec<OpenBaoNode>,
+    pub root_token: String,
+    unseal_key: String,
+    bin: PathBuf,
+}
+
+fn err(message: String) -> TestEnvError {
+    TestEnvError::Kube(message)
+}
+
+impl OpenBaoCluster {
+    /// Starts `size` nodes under `dir`, initialises the first, joins and unseals the others, and mounts KV v2
+    /// at `secret/`. Returns once a leader serves requests.
+    pub(crate) fn start(bins: &Binaries, dir: &Path, size: usize) -> Result<Self, TestEnvError> {
+        let mut nodes = Vec::with_capacity(size);
+        for i in 1..=size {
+            nodes.push(OpenBaoNode::configure(
+                &dir.join(format!("openbao-{i}")),
+                i,
+            )?);
+        }
+        let mut cluster = Self {
+            nodes,
+            root_token: String::new(),
+            unseal_key: String::new(),
+            bin: bins.bao.clone(),
+        };
+        for i in 0..size {
+            cluster.spawn(i)?;
+        }
+        cluster.init_first()?;
+        let leader = cluster.nodes[0].addr.clone();
+        for i in 1..size {
+            let join = format!("{}/v1/sys/storage/raft/join", cluster.nodes[i].addr);
+            let body = format!("{{\"leader_api_addr\":\"{leader}\"}}");
+            retry(|| http_json("POST", &join, None, &body), "raft join")?;
+            cluster.unseal(i)?;
+        }
+        cluster.wait_for_leader(Duration::from_secs(60))?;
+        let mount = format!("{leader}/v1/sys/mounts/secret");
+        let token = cluster.root_token.clone();
+        retry(
+            || {
+                http_json(
+                    "POST",
+                    &mount,
+                    Some(&token),
+                    r#"{"type":"kv","options":{"version":"2"}}"#,
+                )
+            },
+            "mount KV v2 at secret/",
+        )?;
+        Ok(cluster)
+    }
+
+    fn init_first(&mut self) -> Result<(), TestEnvError> {
+        let url = format!("{}/v1/sys/init", self.nodes[0].addr);
+        let init = retry(
+            || {
+                http_json(
+                    "PUT",
+                    &url,
+                    None,
+                    r#"{"secret_shares":1,"secret_threshold":1}"#,
+                )
+            },
+            "init",
+        )?;
+        self.unseal_key = init["keys_base64"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.root_token = init["root_token"].as_str().unwrap_or_default().to_string();
+        self.unseal(0)?;
+        // The first node elects itself before the others join.
+        let health = format!("{}/v1/sys/health", self.nodes[0].addr);
+        retry(|| http_ok(None, &health).then_some(()), "first node active")
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), TestEnvError> {
+        let node = &mut self.nodes[i];
+        let mut process = spawn_persistent(&self.bin, &node.dir)?;
+        let status = format!("{}/v1/sys/seal-status", node.addr);
+        process.wait_ready(Duration::from_secs(30), || http_ok(None, &status))?;
+        node.process = Some(process);
+        Ok(())
+    }
+
+    fn unseal(&self, i: usize) -> Result<(), TestEnvError> {
+        let url = format!("{}/v1/sys/unseal", self.nodes[i].addr);
+        let body = format!("{{\"key\":\"{}\"}}", self.unseal_key);
+        let status = format!("{}/v1/sys/seal-status", self.nodes[i].addr);
+        retry(
+            || {
+                let answer = http_json("PUT", &url, None, &body)?;
+                let sealed = answer["sealed"].as_bool().unwrap_or(true)
+                    && http_json("GET", &status, None, "")?["sealed"]
+                        .as_bool()
+                        .unwrap_or(true);
+                (!sealed).then_some(())
+            },
+            "unseal",
+        )
+    }
+
+    /// Every node's address, space-separated order as `BAO_ADDRS` takes them.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// The index of the active node, if one answers as active now (`sys/health` 200; standbys answer 429).
+    pub fn leader(&self) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.process.is_some() && http_status(&format!("{}/v1/sys/health", n.addr)) == Some(200)
+        })
+    }
+
+    /// Waits until some running node is active, and returns its index.
+    pub fn wait_for_leader(&self, limit: Duration) -> Result<usize, TestEnvError> {
+        let start = Instant::now();
+        loop {
+            if let Some(i) = self.leader() {
+                return Ok(i);
+            }
+            if start.elapsed() > limit {
+                return Err(err(format!(
+                    "no OpenBao node became active within {limit:?}; see {}",
+                    self.nodes[0].dir.join("openbao.log").display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].process.take() {
+            p.stop();
+        }
+    }
+
+    /// Starts node `i` again with its Raft data and unseals it; it rejoins as a standby.
+    pub fn restart(&mut self, i: usize) -> Result<(), TestEnvError> {
+        self.kill(i);
+        self.spawn(i)?;
+        self.unseal(i)
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.process.as_ref().and_then(ManagedProcess::pid))
+            .collect()
+    }
+
+    /// A `bao` CLI command aimed at node `i`.
+    pub fn cli(&self, i: usize) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.env("BAO_ADDR", &self.nodes[i].addr)
+            .env("BAO_TOKEN", &self.root_token);
+        cmd
+    }
+}
+
+impl OpenBaoNode {
+    /// Writes node `n`'s config: Raft storage under its own directory, its own API and cluster ports.
+    fn configure(dir: &Path, n: usize) -> Result<Self, TestEnvError> {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).map_err(TestEnvError::io(&data))?;
+        let port = free_port().map_err(TestEnvError::io(dir))?;
+        let cluster_port = free_port().map_err(TestEnvError::io(dir))?;
+        let addr = format!("http://127.0.0.1:{port}");
+        // performance_multiplier 1: Raft's production timings, so a new leader is elected in about a second.
+        let hcl = format!(
+            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node{n}\"\n  performance_multiplier = 1\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = 1\n}}\napi_addr = \"{addr}\"\ncluster_addr = \"http://127.0.0.1:{cluster_port}\"\ndisable_mlock = true\n",
+            data.display()
+        );
+        let config = dir.join("openbao.hcl");
+        std::fs::write(&config, hcl).map_err(TestEnvError::io(&config))?;
+        Ok(Self {
+            addr,
+            dir: dir.to_path_buf(),
+            process: None,
+        })
+    }
+}
+
+/// Retries a bootstrap step for up to 30 s: listeners answer before Raft is ready.
+fn retry<T>(mut step: impl FnMut() -> Option<T>, what: &str) -> Result<T, TestEnvError> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = step() {
+            return Ok(v);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(err(format!("OpenBao HA: {what} kept failing for 30 s")));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
