@@ -80,12 +80,15 @@ fn docs_img() -> PathBuf {
 /// A fresh real cluster and OpenBao, the counting proxy, the mesh file, OpenBao configured by the admin
 /// (`apply --openbao-only`, timed) and `count` peers published.
 pub async fn setup(count: usize) -> Result<(TestEnv, PathBuf, CountingProxy), String> {
-    Ok(setup_timed(count).await?.0)
+    setup_timed(count, &mut None).await
 }
 
+/// As [`setup`]; `apply` gets the `apply --openbao-only` time as soon as it is known, also when a later step
+/// fails.
 async fn setup_timed(
     count: usize,
-) -> Result<((TestEnv, PathBuf, CountingProxy), Option<f64>), String> {
+    apply: &mut Option<f64>,
+) -> Result<(TestEnv, PathBuf, CountingProxy), String> {
     let env = TestEnv::builder()
         .clusters(1)
         .start()
@@ -94,10 +97,10 @@ async fn setup_timed(
     let mesh = env.dir().join(format!("mesh-{count}.yaml"));
     std::fs::write(&mesh, peers::mesh_file(&env.clusters[0].kubeconfig, count))
         .map_err(|e| e.to_string())?;
-    let apply = agent::apply_openbao_only(&env, &mesh)?;
+    *apply = Some(agent::apply_openbao_only(&env, &mesh)?.as_secs_f64());
     let bao = peers::root_client(&env.bao.addr, &env.bao.root_token);
     peers::publish_all(&bao, count).await?;
-    Ok(((env, mesh, proxy), Some(apply.as_secs_f64())))
+    Ok((env, mesh, proxy))
 }
 
 async fn scale_row(count: usize, settings: &Settings) -> Row {
@@ -113,8 +116,7 @@ async fn scale_row(count: usize, settings: &Settings) -> Row {
         error: None,
     };
     let result = async {
-        let ((env, mesh, proxy), apply) = setup_timed(count).await?;
-        row.apply_openbao_only_seconds = apply;
+        let (env, mesh, proxy) = setup_timed(count, &mut row.apply_openbao_only_seconds).await?;
         agent::run(&env, &mesh, &proxy, count, settings).await
     }
     .await;

@@ -56,6 +56,10 @@ pub async fn install_crds(client: &kube::Client, dir: &Path) -> Result<usize, St
     for file in entries {
         let text =
             std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        // The directory also holds a kustomization.yaml.
+        if !text.contains("kind: CustomResourceDefinition") {
+            continue;
+        }
         let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
             .map_err(|e| format!("{} is not a CRD: {e}", file.display()))?;
         let name = crd.metadata.name.clone().unwrap_or_default();
@@ -179,16 +183,13 @@ pub async fn external_secrets(
 /// Starts ESO's controller out of cluster: leader election off, metrics and health on loopback, default
 /// concurrency and controller class.
 pub fn start(env: &TestEnv, bin: &Path) -> Guard {
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port()
-    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
     let log = std::fs::File::create(env.dir().join("eso.log")).expect("eso log");
     let child = Command::new(bin)
-        .arg(format!("--metrics-addr=127.0.0.1:{}", port()))
-        .arg(format!("--live-addr=127.0.0.1:{}", port()))
+        .arg(format!("--metrics-addr=127.0.0.1:{port}"))
         .arg("--enable-leader-election=false")
         .arg("--loglevel=error")
         .env("KUBECONFIG", &env.clusters[0].kubeconfig)
