@@ -115,9 +115,12 @@ pub async fn run(
         &client,
         "istio-system",
         count,
-        settings.samples,
-        settings.propagation_limit,
-        1000,
+        &measure::Sampling {
+            samples: settings.samples,
+            limit: settings.propagation_limit,
+            first_generation: 1000,
+            period: measure::poll_period(&idle),
+        },
     )
     .await?;
     drop(agent);

@@ -104,9 +104,12 @@ async fn run_eso(
         &client,
         eso::NAMESPACE,
         count,
-        settings.samples,
-        limit,
-        20_000,
+        &measure::Sampling {
+            samples: settings.samples,
+            limit,
+            first_generation: 20_000,
+            period: Duration::from_secs(10),
+        },
     )
     .await?;
     Ok(vec![
@@ -127,8 +130,19 @@ async fn slow_side(
 ) -> Result<Side, String> {
     let idle = measure::idle(pid, proxy, settings.idle_window).await;
     let window = measure::env_secs("MESHTRUST_ESO_WAIT_SECS", 60);
-    let samples =
-        measure::propagation(bao, client, eso::NAMESPACE, count, 1, window, 10_000).await?;
+    let samples = measure::propagation(
+        bao,
+        client,
+        eso::NAMESPACE,
+        count,
+        &measure::Sampling {
+            samples: 1,
+            limit: window,
+            first_generation: 10_000,
+            period: Duration::ZERO,
+        },
+    )
+    .await?;
     Ok(side(
         "ESO, refreshInterval 1h (default)",
         sync,

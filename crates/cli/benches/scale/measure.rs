@@ -80,23 +80,39 @@ pub async fn idle(pid: u32, proxy: &CountingProxy, window: Duration) -> Idle {
     }
 }
 
-/// `samples` times: a peer publishes generation `first_generation + s`, and the time until the real cluster's
-/// Secret holds it. A sample past `limit` is recorded as `limit` (reported as "≥").
+/// How to sample propagation.
+pub struct Sampling {
+    pub samples: usize,
+    /// A sample past this is recorded as the limit itself (reported as "≥").
+    pub limit: Duration,
+    /// Generations written start here (each run its own range, so every write is a change).
+    pub first_generation: u64,
+    /// The period of the reader's timer (observed poll period, or the configured refresh).
+    pub period: Duration,
+}
+
+/// An idle window's observed poll period (the window over the polls seen in it).
+pub fn poll_period(idle: &Idle) -> Duration {
+    idle.window / (idle.polls.max(1) as u32)
+}
+
+/// `samples` times: a peer publishes a new generation, and the time until the real cluster's Secret holds it.
 pub async fn propagation(
     bao: &OpenBaoClient,
     client: &kube::Client,
     namespace: &str,
     peer_count: usize,
-    samples: usize,
-    limit: Duration,
-    first_generation: u64,
+    sampling: &Sampling,
 ) -> Result<Vec<Duration>, String> {
     let mut out = Vec::new();
-    for s in 0..samples {
+    let limit = sampling.limit;
+    for s in 0..sampling.samples {
         let peer = peers::name(s % peer_count);
-        let generation = first_generation + s as u64;
-        // A spread of start times, so samples do not line up with the poll timer.
-        tokio::time::sleep(Duration::from_millis(200 + (s as u64 * 373) % 1000)).await;
+        let generation = sampling.first_generation + s as u64;
+        // A sample ends just after the reader's timer fired; starting the next one at once would always land
+        // at the same phase of that timer. A low-discrepancy delay over one period spreads the phases evenly.
+        let phase = (s as f64 * 0.618_034).fract();
+        tokio::time::sleep(Duration::from_millis(100) + sampling.period.mul_f64(phase)).await;
         peers::publish(bao, &peer, generation).await?;
         let want = peers::kubeconfig(&peer, generation);
         let took = cluster::wait_for_content(client, namespace, &peer, &want, limit).await;
