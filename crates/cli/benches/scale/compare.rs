@@ -177,6 +177,7 @@ pub fn print(sides: &[Side]) {
     }
     println!("\nratios (ESO / meshtrust):");
     for s in &sides[1..] {
+        let ge = if s.propagation_at_least { "≥" } else { "" };
         println!(
             "{:<36} {:>9} {:>9} {:>12} {:>12} {:>10} {:>10}",
             s.name,
@@ -187,8 +188,8 @@ pub fn print(sides: &[Side]) {
                 s.openbao_requests_per_idle_minute,
                 base.openbao_requests_per_idle_minute
             ),
-            ratio(s.propagation_p50_s, base.propagation_p50_s),
-            ratio(s.propagation_p99_s, base.propagation_p99_s),
+            format!("{ge}{}", ratio(s.propagation_p50_s, base.propagation_p50_s)),
+            format!("{ge}{}", ratio(s.propagation_p99_s, base.propagation_p99_s)),
         );
     }
 }
