@@ -1,0 +1,144 @@
+//! meshtrust's side: the admin's `apply --openbao-only`, then a real `meshtrust agent` process for the real
+//! cluster at its default settings, talking to OpenBao through the counting proxy.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meshtrust_testenv::TestEnv;
+
+use crate::measure::{self, Idle};
+use crate::{cluster, peers};
+
+/// A child process killed when dropped, so a failed measurement leaves nothing running.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Guard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+/// `meshtrust apply --openbao-only` for the mesh file: the admin configuring OpenBao for every cluster.
+pub fn apply_openbao_only(env: &TestEnv, mesh: &Path) -> Result<Duration, String> {
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        .args(["apply", "--openbao-only", "--mesh"])
+        .arg(mesh)
+        .env("BAO_ADDR", &env.bao.addr)
+        .env("BAO_TOKEN", &env.bao.root_token)
+        // Simulated peers have no kubeconfig of their own; --openbao-only must not dial them.
+        .env("KUBECONFIG", &env.clusters[0].kubeconfig)
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .output()
+        .map_err(|e| format!("running meshtrust: {e}"))?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        return Err(format!(
+            "apply --openbao-only failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(took)
+}
+
+/// Starts the agent for cluster-a with its defaults (poll interval included), OpenBao reached via `bao_addr`.
+pub fn start(env: &TestEnv, mesh: &Path, bao_addr: &str) -> Guard {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let log = std::fs::File::create(env.dir().join("agent.log")).expect("agent log");
+    let child = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        .args(["agent", "--cluster", "cluster-a", "--token-request"])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--kubeconfig")
+        .arg(&env.clusters[0].kubeconfig)
+        .arg("--mesh")
+        .arg(mesh)
+        .env("BAO_ADDR", bao_addr)
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start meshtrust agent");
+    Guard(child)
+}
+
+/// What one agent run measured.
+pub struct AgentRun {
+    pub sync: Duration,
+    pub idle: Idle,
+    pub propagation: Vec<Duration>,
+}
+
+/// Cold start to every remote secret, then idle, then propagation of `samples` peer publications.
+pub async fn run(
+    env: &TestEnv,
+    mesh: &Path,
+    proxy: &crate::proxy::CountingProxy,
+    count: usize,
+    settings: &measure::Settings,
+) -> Result<AgentRun, String> {
+    let client = env.clusters[0].client().await.map_err(|e| e.to_string())?;
+    cluster::ensure_namespace(&client, "istio-system").await;
+    env.clusters[0]
+        .create_login_service_account("istio-system", "meshtrust-agent")
+        .await
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let agent = start_checked(env, mesh, &proxy.addr)?;
+    cluster::wait_for_count(&client, "istio-system", count, settings.sync_limit)
+        .await
+        .ok_or_else(|| {
+            format!(
+                "the agent did not sync {count} remote secrets within {:?}; see {}",
+                settings.sync_limit,
+                env.dir().join("agent.log").display()
+            )
+        })?;
+    let sync = start.elapsed();
+    let idle = measure::idle(agent.pid(), proxy, settings.idle_window).await;
+    let bao = peers::root_client(&env.bao.addr, &env.bao.root_token);
+    let propagation = measure::propagation(
+        &bao,
+        &client,
+        "istio-system",
+        count,
+        &measure::Sampling {
+            samples: settings.samples,
+            limit: settings.propagation_limit,
+            first_generation: 1000,
+            period: measure::poll_period(&idle),
+        },
+    )
+    .await?;
+    drop(agent);
+    Ok(AgentRun {
+        sync,
+        idle,
+        propagation,
+    })
+}
+
+fn start_checked(env: &TestEnv, mesh: &Path, addr: &str) -> Result<Guard, String> {
+    let mut agent = start(env, mesh, addr);
+    std::thread::sleep(Duration::from_millis(200));
+    if let Ok(Some(status)) = agent.0.try_wait() {
+        return Err(format!(
+            "the agent exited at once ({status}); see {}",
+            env.dir().join("agent.log").display()
+        ));
+    }
+    Ok(agent)
+}
