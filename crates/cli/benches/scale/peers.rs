@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use meshtrust_bao::{OpenBaoClient, OpenBaoConfig};
 use meshtrust_core::ports::{ErrorKind, OpenBao};
 use meshtrust_core::secret::SecretBytes;
+use meshtrust_engine::published::{CONFIG_HASH_FIELD, SERVER_FIELD, TOKEN_EXPIRES_FIELD};
 
 const KV: &str = "secret";
 const KV_PATH: &str = "istio/remote-secrets";
-/// The shared change index on main at the time of writing (crates/engine/src/published.rs).
-const INDEX_PATH: &str = "istio/meshtrust-index";
+/// The change marker every publisher bumps (remoteSecrets.indexPath's default).
+const MARKER_PATH: &str = "istio/meshtrust-index";
 
 pub fn name(i: usize) -> String {
     format!("peer-{i}")
@@ -24,6 +25,7 @@ pub fn root_client(addr: &str, token: &str) -> OpenBaoClient {
         namespace: None,
         ca_cert_pem: None,
         allow_insecure_http: false,
+        addresses: vec![],
     })
     .expect("OpenBao client")
 }
@@ -33,32 +35,62 @@ pub fn kubeconfig(peer: &str, generation: u64) -> String {
     format!("kubeconfig of {peer}, generation {generation}\n")
 }
 
-fn index_entry(version: u64) -> SecretBytes {
-    let entry = serde_json::json!({"version": version, "tokenExpires": 4_000_000_000i64, "configHash": "simulated"});
-    SecretBytes::new(entry.to_string())
+/// A peer's published entry, with the fields meshtrust's engine reads (crates/engine/src/published.rs).
+fn entry(peer: &str, generation: u64) -> BTreeMap<String, SecretBytes> {
+    BTreeMap::from([
+        (
+            peer.to_string(),
+            SecretBytes::new(kubeconfig(peer, generation)),
+        ),
+        (
+            SERVER_FIELD.to_string(),
+            SecretBytes::new("https://127.0.0.1:1"),
+        ),
+        (
+            TOKEN_EXPIRES_FIELD.to_string(),
+            SecretBytes::new("4000000000"),
+        ),
+        (CONFIG_HASH_FIELD.to_string(), SecretBytes::new("simulated")),
+    ])
 }
 
-/// Publishes every peer's first kubeconfig, then the index naming them all in one write (as many agents would
-/// leave it). An error is returned as text: at 1,000 peers OpenBao refuses main's single index entry.
+/// Bumps the change marker naming `peer`, with check-and-set (retried when another writer won).
+async fn bump_marker(bao: &OpenBaoClient, peer: &str) -> Result<(), String> {
+    let data = BTreeMap::from([("cluster".to_string(), SecretBytes::new(peer))]);
+    for _ in 0..8 {
+        let cas = bao
+            .kv_metadata(KV, MARKER_PATH)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|m| m.current_version)
+            .unwrap_or(0);
+        match bao.kv_put(KV, MARKER_PATH, &data, cas).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind == ErrorKind::Conflict => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!(
+        "the change marker kept changing while {peer} published"
+    ))
+}
+
+/// Publishes every peer's first kubeconfig (its own entry each, as its agent would), then bumps the marker once.
 pub async fn publish_all(bao: &OpenBaoClient, peers: usize) -> Result<(), String> {
-    let mut index = BTreeMap::new();
     for i in 0..peers {
         let p = name(i);
-        let data = BTreeMap::from([(p.clone(), SecretBytes::new(kubeconfig(&p, 0)))]);
-        let version = bao
-            .kv_put(KV, &format!("{KV_PATH}/{p}"), &data, 0)
+        bao.kv_put(KV, &format!("{KV_PATH}/{p}"), &entry(&p, 0), 0)
             .await
             .map_err(|e| format!("publishing {p}: {e}"))?;
-        index.insert(p, index_entry(version));
     }
-    bao.kv_put(KV, INDEX_PATH, &index, 0)
-        .await
-        .map_err(|e| format!("writing the change index for {peers} peers: {e}"))?;
+    if peers > 0 {
+        bump_marker(bao, &name(peers - 1)).await?;
+    }
     Ok(())
 }
 
-/// A peer publishes a new kubeconfig version, as its agent would: the KV entry with check-and-set, then its
-/// entry in the change index with check-and-set (retried when another writer won).
+/// A peer publishes a new kubeconfig version, as its agent does: its own entry with check-and-set, then a bump
+/// of the change marker naming it.
 pub async fn publish(bao: &OpenBaoClient, peer: &str, generation: u64) -> Result<(), String> {
     let path = format!("{KV_PATH}/{peer}");
     let current = bao
@@ -67,33 +99,10 @@ pub async fn publish(bao: &OpenBaoClient, peer: &str, generation: u64) -> Result
         .map_err(|e| e.to_string())?
         .map(|m| m.current_version)
         .unwrap_or(0);
-    let data = BTreeMap::from([(
-        peer.to_string(),
-        SecretBytes::new(kubeconfig(peer, generation)),
-    )]);
-    let version = bao
-        .kv_put(KV, &path, &data, current)
+    bao.kv_put(KV, &path, &entry(peer, generation), current)
         .await
         .map_err(|e| e.to_string())?;
-    for _ in 0..8 {
-        let (cas, mut index) = match bao
-            .kv_get(KV, INDEX_PATH)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(entry) => (entry.version, entry.data),
-            None => (0, BTreeMap::new()),
-        };
-        index.insert(peer.to_string(), index_entry(version));
-        match bao.kv_put(KV, INDEX_PATH, &index, cas).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind == ErrorKind::Conflict => continue,
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Err(format!(
-        "the change index kept changing while {peer} published"
-    ))
+    bump_marker(bao, peer).await
 }
 
 /// The mesh file: the real cluster `cluster-a` and `peers` simulated ones whose API servers nobody dials.
