@@ -168,7 +168,10 @@ pub async fn run(
         };
         match ended {
             Ended::Stopped => break,
-            Ended::Done(Ok(())) | Ended::LostLead => {}
+            Ended::Done(Ok(())) => {}
+            // The Lease watch saw the loss inside the round, so the loop's own watch will not: mark it here, so
+            // that regaining the Lease starts a round at once.
+            Ended::LostLead => agent.leader = false,
             Ended::Done(Err(())) => agent.retry_later(&tx),
             Ended::TimedOut => {
                 agent.note_failure(&round_timeout(&agent.config));

@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
 use meshtrust_core::mesh::CaMode;
-use meshtrust_core::plan::Domain;
 use meshtrust_core::planner::PlanOptions;
 use meshtrust_engine::{Engine, RotationStart};
 
@@ -32,11 +31,12 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
         return start_only(&engine, text).await;
     }
     let (plan, observation) = engine.plan(now(), options).await?;
-    if !plan.is_empty() {
+    // A rotation under way is carried on, never restarted; pending renewals do not hold a new one back (the
+    // phases renew what falls due on the way). Two runs at once both ask for the same next generation, and
+    // OpenBao's issuer-name uniqueness lets exactly one create it.
+    if observation.rotation_pending() {
         if text {
-            println!(
-                "The mesh is not settled yet; finishing the pending plan first (a rotation may be under way):\n\n{plan}"
-            );
+            println!("A root rotation is under way; carrying it on:\n\n{plan}");
         }
     } else {
         let started = engine.start_root_rotation(&observation).await?;
@@ -94,18 +94,11 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
 
 /// `--start`: creates the next root when no CA change is pending, and leaves the phases to the agents.
 async fn start_only(engine: &Engine, text: bool) -> Result<ExitCode, CliError> {
-    let (plan, observation) = engine.plan(now(), PlanOptions::default()).await?;
-    let pending: Vec<String> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action.domain() == Domain::Trust)
-        .map(|c| format!("{} {}: {}", c.target, c.resource, c.reason))
-        .collect();
-    if !pending.is_empty() {
-        return Err(CliError::Usage(format!(
-            "not starting a root rotation: CA changes are pending (a rotation may be under way; `meshtrust status` shows its phase):\n  {}",
-            pending.join("\n  ")
-        )));
+    let observation = engine.observe(now()).await?;
+    if observation.rotation_pending() {
+        return Err(CliError::Usage(
+            "not starting a root rotation: one is under way; `meshtrust status` shows its phase and what it waits for".into(),
+        ));
     }
     let issuer_name = match engine.start_root_rotation(&observation).await? {
         RotationStart::Generated { issuer_name } | RotationStart::AlreadyExists { issuer_name } => {
