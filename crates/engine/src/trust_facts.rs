@@ -76,4 +76,21 @@ impl Snapshot {
         });
         own || peers || facts.trust.published.len() < facts.clusters.len()
     }
+
+    /// Some cluster this snapshot observed directly holds a `cacerts` that is not on the newest root only: a
+    /// rotation is still moving through the clusters. (What agents published is not consulted: an admin that
+    /// sees every cluster needs no hint.)
+    pub fn rotation_under_way_in_clusters(&self) -> bool {
+        let facts = self.facts();
+        let Some(newest) = facts.openbao.newest_root() else {
+            return false;
+        };
+        let fp = newest.cert.fingerprint.as_str();
+        facts.clusters.values().any(|c| match &c.cacerts {
+            CacertsFacts::Managed(s) => {
+                s.trusted_roots != [fp] || s.issuer_fingerprint.as_deref() != Some(fp)
+            }
+            _ => false,
+        })
+    }
 }

@@ -34,7 +34,7 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
     // A rotation under way is carried on, never restarted; pending renewals do not hold a new one back (the
     // phases renew what falls due on the way). Two runs at once both ask for the same next generation, and
     // OpenBao's issuer-name uniqueness lets exactly one create it.
-    if observation.rotation_pending() {
+    if observation.rotation_under_way_in_clusters() {
         if text {
             println!("A root rotation is under way; carrying it on:\n\n{plan}");
         }
@@ -95,7 +95,7 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
 /// `--start`: creates the next root when no CA change is pending, and leaves the phases to the agents.
 async fn start_only(engine: &Engine, text: bool) -> Result<ExitCode, CliError> {
     let observation = engine.observe(now()).await?;
-    if observation.rotation_pending() {
+    if observation.rotation_under_way_in_clusters() {
         return Err(CliError::Usage(
             "not starting a root rotation: one is under way; `meshtrust status` shows its phase and what it waits for".into(),
         ));
