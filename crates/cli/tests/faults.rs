@@ -693,10 +693,20 @@ async fn two_admins_and_two_rotations_at_once_give_one_outcome_while_agents_run(
         );
     }
     drop(agents);
-    // Whatever the two rotations left, `ca rotate-root` carries it to the end (the operator paces the phases, so
-    // no dwell), under a renewBefore where fresh intermediates are not due at once; no third root appears.
-    mesh.rewrite("ca:\n  intermediate:\n    ttl: 1h\n    renewBefore: 10m\n");
-    mesh.ok(&["ca", "rotate-root"]);
+    // Whatever the two rotations left, applies finish it (a phase per round; a 1 s dwell, and a renewBefore where
+    // fresh intermediates are not due at once) and no third root appears.
+    mesh.rewrite(
+        "ca:\n  intermediate:\n    ttl: 1h\n    renewBefore: 10m\n  rootRotation:\n    phaseDwell: 1s\n",
+    );
+    for _ in 0..8 {
+        if mesh.json(&["apply"])["plan"]["changes"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+    }
     assert_eq!(
         issuer_names(&mesh),
         vec!["meshtrust-root-1", "meshtrust-root-2"],
