@@ -160,9 +160,12 @@ async fn apply_rendered(mesh: &Mesh, cluster: &str) {
             None => Api::all_with(client.clone(), &resource),
         };
         let dynamic: DynamicObject = serde_json::from_value(object).expect("object");
-        api.create(&PostParams::default(), &dynamic)
-            .await
-            .expect("create");
+        // Like `kubectl apply`: what `meshtrust apply` already made (the reader identity) is fine as it is.
+        match api.create(&PostParams::default(), &dynamic).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) => panic!("create: {e}"),
+        }
     }
 }
 
