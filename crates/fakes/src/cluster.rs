@@ -2,8 +2,7 @@
 //! replace and delete), the reader identity's RBAC objects, and TokenRequest for existing ServiceAccounts.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use meshtrust_core::ports::{
@@ -12,7 +11,7 @@ use meshtrust_core::ports::{
 };
 use meshtrust_core::secret::SecretBytes;
 
-use crate::faults::{CallLog, Faults};
+use crate::faults::FakeCore;
 
 /// Everything the fake cluster holds. Tests reach it through [`FakeCluster::with_state`].
 #[derive(Default)]
@@ -58,9 +57,15 @@ pub struct FakeCluster {
     name: String,
     server: String,
     ca_pem: Option<String>,
-    state: Arc<Mutex<ClusterState>>,
-    faults: Arc<Faults<ClusterState>>,
-    now: Arc<AtomicI64>,
+    core: Arc<FakeCore<ClusterState>>,
+}
+
+impl std::ops::Deref for FakeCluster {
+    type Target = FakeCore<ClusterState>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.core
+    }
 }
 
 impl FakeCluster {
@@ -72,45 +77,8 @@ impl FakeCluster {
             ca_pem: Some(format!(
                 "-----BEGIN CERTIFICATE-----\nZmFrZS1jYS1{name}\n-----END CERTIFICATE-----\n"
             )),
-            state: Arc::default(),
-            faults: Arc::new(Faults::new(System::Cluster(name.to_string()))),
-            now: Arc::new(AtomicI64::new(now)),
+            core: FakeCore::new(System::Cluster(name.to_string()), now),
         }
-    }
-
-    pub fn set_now(&self, now: i64) {
-        self.now.store(now, Ordering::SeqCst);
-    }
-
-    pub fn calls(&self) -> CallLog {
-        self.faults.log.clone()
-    }
-
-    pub fn fail(&self, prefix: &str, times: usize, kind: ErrorKind) {
-        self.faults.fail(prefix, times, kind);
-    }
-
-    pub fn before(
-        &self,
-        prefix: &str,
-        times: usize,
-        hook: impl FnMut(&mut ClusterState) + Send + 'static,
-    ) {
-        self.faults.before(prefix, times, Box::new(hook));
-    }
-
-    pub fn with_state<T>(&self, f: impl FnOnce(&mut ClusterState) -> T) -> T {
-        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn call<T>(
-        &self,
-        call: String,
-        f: impl FnOnce(&mut ClusterState, &str) -> PortResult<T>,
-    ) -> PortResult<T> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        self.faults.enter(call.clone(), &mut state)?;
-        f(&mut state, &call)
     }
 
     fn err(&self, kind: ErrorKind, operation: &str, message: &str) -> PortError {
@@ -254,7 +222,7 @@ impl Cluster for FakeCluster {
         service_account: &str,
         ttl_seconds: i64,
     ) -> PortResult<BoundToken> {
-        let now = self.now.load(Ordering::SeqCst);
+        let now = self.now();
         self.call(
             format!("request_token {namespace}/{service_account}"),
             |s, op| {

@@ -1,9 +1,10 @@
 //! Call recording and fault injection shared by both fakes. A call is described as `"<method> <subject>"`
 //! (for example `kv_put secret/istio/index cas=3`); rules match on a prefix of that description.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use meshtrust_core::ports::{ErrorKind, PortError, System};
+use meshtrust_core::ports::{ErrorKind, PortError, PortResult, System};
 
 type Hook<S> = Box<dyn FnMut(&mut S) + Send>;
 
@@ -122,5 +123,62 @@ impl<S> Faults<S> {
                 Ok(())
             }
         }
+    }
+}
+
+/// What both fakes share: their state behind one lock, the faults and call log, and a settable clock. Each fake
+/// derefs to it, so tests call `fail`, `before`, `with_state`, `calls` and `set_now` on either.
+pub struct FakeCore<S> {
+    state: Mutex<S>,
+    faults: Faults<S>,
+    now: AtomicI64,
+}
+
+impl<S: Default> FakeCore<S> {
+    pub(crate) fn new(system: System, now: i64) -> Arc<Self> {
+        Arc::new(FakeCore {
+            state: Mutex::default(),
+            faults: Faults::new(system),
+            now: AtomicI64::new(now),
+        })
+    }
+}
+
+impl<S> FakeCore<S> {
+    pub fn set_now(&self, now: i64) {
+        self.now.store(now, Ordering::SeqCst);
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    pub fn calls(&self) -> CallLog {
+        self.faults.log.clone()
+    }
+
+    /// The next `times` calls whose description starts with `prefix` fail with `kind`.
+    pub fn fail(&self, prefix: &str, times: usize, kind: ErrorKind) {
+        self.faults.fail(prefix, times, kind);
+    }
+
+    /// Before the next `times` calls matching `prefix`, `hook` changes the state (a concurrent writer).
+    pub fn before(&self, prefix: &str, times: usize, hook: impl FnMut(&mut S) + Send + 'static) {
+        self.faults.before(prefix, times, Box::new(hook));
+    }
+
+    pub fn with_state<T>(&self, f: impl FnOnce(&mut S) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Records the call, applies the faults, then runs `f` on the state.
+    pub(crate) fn call<T>(
+        &self,
+        call: String,
+        f: impl FnOnce(&mut S, &str) -> PortResult<T>,
+    ) -> PortResult<T> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.faults.enter(call.clone(), &mut state)?;
+        f(&mut state, &call)
     }
 }

@@ -11,5 +11,5 @@ mod openbao;
 mod signing;
 
 pub use cluster::{ClusterState, FakeCluster};
-pub use faults::CallLog;
+pub use faults::{CallLog, FakeCore};
 pub use openbao::{BaoState, FakeOpenBao, KvRecord};

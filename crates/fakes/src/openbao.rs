@@ -2,8 +2,7 @@
 //! a PKI mount whose issuers are unique by name, and KV v2 with versions, check-and-set and soft deletes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use meshtrust_core::duration::Span;
@@ -15,7 +14,7 @@ use meshtrust_core::ports::{
 };
 use meshtrust_core::secret::SecretBytes;
 
-use crate::faults::{CallLog, Faults};
+use crate::faults::FakeCore;
 use crate::signing::{Root, generate_root, sign_intermediate};
 
 struct Issuer {
@@ -89,9 +88,7 @@ impl BaoState {
 
 #[derive(Clone)]
 pub struct FakeOpenBao {
-    state: Arc<Mutex<BaoState>>,
-    faults: Arc<Faults<BaoState>>,
-    now: Arc<AtomicI64>,
+    core: Arc<FakeCore<BaoState>>,
 }
 
 /// How many versions of a KV entry a read by version can still find (OpenBao's default `max_versions`).
@@ -105,52 +102,16 @@ impl FakeOpenBao {
     /// An empty OpenBao whose clock (for certificate validity) reads `now`.
     pub fn new(now: i64) -> Self {
         FakeOpenBao {
-            state: Arc::default(),
-            faults: Arc::new(Faults::new(System::OpenBao)),
-            now: Arc::new(AtomicI64::new(now)),
+            core: FakeCore::new(System::OpenBao, now),
         }
     }
+}
 
-    pub fn set_now(&self, now: i64) {
-        self.now.store(now, Ordering::SeqCst);
-    }
+impl std::ops::Deref for FakeOpenBao {
+    type Target = FakeCore<BaoState>;
 
-    pub fn calls(&self) -> CallLog {
-        self.faults.log.clone()
-    }
-
-    /// The next `times` calls whose description starts with `prefix` fail with `kind`.
-    pub fn fail(&self, prefix: &str, times: usize, kind: ErrorKind) {
-        self.faults.fail(prefix, times, kind);
-    }
-
-    /// Before the next `times` calls matching `prefix`, `hook` changes the state (a concurrent writer).
-    pub fn before(
-        &self,
-        prefix: &str,
-        times: usize,
-        hook: impl FnMut(&mut BaoState) + Send + 'static,
-    ) {
-        self.faults.before(prefix, times, Box::new(hook));
-    }
-
-    pub fn with_state<T>(&self, f: impl FnOnce(&mut BaoState) -> T) -> T {
-        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Records the call, applies the faults, then runs `f` on the state.
-    fn call<T>(
-        &self,
-        call: String,
-        f: impl FnOnce(&mut BaoState, &str) -> PortResult<T>,
-    ) -> PortResult<T> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        self.faults.enter(call.clone(), &mut state)?;
-        f(&mut state, &call)
-    }
-
-    fn now(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
+    fn deref(&self) -> &Self::Target {
+        &self.core
     }
 }
 
