@@ -191,22 +191,16 @@ impl Action {
     /// Changes that need the admin's OpenBao rights: its configuration, the mesh-wide CA in OpenBao, and
     /// removing a departed cluster's entry. An agent never makes them; `apply --openbao-only` makes only them.
     pub fn needs_openbao_admin(&self) -> bool {
-        matches!(
-            self,
-            Action::CreateBaoNamespace { .. }
-                | Action::EnableKvMount { .. }
-                | Action::EnableAuthMount { .. }
-                | Action::DisableAuthMount { .. }
-                | Action::DeletePolicy { .. }
-                | Action::ConfigureAuth { .. }
-                | Action::WriteAgentRole { .. }
-                | Action::WritePolicy { .. }
-                | Action::EnablePkiMount { .. }
-                | Action::TunePkiMount { .. }
-                | Action::GenerateRoot { .. }
-                | Action::CreateSharedRoot { .. }
-                | Action::UnpublishRemoteSecret { .. }
-        )
+        // All of OpenBao's configuration, so that a new configuration action can never reach an agent.
+        self.domain() == Domain::OpenBaoConfig
+            || matches!(
+                self,
+                Action::EnablePkiMount { .. }
+                    | Action::TunePkiMount { .. }
+                    | Action::GenerateRoot { .. }
+                    | Action::CreateSharedRoot { .. }
+                    | Action::UnpublishRemoteSecret { .. }
+            )
     }
 }
 
