@@ -233,13 +233,9 @@ impl Engine {
         if self.scope != Scope::Agent {
             self.rewrite_policies(snapshot.facts().now).await?;
         }
-        // Idle agents poll only the change index: bump it so they take up the new root now.
-        crate::trust_facts::nudge_agents(
-            self.bao.as_ref(),
-            &self.mesh.openbao.kv_mount,
-            &self.mesh.remote_secrets.index_path,
-        )
-        .await?;
+        // Idle agents poll only the change marker: bump it, naming no cluster, so they run a round at once and
+        // take up the new root (re-reading no peer).
+        crate::published::bump_marker(self.bao.as_ref(), &self.mesh, "").await?;
         match outcome {
             GenerateOutcome::Created => Ok(RotationStart::Generated { issuer_name }),
             GenerateOutcome::AlreadyExists => Ok(RotationStart::AlreadyExists { issuer_name }),

@@ -181,10 +181,7 @@ pub(crate) async fn bump_marker(
     let data = BTreeMap::from([(MARKER_CLUSTER_FIELD.to_string(), SecretBytes::new(cluster))]);
     let mut attempt = 0;
     loop {
-        let version = match bao.kv_get(kv, path).await? {
-            Some(entry) => entry.version,
-            None => current_version(bao, kv, path).await?,
-        };
+        let version = marker_version(bao, mesh).await?;
         match bao.kv_put(kv, path, &data, version).await {
             Ok(_) => return Ok(()),
             Err(e) if e.kind == ErrorKind::Conflict && attempt < MARKER_RETRIES => attempt += 1,

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use meshtrust_core::facts::CacertsFacts;
-use meshtrust_core::ports::OpenBao;
 use meshtrust_core::secret::SecretBytes;
 use meshtrust_core::trust_facts::{TRUST_KV_FIELD, TrustFacts, trust_kv_path};
 
@@ -33,21 +32,6 @@ pub(crate) async fn publish(
     };
     let version = targets.bao.kv_put(kv, &path, &data, cas).await?;
     Ok(format!("published {kv}/{path} (version {version})"))
-}
-
-/// Bumps the change index's version without changing its content, so idle agents (which poll only that
-/// version) run a full round at once: `ca rotate-root --start` needs them to notice the new root.
-pub async fn nudge_agents(
-    bao: &dyn OpenBao,
-    kv: &str,
-    index_path: &str,
-) -> Result<(), EngineError> {
-    let (data, cas) = match bao.kv_get(kv, index_path).await? {
-        Some(entry) => (entry.data, entry.version),
-        None => (BTreeMap::new(), current_version(bao, kv, index_path).await?),
-    };
-    bao.kv_put(kv, index_path, &data, cas).await?;
-    Ok(())
 }
 
 impl Snapshot {
