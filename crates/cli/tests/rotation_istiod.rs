@@ -10,15 +10,12 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::api::PostParams;
 use meshtrust_core::secret::SecretBytes;
 use meshtrust_testenv::{Istiod, IstiodOptions, TestCluster};
-use serde_json::json;
 use support::Mesh;
-
-const WORKLOADS: &str = "workloads";
+use support::istio::{WORKLOADS, openssl_verifies, pem_certs, workload_identity};
 
 struct Agent(Child);
 
@@ -50,65 +47,6 @@ fn start_agent(mesh: &Mesh, index: usize) -> Agent {
         .spawn()
         .expect("start agent");
     Agent(child)
-}
-
-async fn create<K>(api: &Api<K>, value: serde_json::Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(value).expect("object");
-    api.create(&PostParams::default(), &object)
-        .await
-        .expect("create");
-}
-
-async fn workload_identity(cluster: &TestCluster) {
-    let client = cluster.client().await.expect("client");
-    create(
-        &Api::<Namespace>::all(client.clone()),
-        json!({"metadata": {"name": WORKLOADS}}),
-    )
-    .await;
-    create(
-        &Api::<ServiceAccount>::namespaced(client, WORKLOADS),
-        json!({"metadata": {"name": "app"}}),
-    )
-    .await;
-}
-
-fn pem_certs(pem: &str) -> Vec<String> {
-    pem.split_inclusive("-----END CERTIFICATE-----")
-        .filter(|c| c.contains("BEGIN CERTIFICATE"))
-        .map(|c| format!("{}\n", c.trim()))
-        .collect()
-}
-
-/// `openssl verify` of a workload chain's leaf against `roots` only: what a peer's proxy does.
-fn openssl_verifies(chain: &[String], roots: &str) -> Result<(), String> {
-    let dir = tempfile::tempdir().expect("tmp");
-    let certs: Vec<String> = chain.iter().flat_map(|c| pem_certs(c)).collect();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path
-    };
-    let leaf = write("leaf.pem", &certs[0]);
-    let untrusted = write("untrusted.pem", &certs[1..].concat());
-    let roots = write("roots.pem", roots);
-    let out = Command::new("openssl")
-        .arg("verify")
-        .arg("-CAfile")
-        .arg(&roots)
-        .arg("-untrusted")
-        .arg(&untrusted)
-        .arg(&leaf)
-        .output()
-        .expect("openssl");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    }
 }
 
 async fn served_roots(cluster: &TestCluster) -> Option<String> {

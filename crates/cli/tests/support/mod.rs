@@ -2,6 +2,8 @@
 //! `meshtrust` binary run with the environment's OpenBao credentials.
 #![allow(dead_code)]
 
+pub mod istio;
+
 use std::path::PathBuf;
 use std::process::Output;
 
