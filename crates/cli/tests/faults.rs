@@ -66,6 +66,7 @@ fn start_agent(env: &TestEnv, index: usize, to: &AgentTarget<'_>) -> Agent {
         .arg("--mesh")
         .arg(to.mesh_file)
         .env("BAO_ADDR", to.bao_addr)
+        .env("MESHTRUST_LOG", "info,meshtrust_agent=debug")
         .env_remove("BAO_TOKEN")
         .env_remove("VAULT_TOKEN")
         .env_remove("BAO_ADDRS")
@@ -85,7 +86,7 @@ fn start_agent(env: &TestEnv, index: usize, to: &AgentTarget<'_>) -> Agent {
 fn log_tail(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    lines[lines.len().saturating_sub(80)..].join("\n")
 }
 
 fn http_status(port: u16, path: &str) -> Option<u16> {
@@ -115,6 +116,30 @@ fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> D
             start.elapsed() < limit,
             "{what} did not happen within {limit:?}"
         );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// Like [`wait_until`], but a timeout shows the agents' last log lines, which say why they did not get there.
+fn wait_until_or_show(
+    limit: Duration,
+    what: &str,
+    agents: &[Agent],
+    mut check: impl FnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        if start.elapsed() >= limit {
+            let logs: Vec<String> = agents
+                .iter()
+                .map(|a| format!("--- {}\n{}", a.log.display(), log_tail(&a.log)))
+                .collect();
+            panic!(
+                "{what} did not happen within {limit:?}\n{}",
+                logs.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     start.elapsed()
@@ -206,6 +231,23 @@ fn ha_bao(env: &TestEnv, node: usize, args: &[&str]) -> Option<serde_json::Value
         .success()
         .then(|| serde_json::from_slice(&out.stdout).ok())
         .flatten()
+}
+
+/// Moves the change marker as a peer's publication would, naming no mesh cluster, so that every agent
+/// re-reads its peers.
+fn bump_marker(env: &TestEnv, node: usize) {
+    let ha = env.bao_ha.as_ref().expect("HA cluster");
+    let _ = ha
+        .cli(node)
+        .args([
+            "kv",
+            "put",
+            "secret/istio/meshtrust-index",
+            "cluster=busy-peer",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Current KV version of each cluster's published remote secret.
@@ -300,16 +342,34 @@ fn openbao_leader_killed_while_agents_work_and_an_admin_applies() {
             .expect("new leader");
         let elected = killed.elapsed();
         assert_ne!(new_leader, leader);
-        // Agents write again: every cluster's published version moves past what it was before the kill.
-        let moved = wait_until(
+        // Agents write again: every cluster's published version moves past what it was before the kill. A
+        // busy peer keeps the agents working: the change marker moves every second (as a peer's publication
+        // would), so each agent runs a round, re-reads through the new leader and republishes its due token.
+        // Without it an agent that is idle at the kill has nothing to do, and the test would measure nothing.
+        let mut last_bump: Option<Instant> = None;
+        let moved = wait_until_or_show(
             Duration::from_secs(90),
             "agents publishing after failover",
+            &agents,
             || {
+                if last_bump.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    bump_marker(&env, new_leader);
+                    last_bump = Some(Instant::now());
+                }
                 published_versions(&env, new_leader)
                     .is_some_and(|now| now.iter().all(|(c, v)| *v > before[c]))
             },
         );
         let recovered = killed.elapsed();
+        if moved > Duration::from_secs(5) {
+            for a in &agents {
+                eprintln!(
+                    "slow recovery; --- {}\n{}",
+                    a.log.display(),
+                    log_tail(&a.log)
+                );
+            }
+        }
         let admin = admin.wait_with_output().expect("admin apply");
         let admin_ok = admin.status.success();
         if !admin_ok {
