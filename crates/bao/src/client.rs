@@ -361,27 +361,15 @@ pub(crate) fn check(operation: &str, response: Response) -> PortResult<Value> {
 
 #[cfg(test)]
 pub(crate) mod answer_props;
+#[cfg(test)]
+pub(crate) mod test_server;
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-
     use super::*;
 
-    /// A one-shot HTTP server on loopback answering `{}`; returns its address.
     fn answering_node() -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        std::thread::spawn(move || {
-            if let Ok((mut stream, _)) = listener.accept() {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
-                );
-            }
-        });
-        format!("http://{addr}")
+        test_server::answering("{}")
     }
 
     /// An address nothing listens on.

@@ -310,17 +310,21 @@ impl OpenBao for OpenBaoClient {
             .get("data")
             .and_then(Value::as_object)
             .ok_or_else(|| wrong_shape("GET sys/auth", "/data"))?;
-        Ok(mounts
+        // A listed mount without a type is not an answer OpenBao gives: refuse it rather than skip the mount,
+        // which would read as "nothing mounted there" and plan a new mount over it.
+        mounts
             .iter()
-            .filter_map(|(path, m)| {
+            .map(|(path, m)| {
                 let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
                 let info = AuthMountInfo {
-                    kind: text("type")?,
+                    kind: text("type").ok_or_else(|| {
+                        wrong_shape("GET sys/auth", &format!("/data/{path}/type"))
+                    })?,
                     description: text("description").unwrap_or_default(),
                 };
-                Some((path.trim_end_matches('/').to_string(), info))
+                Ok((path.trim_end_matches('/').to_string(), info))
             })
-            .collect())
+            .collect()
     }
 
     async fn auth_mount(&self, path: &str) -> PortResult<Option<String>> {
@@ -341,6 +345,16 @@ impl OpenBao for OpenBaoClient {
             Method::POST,
             &format!("sys/auth/{path}"),
             Some(&json!({ "type": kind, "description": description })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn describe_auth(&self, path: &str, description: &str) -> PortResult<()> {
+        self.call_ok(
+            Method::POST,
+            &format!("sys/auth/{path}/tune"),
+            Some(&json!({ "description": description })),
         )
         .await
         .map(|_| ())
@@ -559,3 +573,45 @@ fn split_namespace(namespace: &str) -> (Option<&str>, &str) {
 
 #[cfg(test)]
 mod field_props;
+
+#[cfg(test)]
+mod tests {
+    use meshtrust_core::ports::OpenBao;
+
+    use super::*;
+    use crate::OpenBaoConfig;
+    use crate::client::test_server::answering;
+
+    fn client(address: String) -> OpenBaoClient {
+        OpenBaoClient::new(OpenBaoConfig {
+            address: address.clone(),
+            addresses: vec![address],
+            token: String::new(),
+            namespace: None,
+            ca_cert_pem: None,
+            allow_insecure_http: false,
+        })
+        .expect("client")
+    }
+
+    #[tokio::test]
+    async fn auth_mounts_reads_type_and_description() {
+        let bao = client(answering(
+            r#"{"data":{"kubernetes_a/":{"type":"kubernetes","description":"meshtrust: x"},"token/":{"type":"token"}}}"#,
+        ));
+        let mounts = bao.auth_mounts().await.expect("mounts");
+        assert_eq!(mounts["kubernetes_a"].kind, "kubernetes");
+        assert_eq!(mounts["kubernetes_a"].description, "meshtrust: x");
+        assert_eq!(mounts["token"].description, "");
+    }
+
+    #[tokio::test]
+    async fn an_auth_mount_without_a_type_is_refused_not_skipped() {
+        // Skipping it would read as "nothing mounted there" and plan a new mount over it.
+        let bao = client(answering(
+            r#"{"data":{"kubernetes_a/":{"description":"x"}}}"#,
+        ));
+        let e = bao.auth_mounts().await.expect_err("refused").to_string();
+        assert!(e.contains("kubernetes_a/") && e.contains("type"), "{e}");
+    }
+}

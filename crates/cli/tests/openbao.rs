@@ -385,6 +385,69 @@ async fn a_hand_edited_policy_is_drift_that_apply_repairs() {
     );
 }
 
+/// Each auth mount's description, as `bao auth list` shows it.
+fn auth_descriptions(mesh: &Mesh) -> serde_json::Map<String, Value> {
+    let list: Value =
+        serde_json::from_str(&mesh.bao(&["auth", "list", "-format=json"])).expect("JSON");
+    list.as_object()
+        .expect("mounts")
+        .iter()
+        .map(|(path, m)| (path.clone(), m["description"].clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_mount_from_an_earlier_release_is_marked_and_goes_when_its_cluster_leaves() {
+    let mesh = Mesh::start(2, "");
+    // An earlier release mounted cluster-b's auth without a description; a person mounted cluster-a's.
+    mesh.bao(&["auth", "enable", "-path=kubernetes_cluster_b", "kubernetes"]);
+    mesh.bao(&[
+        "auth",
+        "enable",
+        "-path=kubernetes_cluster_a",
+        "-description=team login",
+        "kubernetes",
+    ]);
+    let plan = mesh.json(&["plan"]);
+    let marks: Vec<&Value> = plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter(|c| c["action"]["type"] == "markAuthMount")
+        .collect();
+    assert_eq!(marks.len(), 1, "{plan}");
+    assert_eq!(marks[0]["resource"], "auth mount auth/kubernetes_cluster_b");
+    mesh.ok(&["apply"]);
+    let described = auth_descriptions(&mesh);
+    assert_eq!(
+        described["kubernetes_cluster_b/"],
+        "meshtrust: Kubernetes auth of cluster cluster-b"
+    );
+    assert_eq!(
+        described["kubernetes_cluster_a/"], "team login",
+        "not ours to rename"
+    );
+    assert_eq!(
+        mesh.json(&["apply"])["applied"],
+        json!([]),
+        "a second apply writes nothing"
+    );
+
+    let text = std::fs::read_to_string(&mesh.file).expect("mesh");
+    let start = text.find("  - name: cluster-b").expect("cluster-b block");
+    std::fs::write(&mesh.file, &text[..start]).expect("mesh without cluster-b");
+    mesh.ok(&["apply"]);
+    let described = auth_descriptions(&mesh);
+    assert!(
+        !described.contains_key("kubernetes_cluster_b/"),
+        "{described:?}"
+    );
+    assert!(
+        described.contains_key("kubernetes_cluster_a/"),
+        "{described:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_policy_is_enough_for_a_first_apply() {
     let mesh = Mesh::start(2, "");

@@ -115,6 +115,19 @@ fn plan_auth(mesh: &Mesh, observed: &Observed, cluster: &ClusterSettings, plan: 
                 mount: mount.clone(),
             },
         )),
+        // Only an empty description is claimed: one somebody else wrote says the mount is not ours to remove.
+        Some("kubernetes") if auth.description.is_empty() => plan.changes.push(change(
+            Op::Update,
+            format!("auth mount auth/{mount}"),
+            format!("meshtrust's description for cluster {}", cluster.name),
+            "it has no description (made before meshtrust described its mounts), so it would stay behind \
+             when the cluster leaves the mesh file"
+                .into(),
+            Action::MarkAuthMount {
+                cluster: cluster.name.clone(),
+                mount: mount.clone(),
+            },
+        )),
         Some("kubernetes") => {}
         Some(other) => {
             plan.blockers.push(Blocker {

@@ -130,6 +130,8 @@ pub struct BaoConfigFacts {
 pub struct AuthFacts {
     /// The auth method type at the mount path, if anything is mounted there.
     pub kind: Option<String>,
+    /// The mount's description (empty: none, as an earlier meshtrust left it).
+    pub description: String,
     pub kubernetes_host: Option<String>,
     pub kubernetes_ca_cert: Option<String>,
     pub role: Option<RoleFacts>,

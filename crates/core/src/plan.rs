@@ -47,6 +47,12 @@ pub enum Action {
         cluster: String,
         mount: String,
     },
+    /// Give a mesh cluster's auth mount meshtrust's description, so that it is recognised and removed when the
+    /// cluster leaves the mesh file (mounts made before meshtrust described them have none).
+    MarkAuthMount {
+        cluster: String,
+        mount: String,
+    },
     /// A departed cluster's auth mount goes, with its role: its agent can no longer log in.
     DisableAuthMount {
         cluster: String,
@@ -150,6 +156,7 @@ impl Action {
             Action::CreateBaoNamespace { .. }
             | Action::EnableKvMount { .. }
             | Action::EnableAuthMount { .. }
+            | Action::MarkAuthMount { .. }
             | Action::DisableAuthMount { .. }
             | Action::DeletePolicy { .. }
             | Action::ConfigureAuth { .. }

@@ -257,6 +257,15 @@ fn admin_sys_rules(mesh: &Mesh, out: &mut String) {
         );
         rule(
             out,
+            &format!(
+                "cluster {}: its mount's description (marks a mount made by an older release)",
+                c.name
+            ),
+            &format!("sys/auth/{m}/tune"),
+            &["read", "update"],
+        );
+        rule(
+            out,
             &format!("cluster {}: auth config", c.name),
             &format!("auth/{m}/config"),
             &["create", "read", "update"],

@@ -388,6 +388,20 @@ impl OpenBao for FakeOpenBao {
         })
     }
 
+    async fn describe_auth(&self, path: &str, description: &str) -> PortResult<()> {
+        self.call(format!("describe_auth {path}"), |s, op| {
+            if !s.auth_mounts.contains_key(path) {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    op,
+                    "no auth method mounted at this path",
+                ));
+            }
+            s.auth_descriptions.insert(path.into(), description.into());
+            Ok(())
+        })
+    }
+
     async fn kubernetes_auth_config(
         &self,
         mount: &str,

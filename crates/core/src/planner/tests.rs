@@ -129,6 +129,7 @@ fn settled(mesh: &Mesh, observed: &Observed) -> BaoConfigFacts {
             c.name.clone(),
             AuthFacts {
                 kind: Some("kubernetes".into()),
+                description: crate::names::auth_mount_description(&c.name),
                 kubernetes_host: Some(crate::bao_plan::desired_host(c, &api.server)),
                 kubernetes_ca_cert: api.ca_pem,
                 role: Some(desired_role(mesh, c)),
@@ -558,6 +559,35 @@ fn empty_openbao_config_is_created_in_order_and_settled_config_plans_nothing() {
     // 1 ns + 1 kv + 2 x (mount, config, role) + 3 policies
     assert_eq!(p.changes.len(), 11, "{p}");
     assert!(plan_for(&mesh, &obs, PlanOptions::default()).is_empty());
+}
+
+#[test]
+fn an_undescribed_auth_mount_is_marked_and_one_described_by_someone_else_is_left_alone() {
+    let mesh = mesh("");
+    let mut obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 300)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    obs.openbao.config = settled(&mesh, &obs);
+    settle_remote_secrets(&mut obs);
+    // cluster-a's mount was made by an earlier release (no description); cluster-b's by a person.
+    let auth = &mut obs.openbao.config.auth;
+    auth.get_mut("cluster-a").expect("a").description = String::new();
+    auth.get_mut("cluster-b").expect("b").description = "team k8s login".into();
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert_eq!(
+        actions(&p),
+        vec![&Action::MarkAuthMount {
+            cluster: "cluster-a".into(),
+            mount: "kubernetes_cluster_a".into(),
+        }],
+        "{p}"
+    );
+    assert!(p.changes[0].action.needs_openbao_admin());
+    assert!(p.changes[0].reason.contains("no description"), "{p}");
 }
 
 #[test]

@@ -126,6 +126,8 @@ pub trait OpenBao: Send + Sync {
     async fn auth_mount(&self, path: &str) -> PortResult<Option<String>>;
     /// Mounts an auth method; `description` is how meshtrust later recognises what it made.
     async fn enable_auth(&self, path: &str, kind: &str, description: &str) -> PortResult<()>;
+    /// Sets an auth mount's description: how meshtrust marks a mount that an earlier release made without one.
+    async fn describe_auth(&self, path: &str, description: &str) -> PortResult<()>;
     /// Unmounts an auth method and everything in it (its roles, its tokens' logins).
     async fn disable_auth(&self, path: &str) -> PortResult<()>;
     /// The names of every ACL policy.

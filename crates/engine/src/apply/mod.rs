@@ -109,6 +109,7 @@ const CONFIG_CONCURRENCY: usize = 16;
 fn config_key(action: &Action) -> Option<String> {
     match action {
         Action::EnableAuthMount { mount, .. }
+        | Action::MarkAuthMount { mount, .. }
         | Action::ConfigureAuth { mount, .. }
         | Action::WriteAgentRole { mount, .. } => Some(format!("auth/{mount}")),
         Action::WritePolicy { name } => Some(format!("policy/{name}")),

@@ -54,6 +54,13 @@ pub(super) async fn apply(
             }
             Ok(format!("enabled Kubernetes auth at auth/{mount}/"))
         }
+        Action::MarkAuthMount { cluster, mount } => {
+            bao.describe_auth(mount, &auth_mount_description(cluster))
+                .await?;
+            Ok(format!(
+                "described auth/{mount}/ as {cluster}'s: it goes when {cluster} leaves the mesh file"
+            ))
+        }
         Action::ConfigureAuth { cluster, mount } => {
             configure_auth(targets, run, cluster, mount).await
         }

@@ -130,9 +130,12 @@ pub(crate) async fn observe_config(
         .collect();
     config.auth = futures::stream::iter(&mesh.clusters)
         .map(|cluster| {
-            let kind = mounted.get(&cluster.auth_mount).map(|m| m.kind.clone());
+            let mount = mounted.get(&cluster.auth_mount);
+            let kind = mount.map(|m| m.kind.clone());
+            let description = mount.map(|m| m.description.clone()).unwrap_or_default();
             async move {
-                let auth = observe_auth(bao, &cluster.auth_mount, kind).await?;
+                let mut auth = observe_auth(bao, &cluster.auth_mount, kind).await?;
+                auth.description = description;
                 Ok::<_, EngineError>((cluster.name.clone(), auth))
             }
         })
