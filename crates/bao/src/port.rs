@@ -318,7 +318,7 @@ impl OpenBao for OpenBaoClient {
                 let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
                 let info = AuthMountInfo {
                     kind: text("type").ok_or_else(|| {
-                        wrong_shape("GET sys/auth", &format!("/data/{path}/type"))
+                        wrong_shape("GET sys/auth", &format!("type (mount {path})"))
                     })?,
                     description: text("description").unwrap_or_default(),
                 };
