@@ -449,8 +449,11 @@ async fn an_auth_mount_from_an_earlier_release_is_marked_and_goes_when_its_clust
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_policy_is_enough_for_a_first_apply() {
-    let mesh = Mesh::start(2, "");
+async fn the_admin_policy_is_enough_for_a_first_apply_and_for_adding_and_removing_a_cluster() {
+    let mesh = Mesh::start(3, "");
+    let full = std::fs::read_to_string(&mesh.file).expect("mesh");
+    let without_c = &full[..full.find("  - name: cluster-c").expect("cluster-c block")];
+    std::fs::write(&mesh.file, without_c).expect("mesh without cluster-c");
     let admin = mesh.ok(&["bao", "policies", "--admin"]);
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("admin.hcl");
@@ -468,19 +471,30 @@ async fn the_admin_policy_is_enough_for_a_first_apply() {
         "-no-default-policy",
         "-field=token",
     ]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
-        .args(["apply", "--mesh"])
-        .arg(&mesh.file)
-        .env("BAO_ADDR", &mesh.env.bao.addr)
-        .env("BAO_TOKEN", token.trim())
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "apply with only meshtrust-admin: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let apply_as_admin = |what: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+            .args(["apply", "--mesh"])
+            .arg(&mesh.file)
+            .env("BAO_ADDR", &mesh.env.bao.addr)
+            .env("BAO_TOKEN", token.trim())
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{what} with only meshtrust-admin: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    apply_as_admin("first apply");
     assert!(mesh.ok(&["verify"]).contains("OK"));
+    // The policy in force names only the clusters it was written for; apply extends it before using it.
+    std::fs::write(&mesh.file, &full).expect("mesh with cluster-c");
+    apply_as_admin("adding cluster-c");
+    assert!(mesh.ok(&["verify"]).contains("OK"));
+    std::fs::write(&mesh.file, without_c).expect("mesh without cluster-c");
+    apply_as_admin("removing cluster-c");
+    let auth = mesh.bao(&["auth", "list", "-format=json"]);
+    assert!(!auth.contains("cluster_c"), "{auth}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,15 +56,17 @@ pub fn plan_openbao(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
     plan_namespace_and_kv(mesh, config, plan);
     // Before the admin policy is rewritten: the one in force still grants the departed mounts.
     plan_departed(mesh, config, plan);
+    let roots = policy_roots(mesh, &observed.openbao.roots);
+    // Before the auth changes: an admin token holding only this policy needs its rules for a new cluster's
+    // mount (and for marking an older release's mounts) before it can touch them.
+    plan_policy(ADMIN_POLICY, &admin_policy(mesh, &roots), config, plan);
     for cluster in &mesh.clusters {
         plan_auth(mesh, observed, cluster, plan);
     }
-    plan_policies(
-        mesh,
-        &policy_roots(mesh, &observed.openbao.roots),
-        config,
-        plan,
-    );
+    for cluster in &mesh.clusters {
+        let text = agent_policy(mesh, cluster, &roots);
+        plan_policy(&agent_policy_name(&cluster.name), &text, config, plan);
+    }
 }
 
 fn plan_namespace_and_kv(mesh: &Mesh, config: &BaoConfigFacts, plan: &mut Plan) {
@@ -193,33 +195,27 @@ fn plan_auth_config(
     }
 }
 
-fn plan_policies(mesh: &Mesh, roots: &[u32], config: &BaoConfigFacts, plan: &mut Plan) {
-    let mut wanted: Vec<(String, String)> = mesh
-        .clusters
-        .iter()
-        .map(|c| (agent_policy_name(&c.name), agent_policy(mesh, c, roots)))
-        .collect();
-    wanted.push((ADMIN_POLICY.to_string(), admin_policy(mesh, roots)));
-    for (name, text) in wanted {
-        let have = config.policies.get(&name).cloned().flatten();
-        if have.as_deref().map(str::trim) != Some(text.trim()) {
-            plan.changes.push(change(
-                if have.is_none() {
-                    Op::Create
-                } else {
-                    Op::Update
-                },
-                format!("policy {name}"),
-                "least privilege, see `meshtrust bao policies`".into(),
-                if have.is_none() {
-                    "it does not exist".into()
-                } else {
-                    "its text was changed outside meshtrust (drift)".into()
-                },
-                Action::WritePolicy { name },
-            ));
-        }
+fn plan_policy(name: &str, text: &str, config: &BaoConfigFacts, plan: &mut Plan) {
+    let have = config.policies.get(name).cloned().flatten();
+    if have.as_deref().map(str::trim) == Some(text.trim()) {
+        return;
     }
+    let (op, reason) = match have {
+        None => (Op::Create, "it does not exist"),
+        Some(_) => (
+            Op::Update,
+            "its text differs from what the mesh file calls for (drift, or the mesh file changed)",
+        ),
+    };
+    plan.changes.push(change(
+        op,
+        format!("policy {name}"),
+        "least privilege, see `meshtrust bao policies`".into(),
+        reason.into(),
+        Action::WritePolicy {
+            name: name.to_string(),
+        },
+    ));
 }
 
 fn plan_role(

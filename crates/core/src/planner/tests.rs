@@ -553,9 +553,16 @@ fn empty_openbao_config_is_created_in_order_and_settled_config_plans_nothing() {
             mount: "secret".into()
         }
     );
-    assert!(matches!(a[2], Action::EnableAuthMount { .. }));
-    assert!(matches!(a[3], Action::ConfigureAuth { .. }));
-    assert!(matches!(a[4], Action::WriteAgentRole { .. }));
+    // The admin policy before the mounts it grants, so that a token holding only it can make them.
+    assert_eq!(
+        a[2],
+        &Action::WritePolicy {
+            name: ADMIN_POLICY.into()
+        }
+    );
+    assert!(matches!(a[3], Action::EnableAuthMount { .. }));
+    assert!(matches!(a[4], Action::ConfigureAuth { .. }));
+    assert!(matches!(a[5], Action::WriteAgentRole { .. }));
     // 1 ns + 1 kv + 2 x (mount, config, role) + 3 policies
     assert_eq!(p.changes.len(), 11, "{p}");
     assert!(plan_for(&mesh, &obs, PlanOptions::default()).is_empty());

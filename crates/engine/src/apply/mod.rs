@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use meshtrust_core::mesh::{ClusterSettings, Mesh};
 use meshtrust_core::plan::{Action, Change, Domain, Plan};
+use meshtrust_core::policy::ADMIN_POLICY;
 use meshtrust_core::ports::{Cluster, KvEntry, OpenBao, SecretObject};
 use meshtrust_core::secret::SecretBytes;
 
@@ -112,6 +113,9 @@ fn config_key(action: &Action) -> Option<String> {
         | Action::MarkAuthMount { mount, .. }
         | Action::ConfigureAuth { mount, .. }
         | Action::WriteAgentRole { mount, .. } => Some(format!("auth/{mount}")),
+        // The admin policy is a barrier: the changes after it may need the rules it adds for the token
+        // applying them (a new cluster's auth mount).
+        Action::WritePolicy { name } if name == ADMIN_POLICY => None,
         Action::WritePolicy { name } => Some(format!("policy/{name}")),
         _ => None,
     }

@@ -5,7 +5,11 @@ use crate::support::*;
 
 /// OpenBao's configuration for clusters `names`, in plan order.
 fn openbao_config_writes(names: &[&str]) -> Vec<String> {
-    let mut out = vec!["openbao: enable_mount secret kv".to_string()];
+    // The admin policy first: a token holding only it needs its rules for the mounts that follow.
+    let mut out = vec![
+        "openbao: enable_mount secret kv".to_string(),
+        "openbao: write_policy meshtrust-admin".to_string(),
+    ];
     for n in names {
         out.push(format!("openbao: enable_auth kubernetes_{n} kubernetes"));
         out.push(format!(
@@ -18,7 +22,6 @@ fn openbao_config_writes(names: &[&str]) -> Vec<String> {
     for n in names {
         out.push(format!("openbao: write_policy meshtrust-agent-{n}"));
     }
-    out.push("openbao: write_policy meshtrust-admin".to_string());
     out
 }
 

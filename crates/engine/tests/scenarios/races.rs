@@ -249,11 +249,11 @@ async fn concurrent_rotation_start_reports_the_existing_generation() {
         h.writes(),
         lines(&[
             "openbao: generate_root pki meshtrust-root-2",
-            // The agents' policies name the new root before any agent needs it; the second start finds
-            // them current.
+            // The policies name the new root before any agent needs it; the second start finds them
+            // current.
+            "openbao: write_policy meshtrust-admin",
             "openbao: write_policy meshtrust-agent-c1",
             "openbao: write_policy meshtrust-agent-c2",
-            "openbao: write_policy meshtrust-admin",
             // Each start bumps the change index so idle agents take up the new root at once.
             "openbao: kv_put secret/istio/meshtrust-index cas=2",
             "openbao: generate_root pki meshtrust-root-2",
