@@ -449,7 +449,7 @@ async fn an_auth_mount_from_an_earlier_release_is_marked_and_goes_when_its_clust
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_policy_is_enough_for_a_first_apply_and_for_adding_and_removing_a_cluster() {
+async fn the_admin_policy_alone_bootstraps_adds_and_removes_a_cluster_and_rotates_the_root() {
     let mesh = Mesh::start(3, "");
     let full = std::fs::read_to_string(&mesh.file).expect("mesh");
     let without_c = &full[..full.find("  - name: cluster-c").expect("cluster-c block")];
@@ -471,9 +471,10 @@ async fn the_admin_policy_is_enough_for_a_first_apply_and_for_adding_and_removin
         "-no-default-policy",
         "-field=token",
     ]);
-    let apply_as_admin = |what: &str| {
+    let as_admin = |args: &[&str], what: &str| -> String {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
-            .args(["apply", "--mesh"])
+            .args(args)
+            .arg("--mesh")
             .arg(&mesh.file)
             .env("BAO_ADDR", &mesh.env.bao.addr)
             .env("BAO_TOKEN", token.trim())
@@ -484,6 +485,10 @@ async fn the_admin_policy_is_enough_for_a_first_apply_and_for_adding_and_removin
             "{what} with only meshtrust-admin: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let apply_as_admin = |what: &str| {
+        as_admin(&["apply"], what);
     };
     apply_as_admin("first apply");
     assert!(mesh.ok(&["verify"]).contains("OK"));
@@ -495,6 +500,12 @@ async fn the_admin_policy_is_enough_for_a_first_apply_and_for_adding_and_removin
     apply_as_admin("removing cluster-c");
     let auth = mesh.bao(&["auth", "list", "-format=json"]);
     assert!(!auth.contains("cluster_c"), "{auth}");
+    // A root rotation, all three phases, needs nothing more either.
+    let step = ["ca", "rotate-root", "--step"];
+    assert!(as_admin(&step, "rotation phase 1").contains("phase 1"));
+    assert!(as_admin(&step, "rotation phase 2").contains("phase 2"));
+    assert!(as_admin(&["ca", "rotate-root"], "rotation phase 3").contains("Rotation complete"));
+    assert!(mesh.ok(&["verify"]).contains("OK"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
