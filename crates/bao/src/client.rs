@@ -7,6 +7,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::OpenBaoConfig;
+use consistency::ReadYourWrites;
+
+mod consistency;
 
 /// An OpenBao answer: status and JSON body (`Null` when empty).
 #[derive(Debug)]
@@ -24,6 +27,8 @@ pub struct OpenBaoClient {
     current: Arc<AtomicUsize>,
     requests: Arc<AtomicU64>,
     response_bytes: Arc<AtomicU64>,
+    /// Read-your-writes through HA standby nodes, shared by clones.
+    consistency: Arc<ReadYourWrites>,
 }
 
 /// No answer meshtrust reads comes near this; a larger one is refused rather than buffered.
@@ -52,6 +57,7 @@ impl OpenBaoClient {
             config: Arc::new(config),
             requests: Arc::new(AtomicU64::new(0)),
             response_bytes: Arc::new(AtomicU64::new(0)),
+            consistency: Arc::new(ReadYourWrites::default()),
         })
     }
 
@@ -86,6 +92,7 @@ impl OpenBaoClient {
             current: self.current.clone(),
             requests: self.requests.clone(),
             response_bytes: self.response_bytes.clone(),
+            consistency: self.consistency.clone(),
         })
     }
 
@@ -100,6 +107,7 @@ impl OpenBaoClient {
             current: self.current.clone(),
             requests: self.requests.clone(),
             response_bytes: self.response_bytes.clone(),
+            consistency: self.consistency.clone(),
         }
     }
 
@@ -123,10 +131,14 @@ impl OpenBaoClient {
         body: Option<&Value>,
     ) -> PortResult<Response> {
         let operation = format!("{method} {path}");
+        let writes = !matches!(method.as_str(), "GET" | "LIST" | "HEAD");
         let response = self
             .send_failing_over(&operation, method, path, namespace, body)
             .await?;
         let status = response.status();
+        if writes && status.is_success() {
+            self.consistency.record(response.headers());
+        }
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -165,6 +177,7 @@ impl OpenBaoClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            request = self.consistency.require(request);
             self.requests.fetch_add(1, Ordering::Relaxed);
             match request.send().await {
                 Ok(response) => {
