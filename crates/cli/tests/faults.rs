@@ -402,6 +402,60 @@ fn openbao_leader_killed_while_agents_work_and_an_admin_applies() {
     eprintln!("agents writing again: {}", percentiles(agents_ms));
 }
 
+/// Behind a load balancer (an OpenBao Service in Kubernetes) a client often talks to a standby. A first `apply`
+/// through a standby of a fresh cluster must succeed at once, and a second must find nothing to do.
+#[test]
+fn a_first_apply_through_a_standby_converges_at_once() {
+    let _serial = SERIAL.blocking_lock();
+    let env = TestEnv::builder()
+        .clusters(2)
+        .openbao_ha()
+        .start()
+        .expect("test environment");
+    let file = env.dir().join("mesh.yaml");
+    std::fs::write(&file, mesh_file_with(&env, "")).expect("mesh file");
+    let ha = env.bao_ha.as_ref().expect("HA");
+    let leader = ha.wait_for_leader(Duration::from_secs(30)).expect("leader");
+    let standby = (leader + 1) % 3;
+    let only_standby = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+            .args(args)
+            .arg("--mesh")
+            .arg(&file)
+            .env("BAO_ADDR", &ha.nodes[standby].addr)
+            .env_remove("BAO_ADDRS")
+            .env("BAO_TOKEN", &ha.root_token)
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .expect("run meshtrust")
+    };
+    let first = only_standby(&["apply"]);
+    assert!(
+        first.status.success(),
+        "first apply through a standby: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = only_standby(&["apply", "--output", "json"]);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&second.stdout).expect("JSON");
+    assert_eq!(
+        report["applied"],
+        serde_json::json!([]),
+        "a second apply writes nothing"
+    );
+    let verify = only_standby(&["verify"]);
+    assert!(
+        verify.status.success(),
+        "verify through a standby: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
 /// OpenBao's standbys answer reads from their own copy, which lags the active node; a client that talks to a
 /// standby must still read what it has just written (else every CAS write after a read would conflict).
 #[test]
