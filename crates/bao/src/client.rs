@@ -359,10 +359,20 @@ pub(crate) fn check(operation: &str, response: Response) -> PortResult<Value> {
         StatusCode::NOT_FOUND => {
             error(ErrorKind::NotFound, operation, format!("not found ({msg})"))
         }
-        s if s.is_server_error() => error(
+        // 429: rate limited, or a standby that cannot yet answer consistently; a moment later it can.
+        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => error(
             ErrorKind::Unavailable,
             operation,
             format!("OpenBao answered {s}: {msg}"),
+        ),
+        // A KV v2 mount refuses requests for about a second after it is created (longer on a standby).
+        s if msg.contains("upgrade from non-versioned to versioned") => error(
+            ErrorKind::Unavailable,
+            operation,
+            format!(
+                "OpenBao answered {s}: the KV mount was just created and is still upgrading itself ({msg}); \
+                 it is ready within seconds, run again"
+            ),
         ),
         s => error(
             ErrorKind::Invalid,
@@ -417,6 +427,33 @@ mod tests {
             "the client stays on the node that answered"
         );
         assert_eq!(client.request_count(), 2);
+    }
+
+    #[test]
+    fn a_kv_mount_still_upgrading_or_a_429_is_unavailable_not_invalid() {
+        let upgrading = Response {
+            status: StatusCode::BAD_REQUEST,
+            body: serde_json::json!({"errors": ["Waiting for the primary to upgrade from non-versioned to versioned data. This backend will be unavailable for a brief period and will resume service when the primary is finished."]}),
+        };
+        let e = check("PUT secret/data/x", upgrading).expect_err("not ready");
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(e.to_string().contains("run again"), "{e}");
+        let busy = Response {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: serde_json::json!({"errors": []}),
+        };
+        assert_eq!(
+            check("GET x", busy).expect_err("busy").kind,
+            ErrorKind::Unavailable
+        );
+        let bad = Response {
+            status: StatusCode::BAD_REQUEST,
+            body: serde_json::json!({"errors": ["invalid role name"]}),
+        };
+        assert_eq!(
+            check("POST x", bad).expect_err("bad").kind,
+            ErrorKind::Invalid
+        );
     }
 
     #[tokio::test]
