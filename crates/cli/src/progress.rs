@@ -1,5 +1,6 @@
-//! What a long `apply` is doing. On a terminal: a spinner on stderr with the count of changes applied, the one
-//! in hand and the time so far, and the per-change lines above it. Piped: the same per-change lines on stdout
+//! What a long `apply` is doing. On a terminal: a spinner on stderr while it reads and plans, then a bar with
+//! the count of changes applied out of the plan's total, the last one done and the time so far, and the
+//! per-change lines above it. Piped: the same per-change lines on stdout
 //! as plain text, one a line, so scripts can read them. `--output json` prints no line on stdout; the spinner
 //! (stderr, terminal only) never mixes with the JSON.
 
@@ -34,6 +35,23 @@ impl Progress {
             bar,
             lines: output == OutputFormat::Text,
         }
+    }
+
+    /// The plan is known: the spinner becomes a bar with its total. A re-plan after a lost race adds its
+    /// changes to what is already done.
+    pub fn planned(&self, changes: usize) {
+        let Some(bar) = &self.bar else { return };
+        bar.set_length(bar.position() + changes as u64);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed}] {bar:24} {pos}/{len} applied · {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_message(if changes == 0 {
+            "nothing to change"
+        } else {
+            "applying"
+        });
     }
 
     pub fn applied(&self, change: &Change, applied: &AppliedChange) {

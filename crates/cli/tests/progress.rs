@@ -54,6 +54,20 @@ fn apply_reports_progress_plainly_when_piped_and_with_a_spinner_on_a_terminal() 
         tty.contains("applied · "),
         "a spinner with the count: {tty:?}"
     );
+    // Once planned, the bar shows the count out of the plan's total ("3/12 applied").
+    let counted = tty.split("applied · ").any(|before| {
+        let tail: String = before
+            .trim_end()
+            .chars()
+            .rev()
+            .take_while(|c| !c.is_whitespace())
+            .collect();
+        let count: String = tail.chars().rev().collect();
+        count.split_once('/').is_some_and(|(done, total)| {
+            done.parse::<u32>().is_ok() && total.parse::<u32>().is_ok_and(|t| t > 0)
+        })
+    });
+    assert!(counted, "a count out of the plan's total: {tty:?}");
     assert!(tty.contains("  done "), "{tty}");
     let token = tty
         .lines()

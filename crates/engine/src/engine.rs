@@ -169,10 +169,23 @@ impl Engine {
         options: PlanOptions,
         progress: &mut (dyn FnMut(&Change, &AppliedChange) + Send),
     ) -> Result<(Plan, ApplyReport, Snapshot), EngineError> {
+        self.converge_announcing(clock, options, &mut |_| {}, progress)
+            .await
+    }
+
+    /// [`converge`](Self::converge), telling `planned` each plan before it is applied (a progress bar's total).
+    pub async fn converge_announcing(
+        &self,
+        clock: &(dyn Fn() -> i64 + Send + Sync),
+        options: PlanOptions,
+        planned: &mut (dyn FnMut(&Plan) + Send),
+        progress: &mut (dyn FnMut(&Change, &AppliedChange) + Send),
+    ) -> Result<(Plan, ApplyReport, Snapshot), EngineError> {
         let mut attempt = 0;
         let mut earlier: Vec<AppliedChange> = Vec::new();
         loop {
             let (plan, snapshot) = self.plan(clock(), options).await?;
+            planned(&plan);
             let mut recorder = |change: &Change, applied: &AppliedChange| {
                 earlier.push(applied.clone());
                 progress(change, applied);

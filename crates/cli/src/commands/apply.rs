@@ -28,12 +28,13 @@ pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> 
     };
     let (plan, report, _) = ctx
         .engine
-        .converge(
+        .converge_announcing(
             &now,
             PlanOptions {
                 adopt: args.adopt,
                 ..Default::default()
             },
+            &mut |plan| progress.planned(plan.changes.len()),
             &mut on_change,
         )
         .await?;
