@@ -69,6 +69,25 @@ fn token_request_error(
     PortError::new(system, kind, "agent login", message)
 }
 
+/// A refused login says what to check, not "the token's policies" (there is no token yet).
+fn login_refused(error: PortError, auth_mount: &str) -> PortError {
+    if error.kind != ErrorKind::Denied {
+        return error;
+    }
+    PortError::new(
+        System::OpenBao,
+        ErrorKind::Denied,
+        "agent login",
+        format!(
+            "OpenBao refused the login through auth/{auth_mount} as role {AGENT_ROLE}. Check that `meshtrust apply` \
+             has configured this cluster (`meshtrust plan` lists nothing for auth/{auth_mount}), that the agent runs \
+             as the ServiceAccount the role names (agent.serviceAccount in the mesh file) and that it may create \
+             TokenReviews (system:auth-delegator, in `meshtrust render agent`). Right after apply configures the \
+             mount, OpenBao refuses logins for about 30 s; the agent keeps retrying"
+        ),
+    )
+}
+
 async fn jwt(source: &JwtSource, client: &kube::Client) -> Result<String, PortError> {
     let fail =
         |what: String| PortError::new(System::OpenBao, ErrorKind::Invalid, "agent login", what);
@@ -122,7 +141,8 @@ pub async fn login(
             &format!("auth/{auth_mount}/login"),
             Some(&body),
         )
-        .await?;
+        .await
+        .map_err(|e| login_refused(e, auth_mount))?;
     let token = answer
         .pointer("/auth/client_token")
         .and_then(Value::as_str)
@@ -149,6 +169,33 @@ mod tests {
 
     fn api(code: u16, message: &str) -> kube::Error {
         kube::Error::Api(Status::failure(message, "x").with_code(code).boxed())
+    }
+
+    #[test]
+    fn a_refused_login_says_what_to_check_not_the_tokens_policies() {
+        let denied = PortError::new(
+            System::OpenBao,
+            ErrorKind::Denied,
+            "POST auth/kubernetes_a/login",
+            "permission denied (permission denied); the token's policies do not allow this, see `meshtrust bao policies`",
+        );
+        let text = login_refused(denied, "kubernetes_a").to_string();
+        assert!(
+            text.contains("auth/kubernetes_a") && text.contains("system:auth-delegator"),
+            "{text}"
+        );
+        assert!(!text.contains("policies do not allow"), "{text}");
+        let down = PortError::new(
+            System::OpenBao,
+            ErrorKind::Unavailable,
+            "POST x",
+            "cannot reach",
+        );
+        assert_eq!(
+            login_refused(down, "m").kind,
+            ErrorKind::Unavailable,
+            "other errors pass through"
+        );
     }
 
     #[test]
