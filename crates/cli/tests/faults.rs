@@ -35,11 +35,9 @@ impl Drop for Agent {
     }
 }
 
+/// A loopback port for an agent's health server (outside the ephemeral range; see testenv).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    meshtrust_testenv::free_port().expect("free port")
 }
 
 /// Where an agent finds OpenBao and its API server.

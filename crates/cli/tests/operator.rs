@@ -121,12 +121,9 @@ fn man_pages_are_written_for_every_command() {
     }
 }
 
+/// A loopback port for an agent's health server (outside the ephemeral range; see testenv).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port()
+    meshtrust_testenv::free_port().expect("free port")
 }
 
 fn ready(port: u16) -> bool {

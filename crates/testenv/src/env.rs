@@ -4,6 +4,7 @@ use crate::apiserver::TestCluster;
 use crate::etcd::Etcd;
 use crate::openbao::OpenBaoServer;
 use crate::openbao_ha::OpenBaoCluster;
+use crate::ports::retry_on_port_clash;
 use crate::{Binaries, TestEnvError};
 
 /// `cluster-a`, `cluster-b`, ... for index 0, 1, ...
@@ -64,25 +65,24 @@ impl TestEnvBuilder {
                 (tmp.path().to_path_buf(), Some(tmp))
             }
         };
-        let bao = if self.persistent_openbao {
-            OpenBaoServer::start_persistent(&bins, &dir)?
-        } else {
-            OpenBaoServer::start(&bins, &dir)?
-        };
+        let bao = retry_on_port_clash(|| {
+            if self.persistent_openbao {
+                OpenBaoServer::start_persistent(&bins, &dir)
+            } else {
+                OpenBaoServer::start(&bins, &dir)
+            }
+        })?;
         let bao_ha = if self.openbao_ha {
             Some(OpenBaoCluster::start(&bins, &dir, 3)?)
         } else {
             None
         };
-        let etcd = Etcd::start(&bins, &dir)?;
+        let etcd = retry_on_port_clash(|| Etcd::start(&bins, &dir))?;
         let mut clusters = Vec::with_capacity(self.clusters);
         for i in 0..self.clusters {
-            clusters.push(TestCluster::start(
-                &bins,
-                &dir,
-                &cluster_name(i),
-                &etcd.url,
-            )?);
+            clusters.push(retry_on_port_clash(|| {
+                TestCluster::start(&bins, &dir, &cluster_name(i), &etcd.url)
+            })?);
         }
         Ok(TestEnv {
             clusters,

@@ -17,6 +17,8 @@ impl Etcd {
         let url = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let data = dir.join("etcd-data");
+        // A retry after a port clash starts from scratch: the data would remember the old peer address.
+        let _ = std::fs::remove_dir_all(&data);
         let args = vec![
             format!("--data-dir={}", data.display()),
             format!("--listen-client-urls={url}"),

@@ -34,4 +34,5 @@ pub use istiod::{Istiod, IstiodOptions, install_istio_crds};
 pub use mesh_file::{mesh_file, mesh_file_with};
 pub use openbao::OpenBaoServer;
 pub use openbao_ha::{OpenBaoCluster, OpenBaoNode};
+pub use ports::free_port;
 pub use proxy::{FaultProxy, ProxyMode};
