@@ -79,9 +79,19 @@ fn unmanaged_blocker(cluster: &ClusterSettings) -> Blocker {
     }
 }
 
+/// istiod takes up a plugged-in CA only if `cacerts` existed when it started; later changes (renewals, a phased
+/// root rotation) it reloads by itself.
 fn restart_warning(cluster: &ClusterSettings) -> String {
     format!(
-        "cluster {}: istiod reads a new cacerts only at start; if istiod already runs there, restart it after apply (kubectl -n {} rollout restart deployment/istiod)",
+        "cluster {}: istiod uses a cacerts only if it existed when istiod started; if istiod already runs there, restart it once after apply (kubectl -n {} rollout restart deployment/istiod). Later renewals and root rotations it reloads by itself",
+        cluster.name, cluster.istio_namespace
+    )
+}
+
+/// Adopting replaces the CA istiod booted with, usually with another root, which istiod does not reload.
+fn adopt_restart_warning(cluster: &ClusterSettings) -> String {
+    format!(
+        "cluster {}: --adopt replaces the CA istiod started with; istiod does not reload a root that is neither a subset nor a superset of the old one, so restart it after apply (kubectl -n {} rollout restart deployment/istiod)",
         cluster.name, cluster.istio_namespace
     )
 }
@@ -209,7 +219,7 @@ impl PkiCluster<'_> {
                     "--adopt: taking over a cacerts meshtrust did not write".into(),
                     true,
                 ));
-                plan.warnings.push(restart_warning(cluster));
+                plan.warnings.push(adopt_restart_warning(cluster));
             }
             CacertsFacts::Unmanaged => plan.blockers.push(unmanaged_blocker(cluster)),
             CacertsFacts::Managed(state) => {

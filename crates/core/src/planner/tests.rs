@@ -349,6 +349,29 @@ fn unmanaged_cacerts_blocks_unless_adopted() {
         adopted.changes[0].action,
         Action::IssueIntermediate { adopt: true, .. }
     ));
+    // istiod booted with the adopted CA: a new root needs a restart, and the warning says why.
+    assert_eq!(adopted.warnings.len(), 1, "{:?}", adopted.warnings);
+    assert!(
+        adopted.warnings[0]
+            .starts_with("cluster cluster-a: --adopt replaces the CA istiod started with")
+    );
+}
+
+#[test]
+fn a_new_cacerts_warns_once_that_a_running_istiod_needs_one_restart() {
+    let obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", with_cacerts(CacertsFacts::Absent)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let p = plan_for(&mesh(""), &obs, PlanOptions::default());
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    let w = &p.warnings[0];
+    assert!(w.contains("only if it existed when istiod started"), "{w}");
+    assert!(w.contains("rollout restart deployment/istiod"), "{w}");
+    assert!(w.contains("reloads by itself"), "{w}");
 }
 
 #[test]
