@@ -328,16 +328,7 @@ impl OpenBao for OpenBaoClient {
     }
 
     async fn auth_mount(&self, path: &str) -> PortResult<Option<String>> {
-        let body = self.call_ok(Method::GET, "sys/auth", None).await?;
-        let mounts = body
-            .get("data")
-            .filter(|d| d.is_object())
-            .ok_or_else(|| wrong_shape("GET sys/auth", "/data"))?;
-        Ok(mounts
-            .get(format!("{path}/"))
-            .and_then(|m| m.get("type"))
-            .and_then(Value::as_str)
-            .map(str::to_string))
+        Ok(self.auth_mounts().await?.remove(path).map(|m| m.kind))
     }
 
     async fn enable_auth(&self, path: &str, kind: &str, description: &str) -> PortResult<()> {

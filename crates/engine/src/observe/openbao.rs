@@ -65,13 +65,15 @@ pub(crate) async fn observe_roots(
     Ok((roots, foreign, pems))
 }
 
+/// A mesh cluster's auth mount as `sys/auth` listed it (`mounted`), with its config and agent role.
 async fn observe_auth(
     bao: &dyn OpenBao,
     mount: &str,
-    kind: Option<String>,
+    mounted: Option<&AuthMountInfo>,
 ) -> Result<AuthFacts, EngineError> {
     let mut auth = AuthFacts {
-        kind,
+        kind: mounted.map(|m| m.kind.clone()),
+        description: mounted.map(|m| m.description.clone()).unwrap_or_default(),
         ..Default::default()
     };
     if auth.kind.as_deref() == Some("kubernetes") {
@@ -130,12 +132,9 @@ pub(crate) async fn observe_config(
         .collect();
     config.auth = futures::stream::iter(&mesh.clusters)
         .map(|cluster| {
-            let mount = mounted.get(&cluster.auth_mount);
-            let kind = mount.map(|m| m.kind.clone());
-            let description = mount.map(|m| m.description.clone()).unwrap_or_default();
+            let listed = mounted.get(&cluster.auth_mount);
             async move {
-                let mut auth = observe_auth(bao, &cluster.auth_mount, kind).await?;
-                auth.description = description;
+                let auth = observe_auth(bao, &cluster.auth_mount, listed).await?;
                 Ok::<_, EngineError>((cluster.name.clone(), auth))
             }
         })
