@@ -7,9 +7,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 use support::Mesh;
 
@@ -260,12 +257,7 @@ async fn helm_template_passes_a_server_side_dry_run() {
     let mesh = Mesh::start(1, "");
     let client = mesh.env.clusters[0].client().await.expect("client");
     // The release namespace exists before a chart is installed (helm install -n ... --create-namespace).
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": "istio-system"}})).expect("namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create istio-system");
+    support::create_namespace(&client, "istio-system").await;
     let objects = template(
         "istio-system",
         "cluster-a",
@@ -308,30 +300,7 @@ async fn helm_template_passes_a_server_side_dry_run() {
         Some(mesh_text.as_str())
     );
 
-    let params = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    for object in objects {
-        let api_version = object["apiVersion"].as_str().expect("apiVersion");
-        let kind = object["kind"].as_str().expect("kind");
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk)
-            .await
-            .unwrap_or_else(|e| panic!("{kind} is not a kind the API server knows: {e}"));
-        let resource: ApiResource = resource;
-        let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("object");
-        let api: Api<DynamicObject> = match (caps.scope, object["metadata"]["namespace"].as_str()) {
-            (kube::discovery::Scope::Namespaced, Some(ns)) => {
-                Api::namespaced_with(client.clone(), ns, &resource)
-            }
-            _ => Api::all_with(client.clone(), &resource),
-        };
-        api.create(&params, &dynamic)
-            .await
-            .unwrap_or_else(|e| panic!("{kind} rejected by the API server: {e}"));
-    }
+    support::create_objects(&client, &objects, true).await;
 }
 
 /// `render gitops --agent-from chart` hands the chart values its schema accepts, and the chart renders the

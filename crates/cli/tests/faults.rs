@@ -107,16 +107,8 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 /// Polls `check` every 100 ms until it holds; panics after `limit` naming `what`.
-fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
+fn wait_until(limit: Duration, what: &str, check: impl FnMut() -> bool) -> Duration {
+    wait_until_or_show(limit, what, &[], check)
 }
 
 /// Like [`wait_until`], but a timeout shows the agents' last log lines, which say why they did not get there.
@@ -129,18 +121,26 @@ fn wait_until_or_show(
     let start = Instant::now();
     while !check() {
         if start.elapsed() >= limit {
-            let logs: Vec<String> = agents
-                .iter()
-                .map(|a| format!("--- {}\n{}", a.log.display(), log_tail(&a.log)))
-                .collect();
+            if agents.is_empty() {
+                panic!("{what} did not happen within {limit:?}");
+            }
             panic!(
                 "{what} did not happen within {limit:?}\n{}",
-                logs.join("\n")
+                agent_logs(agents)
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     start.elapsed()
+}
+
+/// Each agent's log path and last lines.
+fn agent_logs(agents: &[Agent]) -> String {
+    agents
+        .iter()
+        .map(|a| format!("--- {}\n{}", a.log.display(), log_tail(&a.log)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -208,12 +208,24 @@ fn percentiles(mut ms: Vec<u128>) -> String {
 
 fn ha_meshtrust(env: &TestEnv, file: &Path, node: usize, args: &[&str]) -> std::process::Output {
     let ha = env.bao_ha.as_ref().expect("HA cluster");
+    ha_meshtrust_with(env, file, node, &ha.addrs().join(" "), args)
+}
+
+/// `meshtrust` starting at node `node`, failing over only to `bao_addrs`.
+fn ha_meshtrust_with(
+    env: &TestEnv,
+    file: &Path,
+    node: usize,
+    bao_addrs: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let ha = env.bao_ha.as_ref().expect("HA cluster");
     Command::new(env!("CARGO_BIN_EXE_meshtrust"))
         .args(args)
         .arg("--mesh")
         .arg(file)
         .env("BAO_ADDR", &ha.nodes[node].addr)
-        .env("BAO_ADDRS", ha.addrs().join(" "))
+        .env("BAO_ADDRS", bao_addrs)
         .env("BAO_TOKEN", &ha.root_token)
         .env_remove("VAULT_ADDR")
         .env_remove("VAULT_TOKEN")
@@ -248,21 +260,17 @@ fn bump_marker(env: &TestEnv, node: usize) {
         .status();
 }
 
+/// KV metadata of `cluster`'s published remote secret, read through node `node` with the `bao` CLI.
+fn remote_secret_metadata(env: &TestEnv, node: usize, cluster: &str) -> Option<serde_json::Value> {
+    let path = format!("secret/istio/remote-secrets/{cluster}");
+    ha_bao(env, node, &["kv", "metadata", "get", "-format=json", &path])
+}
+
 /// Current KV version of each cluster's published remote secret.
 fn published_versions(env: &TestEnv, node: usize) -> Option<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     for c in &env.clusters {
-        let meta = ha_bao(
-            env,
-            node,
-            &[
-                "kv",
-                "metadata",
-                "get",
-                "-format=json",
-                &format!("secret/istio/remote-secrets/{}", c.name),
-            ],
-        )?;
+        let meta = remote_secret_metadata(env, node, &c.name)?;
         out.insert(c.name.clone(), meta["data"]["current_version"].as_u64()?);
     }
     Some(out)
@@ -360,13 +368,7 @@ fn openbao_leader_killed_while_agents_work_and_an_admin_applies() {
         );
         let recovered = killed.elapsed();
         if moved > Duration::from_secs(5) {
-            for a in &agents {
-                eprintln!(
-                    "slow recovery; --- {}\n{}",
-                    a.log.display(),
-                    log_tail(&a.log)
-                );
-            }
+            eprintln!("slow recovery;\n{}", agent_logs(&agents));
         }
         let admin = admin.wait_with_output().expect("admin apply");
         let admin_ok = admin.status.success();
@@ -415,19 +417,9 @@ fn a_first_apply_through_a_standby_converges_at_once() {
     let ha = env.bao_ha.as_ref().expect("HA");
     let leader = ha.wait_for_leader(Duration::from_secs(30)).expect("leader");
     let standby = (leader + 1) % 3;
-    let only_standby = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_meshtrust"))
-            .args(args)
-            .arg("--mesh")
-            .arg(&file)
-            .env("BAO_ADDR", &ha.nodes[standby].addr)
-            .env_remove("BAO_ADDRS")
-            .env("BAO_TOKEN", &ha.root_token)
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .output()
-            .expect("run meshtrust")
-    };
+    // The standby is the only node: nothing can fail over to the active one.
+    let only_standby =
+        |args: &[&str]| ha_meshtrust_with(&env, &file, standby, &ha.nodes[standby].addr, args);
     let first = only_standby(&["apply"]);
     assert!(
         first.status.success(),
@@ -553,18 +545,7 @@ fn check_ha_consistent(
             after[c]
         );
         // Every version from 1 to current exists once: check-and-set never wrote one twice or skipped one.
-        let meta = ha_bao(
-            env,
-            node,
-            &[
-                "kv",
-                "metadata",
-                "get",
-                "-format=json",
-                &format!("secret/istio/remote-secrets/{c}"),
-            ],
-        )
-        .expect("metadata");
+        let meta = remote_secret_metadata(env, node, c).expect("metadata");
         let versions = meta["data"]["versions"].as_object().expect("versions");
         let max = after[c];
         let oldest = max.saturating_sub(versions.len() as u64) + 1;
