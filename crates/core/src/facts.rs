@@ -182,6 +182,8 @@ pub struct CacertsState {
     pub issuer_fingerprint: Option<String>,
     /// Fingerprints of the roots in `root-cert.pem`, in file order.
     pub trusted_roots: Vec<String>,
+    /// The notBefore of each of those roots, in the same order: when a root OpenBao does not hold was made.
+    pub trusted_not_before: Vec<i64>,
     /// Everything wrong with the bundle as istiod would see it (missing key, key/cert mismatch, broken chain ...).
     pub problems: Vec<String>,
 }

@@ -13,7 +13,8 @@ use crate::names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
 use crate::rotation::RotationState;
 use crate::rotation_plan::{
-    disjoint_roots_warning, mesh_rotation, plan_trust_facts, rotation_warnings,
+    disjoint_roots_warning, foreign_roots_warning, mesh_rotation, plan_trust_facts,
+    rotation_warnings,
 };
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,6 +53,19 @@ fn names(generations: &[u32]) -> String {
         .map(|g| root_issuer_name(*g))
         .collect::<Vec<_>>()
         .join(" + ")
+}
+
+/// The roots of a bundle: OpenBao's generations, and the kept roots OpenBao does not hold by fingerprint.
+fn trust_names(generations: &[u32], keep: &[String]) -> String {
+    keep.iter()
+        .map(|fp| format!("kept root sha256 {}", short_fingerprint(fp)))
+        .chain(generations.iter().map(|g| root_issuer_name(*g)))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+fn short_fingerprint(fp: &str) -> &str {
+    fp.get(..16).unwrap_or(fp)
 }
 
 fn ensure_namespace(cluster: &ClusterSettings, facts: &ClusterFacts, plan: &mut Plan) {
@@ -116,6 +130,7 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
         ));
     }
     rotation_warnings(&rotation, plan);
+    foreign_roots_warning(&rotation, mesh, plan);
     for cluster in &mesh.clusters {
         // Clusters that were not observed (an agent sees only its own) are not acted on.
         let Some(facts) = observed.clusters.get(&cluster.name) else {
@@ -208,6 +223,7 @@ impl PkiCluster<'_> {
                     rotation.default_signing,
                     Op::Create,
                     "it does not exist".into(),
+                    Vec::new(),
                     false,
                 ));
                 plan.warnings.push(restart_warning(cluster));
@@ -217,6 +233,7 @@ impl PkiCluster<'_> {
                     rotation.default_signing,
                     Op::Update,
                     "--adopt: taking over a cacerts meshtrust did not write".into(),
+                    Vec::new(),
                     true,
                 ));
                 plan.warnings.push(adopt_restart_warning(cluster));
@@ -225,6 +242,7 @@ impl PkiCluster<'_> {
             CacertsFacts::Managed(state) => {
                 let current = rotation.issuer_generation(state);
                 let before = rotation.trusted_generations(state);
+                let keep = rotation.kept_foreign(state);
                 if let Some(reason) = reissue_reason(mesh, cluster, state, now, current, rotation) {
                     let signing = rotation.reissue_signing(current);
                     let after = rotation.trust_with(signing);
@@ -233,9 +251,10 @@ impl PkiCluster<'_> {
                         &cluster.istio_namespace,
                         &before,
                         &after,
+                        !keep.is_empty(),
                     ));
                     plan.changes
-                        .push(self.issue(signing, Op::Update, reason, false));
+                        .push(self.issue(signing, Op::Update, reason, keep, false));
                 } else if let Some(reason) = rotation.bundle_update_reason(state) {
                     plan.changes.push(Change {
                         target: cluster_target(cluster),
@@ -243,12 +262,13 @@ impl PkiCluster<'_> {
                         resource: cacerts_resource(cluster),
                         summary: format!(
                             "root-cert.pem = {} (intermediate kept)",
-                            names(&rotation.trust)
+                            trust_names(&rotation.trust, &keep)
                         ),
                         reason,
                         action: Action::UpdateTrustBundle {
                             cluster: cluster.name.clone(),
                             trust: rotation.trust.clone(),
+                            keep,
                         },
                     });
                 }
@@ -256,8 +276,16 @@ impl PkiCluster<'_> {
         }
     }
 
-    /// A new intermediate signed by root `signing`, with a `root-cert.pem` that also trusts that root.
-    fn issue(&self, signing: u32, op: Op, reason: String, adopt: bool) -> Change {
+    /// A new intermediate signed by root `signing`, with a `root-cert.pem` that also trusts that root and
+    /// keeps the `keep` roots (held by no OpenBao issuer) from the bundle it replaces.
+    fn issue(
+        &self,
+        signing: u32,
+        op: Op,
+        reason: String,
+        keep: Vec<String>,
+        adopt: bool,
+    ) -> Change {
         let (mesh, cluster) = (self.mesh, self.cluster);
         let trust = self.rotation.trust_with(signing);
         Change {
@@ -269,13 +297,14 @@ impl PkiCluster<'_> {
                 mesh.ca.intermediate.key,
                 cluster.intermediate_common_name(&mesh.mesh_id),
                 root_issuer_name(signing),
-                names(&trust)
+                trust_names(&trust, &keep)
             ),
             reason,
             action: Action::IssueIntermediate {
                 cluster: cluster.name.clone(),
                 signing,
                 trust,
+                keep,
                 adopt,
             },
         }
@@ -309,12 +338,6 @@ fn reissue_reason(
             .to_lowercase(),
         );
     }
-    let Some(current) = current else {
-        return Some(format!(
-            "the intermediate was signed by a root OpenBao does not hold (serial {}); re-issuing from the mesh's root",
-            cert.serial
-        ));
-    };
     let remaining = cert.not_after.saturating_sub(now);
     let renew_before = mesh.ca.intermediate.renew_before.seconds() as i64;
     if remaining < renew_before {
@@ -351,10 +374,17 @@ fn reissue_reason(
         ));
     }
     if rotation.moves_intermediate(current) {
-        return Some(format!(
-            "root rotation phase 2: every cluster trusts {}, so intermediates move to it",
-            root_issuer_name(rotation.newest)
-        ));
+        return Some(match current {
+            Some(_) => format!(
+                "root rotation phase 2: every cluster trusts {}, so intermediates move to it",
+                root_issuer_name(rotation.newest)
+            ),
+            None => format!(
+                "the intermediate (serial {}) was signed by a root OpenBao does not hold; every cluster now trusts {}, so it moves to it (the old root stays trusted until the dwell has passed)",
+                cert.serial,
+                root_issuer_name(rotation.newest)
+            ),
+        });
     }
     None
 }

@@ -52,6 +52,23 @@ pub struct TrustFacts {
     pub signs_since: Option<Mark>,
     /// Since when the cluster trusts only the newest root: rotation phase 3 reached.
     pub settled_since: Option<Mark>,
+    /// When this entry was written (Unix seconds, the writer's clock). Peers use it to tell an entry that
+    /// OpenBao handed back from an older snapshot from one written after a root it does not mention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<i64>,
+}
+
+impl TrustFacts {
+    /// Equal apart from when they were written: nothing to publish.
+    pub fn same_as(&self, other: &TrustFacts) -> bool {
+        TrustFacts {
+            published_at: None,
+            ..self.clone()
+        } == TrustFacts {
+            published_at: None,
+            ..other.clone()
+        }
+    }
 }
 
 /// A published entry and the KV version it was read at (for check-and-set).
@@ -115,7 +132,9 @@ pub fn desired_facts(
         signs_since: mark(
             signs,
             newest,
-            previous.and_then(|p| p.signs_since.as_ref()),
+            previous
+                .and_then(|p| p.signs_since.as_ref())
+                .filter(|m| m.at >= signing_intermediate_since(state)),
             now,
         ),
         settled_since: mark(
@@ -127,7 +146,18 @@ pub fn desired_facts(
         trusted_roots,
         signing_root,
         served_roots: served.cloned(),
+        published_at: Some(now),
     }
+}
+
+/// The earliest time the current intermediate can have signed anything: its notBefore. A published
+/// `signsSince` older than that was not continuously true: OpenBao restored from an older snapshot hands back
+/// a mark from before the cluster moved away from that root and back, and keeping it would cut the dwell short.
+/// (A renewal under the same root also restarts the mark: at worst the dwell runs once more.)
+fn signing_intermediate_since(state: Option<&CacertsState>) -> i64 {
+    state
+        .and_then(|s| s.ca_cert.as_ref())
+        .map_or(i64::MIN, |c| c.not_before)
 }
 
 /// One cluster's trust as the rotation planner sees it: observed directly when connected, else as published.
@@ -141,6 +171,9 @@ pub struct TrustView {
     pub served_roots: Option<Vec<String>>,
     /// Since when it signs with the newest root, if it does and that is known.
     pub signs_since: Option<i64>,
+    /// Its published entry predates a root some connected cluster trusts and OpenBao does not hold: OpenBao
+    /// was restored from an older snapshot, and the entry is not believed until its agent writes it again.
+    pub stale: bool,
 }
 
 impl TrustView {
@@ -152,6 +185,7 @@ impl TrustView {
             signing_root: state.issuer_fingerprint.clone(),
             served_roots: None,
             signs_since: None,
+            stale: false,
         }
     }
 }
@@ -160,6 +194,7 @@ impl TrustView {
 /// A connected cluster without a managed `cacerts` is left out (it is issued from a root every cluster trusts).
 pub fn mesh_views(mesh: &Mesh, observed: &Observed, newest: Option<&str>) -> Vec<TrustView> {
     let trust = &observed.trust;
+    let foreign = connected_foreign_roots(observed);
     let mut views = Vec::new();
     for cluster in &mesh.clusters {
         let name = cluster.name.as_str();
@@ -175,9 +210,10 @@ pub fn mesh_views(mesh: &Mesh, observed: &Observed, newest: Option<&str>) -> Vec
             if facts.trusted_roots.is_empty() && facts.signing_root.is_none() {
                 continue;
             }
+            let stale = predates(facts, &foreign);
             views.push(TrustView {
                 cluster: name.to_string(),
-                known: true,
+                known: !stale,
                 trusted_roots: facts.trusted_roots.clone(),
                 signing_root: facts.signing_root.clone(),
                 served_roots: facts.served_roots.clone(),
@@ -186,6 +222,7 @@ pub fn mesh_views(mesh: &Mesh, observed: &Observed, newest: Option<&str>) -> Vec
                     .as_ref()
                     .filter(|m| Some(m.root.as_str()) == newest)
                     .map(|m| m.at),
+                stale,
             });
         } else if trust.read {
             views.push(TrustView {
@@ -195,10 +232,46 @@ pub fn mesh_views(mesh: &Mesh, observed: &Observed, newest: Option<&str>) -> Vec
                 signing_root: None,
                 served_roots: None,
                 signs_since: None,
+                stale: false,
             });
         }
     }
     views
+}
+
+/// The roots connected clusters trust that OpenBao does not hold, with their notBefore.
+fn connected_foreign_roots(observed: &Observed) -> Vec<(&str, i64)> {
+    let held = |fp: &str| observed.openbao.root_by_fingerprint(fp).is_some();
+    observed
+        .clusters
+        .values()
+        .filter_map(|c| match &c.cacerts {
+            CacertsFacts::Managed(state) => Some(state),
+            _ => None,
+        })
+        .flat_map(|s| {
+            s.trusted_roots
+                .iter()
+                .zip(s.trusted_not_before.iter().copied())
+                .filter(|(fp, _)| !held(fp))
+                .map(|(fp, at)| (fp.as_str(), at))
+        })
+        .collect()
+}
+
+/// A published entry that mentions none of `foreign` and was written before one of them existed describes
+/// the mesh before that root was made: OpenBao handed it back from an older snapshot. (Every cluster trusted
+/// such a root once, in the rotation that introduced it; an entry written since knows it or knows better.)
+fn predates(facts: &TrustFacts, foreign: &[(&str, i64)]) -> bool {
+    if foreign.is_empty()
+        || foreign
+            .iter()
+            .any(|(fp, _)| facts.trusted_roots.iter().any(|t| t == fp))
+    {
+        return false;
+    }
+    let made = foreign.iter().map(|(_, at)| *at).max().unwrap_or(i64::MIN);
+    facts.published_at.is_none_or(|at| at < made)
 }
 
 /// A connected cluster signing with the newest root: since its published mark when an agent publishes for it
@@ -217,7 +290,7 @@ fn direct_signs_since(
         Some(p) => p
             .signs_since
             .as_ref()
-            .filter(|m| m.root == newest)
+            .filter(|m| m.root == newest && m.at >= signing_intermediate_since(Some(state)))
             .map(|m| m.at),
         None => state.ca_cert.as_ref().map(|c| c.not_before),
     }

@@ -109,6 +109,7 @@ pub fn inspect(data: &BTreeMap<String, SecretBytes>, now: i64) -> CacertsState {
         ca_cert: None,
         issuer_fingerprint: None,
         trusted_roots: vec![],
+        trusted_not_before: vec![],
         problems: vec![],
     };
     let mut text = |name: &str| -> Option<String> {
@@ -160,6 +161,7 @@ pub fn inspect(data: &BTreeMap<String, SecretBytes>, now: i64) -> CacertsState {
         None => ca_certs.iter().chain(roots.iter()).cloned().collect(),
     };
     state.trusted_roots = roots.iter().map(|r| r.facts.fingerprint.clone()).collect();
+    state.trusted_not_before = roots.iter().map(|r| r.facts.not_before).collect();
 
     let Some(ca) = ca_certs.first() else {
         return state;
