@@ -177,7 +177,11 @@ pub struct CaArgs {
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Rotate the root CA in phases, without a trust gap: (1) every cluster trusts old + new root,
-    /// (2) intermediates are re-issued from the new root, (3) the old root is dropped.
+    /// (2) intermediates are re-issued from the new root, (3) the old root is dropped once every cluster has
+    /// signed with the new one for ca.rootRotation.phaseDwell.
+    #[command(
+        after_help = "Exit status: 0 the rotation is complete (or --step applied a phase); 3 it is under way and waits only for ca.rootRotation.phaseDwell (the agents, or a later run, finish it); 4 a phase is held by something that needs attention (printed); 1 an error."
+    )]
     RotateRoot(RotateArgs),
 }
 
@@ -193,6 +197,14 @@ pub struct RotateArgs {
     /// Wait this long between phases, so istiod can hand the new bundle to workloads (e.g. 24h in production).
     #[arg(long, default_value = "0s", value_parser = duration)]
     pub phase_wait: Duration,
+    /// Stay until the rotation is complete (through `ca.rootRotation.phaseDwell`), checking again every few
+    /// seconds, instead of returning when a phase waits.
+    #[arg(long, conflicts_with_all = ["start", "step"])]
+    pub wait: bool,
+    /// Drop the old root as soon as every cluster signs with the new one, without `ca.rootRotation.phaseDwell`.
+    /// Workload certificates signed under the old root then stop being trusted at once: for tests only.
+    #[arg(long)]
+    pub skip_dwell: bool,
 }
 
 #[derive(Debug, Args)]

@@ -96,6 +96,26 @@ impl TrustObservation {
     }
 }
 
+impl Observed {
+    /// Whether a root rotation's trust facts matter: a second root exists, or a connected cluster trusts or
+    /// signs with a root OpenBao does not hold (OpenBao restored from an older snapshot, or replaced).
+    pub fn trust_facts_needed(&self) -> bool {
+        self.openbao.roots.len() > 1 || self.connected_foreign_root()
+    }
+
+    /// Some connected cluster's managed `cacerts` trusts or is signed by a root OpenBao does not hold.
+    pub fn connected_foreign_root(&self) -> bool {
+        self.clusters.values().any(|c| match &c.cacerts {
+            CacertsFacts::Managed(s) => s
+                .trusted_roots
+                .iter()
+                .chain(s.issuer_fingerprint.as_ref())
+                .any(|fp| self.openbao.root_by_fingerprint(fp).is_none()),
+            _ => false,
+        })
+    }
+}
+
 /// A mark for `root` that keeps its earlier time when it already concerned that root.
 fn mark(reached: bool, root: &str, previous: Option<&Mark>, now: i64) -> Option<Mark> {
     if !reached {
@@ -292,9 +312,17 @@ fn direct_signs_since(
             .as_ref()
             .filter(|m| m.root == newest && m.at >= signing_intermediate_since(Some(state)))
             .map(|m| m.at),
-        None => state.ca_cert.as_ref().map(|c| c.not_before),
+        None => state
+            .ca_cert
+            .as_ref()
+            .map(|c| c.not_before.saturating_add(SIGNING_BACKDATE)),
     }
 }
+
+/// OpenBao and Vault date a signed certificate's notBefore back by 30 s (`not_before_duration`, for clock
+/// skew): the intermediate began signing that much later, and a dwell counted from notBefore would be 30 s
+/// short (a dwell under 30 s would be skipped).
+const SIGNING_BACKDATE: i64 = 30;
 
 #[cfg(test)]
 mod tests;

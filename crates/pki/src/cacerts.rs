@@ -88,6 +88,19 @@ impl CacertsBundle {
         data
     }
 
+    /// The roots of an existing Secret's `root-cert.pem` (or `ca.crt`), in file order, with their fingerprints;
+    /// empty when it is missing or does not parse.
+    pub fn existing_roots(data: &BTreeMap<String, SecretBytes>) -> Vec<(String, String)> {
+        let (_, _, root_key, _) = layout(detect_format(data));
+        data.get(root_key)
+            .and_then(|v| v.expose_str())
+            .and_then(|t| parse_certs(t, root_key).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.facts.fingerprint, c.pem))
+            .collect()
+    }
+
     /// Reads back the signing cert and key of an existing Secret, to keep them while only the roots change.
     pub fn existing_signer(
         data: &BTreeMap<String, SecretBytes>,

@@ -2,7 +2,9 @@
 //! `meshtrust` binary run with the environment's OpenBao credentials.
 #![allow(dead_code)]
 
+pub mod agent_process;
 pub mod istio;
+pub mod trust_sampler;
 
 use std::path::PathBuf;
 use std::process::Output;
