@@ -4,23 +4,23 @@
 use std::collections::BTreeMap;
 
 use meshtrust_core::facts::CacertsFacts;
+use meshtrust_core::ports::OpenBao;
 use meshtrust_core::secret::SecretBytes;
 use meshtrust_core::trust_facts::{TRUST_KV_FIELD, TrustFacts, trust_kv_path};
 
 use crate::EngineError;
-use crate::apply::Targets;
 use crate::published::current_version;
 use crate::snapshot::Snapshot;
 
 /// Writes `cluster`'s entry. A conflict means another run of the same agent wrote it meanwhile: the caller
 /// observes and plans again.
 pub(crate) async fn publish(
-    targets: &Targets<'_>,
+    bao: &dyn OpenBao,
+    kv: &str,
     snapshot: &Snapshot,
     cluster: &str,
     facts: &TrustFacts,
 ) -> Result<String, EngineError> {
-    let kv = &targets.mesh.openbao.kv_mount;
     let path = trust_kv_path(cluster);
     let text = serde_json::to_string(facts).map_err(|e| {
         EngineError::Inconsistent(format!("cannot encode {cluster}'s trust facts: {e}"))
@@ -28,9 +28,9 @@ pub(crate) async fn publish(
     let data = BTreeMap::from([(TRUST_KV_FIELD.to_string(), SecretBytes::new(text))]);
     let cas = match snapshot.facts().trust.published.get(cluster) {
         Some(p) => p.version,
-        None => current_version(targets.bao, kv, &path).await?,
+        None => current_version(bao, kv, &path).await?,
     };
-    let version = targets.bao.kv_put(kv, &path, &data, cas).await?;
+    let version = bao.kv_put(kv, &path, &data, cas).await?;
     Ok(format!("published {kv}/{path} (version {version})"))
 }
 

@@ -67,7 +67,8 @@ pub(super) async fn apply(
         }
         Action::CreateSharedRoot { kv_path } => create_shared_root(targets, run, kv_path).await,
         Action::PublishTrustFacts { cluster, facts } => {
-            crate::trust_facts::publish(targets, run.snapshot(), cluster, facts).await
+            let kv = &targets.mesh.openbao.kv_mount;
+            crate::trust_facts::publish(bao, kv, run.snapshot(), cluster, facts).await
         }
         Action::CreateNamespace { cluster, namespace } => {
             let settings = targets.settings(cluster)?;
