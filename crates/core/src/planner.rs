@@ -10,9 +10,9 @@ use crate::facts::{
 };
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
 /// Callers name the options next to [`plan`].
 pub use crate::plan::PlanOptions;
+use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
 use crate::rotation::RotationState;
 use crate::rotation_plan::{
     disjoint_roots_warning, mesh_rotation, plan_trust_facts, rotation_warnings,

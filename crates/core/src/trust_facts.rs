@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-
 /// KV path (inside the KV mount) under which each cluster's entry lives.
 pub const TRUST_KV_PATH: &str = "istio/meshtrust-trust";
 /// The field of the KV entry holding the JSON text.

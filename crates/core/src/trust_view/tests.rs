@@ -106,4 +106,3 @@ fn a_mark_for_an_older_root_restarts_for_the_newest() {
         })
     );
 }
-
