@@ -21,7 +21,7 @@ use crate::names::{
 use crate::observe::observe_roots;
 
 /// What OpenBao is asked for when it generates root `generation` for this mesh.
-pub(crate) fn root_request(mesh: &Mesh, generation: u32) -> RootRequest {
+pub fn root_request(mesh: &Mesh, generation: u32) -> RootRequest {
     RootRequest {
         issuer_name: root_issuer_name(generation),
         // Old and new roots must differ in subject, so people (and tools) can tell them apart.
