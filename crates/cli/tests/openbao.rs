@@ -3,9 +3,9 @@
 
 mod support;
 
+use futures::StreamExt;
 use meshtrust_core::mesh::{KeySpec, KeyType};
 use meshtrust_pki::{generate_key, intermediate_csr};
-use futures::StreamExt;
 use serde_json::{Value, json};
 use support::Mesh;
 
@@ -580,8 +580,12 @@ async fn listing_versions_takes_a_request_per_page_whatever_the_number_of_entrie
             }
         })
         .await;
-    bao.kv_put("secret", "list/e007", &data, 1).await.expect("v2");
-    bao.kv_put("secret", "list/sub/x", &data, 0).await.expect("sub");
+    bao.kv_put("secret", "list/e007", &data, 1)
+        .await
+        .expect("v2");
+    bao.kv_put("secret", "list/sub/x", &data, 0)
+        .await
+        .expect("sub");
     let (s, _) = call(&mesh, None, None, "DELETE", "secret/data/list/e008", None).await;
     assert_eq!(s, 204, "soft delete");
     let before = bao.request_count();
