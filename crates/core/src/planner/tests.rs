@@ -445,7 +445,8 @@ fn broken_bundle_key_change_or_foreign_root_reissue() {
 /// every phase that every cluster still trusts every other cluster's issuer.
 #[test]
 fn root_rotation_runs_three_phases_without_a_trust_gap() {
-    let mesh = mesh("");
+    // The intermediates signed with root 2 a day ago: a 1h dwell is over.
+    let mesh = mesh("ca:\n  rootRotation:\n    phaseDwell: 1h\n");
     let mut obs = observed(
         vec![root(1), root(2)],
         vec![
@@ -969,7 +970,8 @@ fn a_restored_store_moves_the_mesh_back_through_the_phases_without_a_gap() {
         p.warnings.iter().any(|w| w.contains("leave only after")),
         "{p}"
     );
-    obs.now += 3600;
+    // OpenBao dates notBefore back 30 s: the dwell ends 30 s after notBefore + 1h.
+    obs.now += 3600 + 60;
     let rounds = walk(&mesh, &mut obs);
     assert_eq!(rounds.len(), 1, "{rounds:?}");
     assert!(
@@ -1014,7 +1016,7 @@ fn a_lost_store_moves_the_mesh_to_a_new_root_without_a_gap() {
     obs.openbao.roots.push(root(1));
     let rounds = walk(&mesh, &mut obs);
     assert_eq!(rounds.len(), 2, "{rounds:?}");
-    obs.now += DAY;
+    obs.now += DAY + 60;
     assert_eq!(walk(&mesh, &mut obs).len(), 1);
     assert!(plan_for(&mesh, &obs, PlanOptions::default()).is_empty());
 }
