@@ -166,6 +166,8 @@ impl OpenBaoFacts {
 
 /// What `istio-system/cacerts` holds in one cluster.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+// One value per cluster and observation: the unboxed state is simpler to match and costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
 pub enum CacertsFacts {
     Absent,
     /// Present but without meshtrust's managed-by label: never touched unless adopted.
