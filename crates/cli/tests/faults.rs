@@ -836,8 +836,8 @@ async fn two_admins_and_two_rotations_at_once_give_one_outcome_while_agents_run(
     }
     // Two rotations started together: one new root, whichever wins.
     let pair = [
-        spawn_meshtrust(&mesh, &["ca", "rotate-root"]),
-        spawn_meshtrust(&mesh, &["ca", "rotate-root"]),
+        spawn_meshtrust(&mesh, &["ca", "rotate-root", "--skip-dwell"]),
+        spawn_meshtrust(&mesh, &["ca", "rotate-root", "--skip-dwell"]),
     ];
     for child in pair {
         let out = child.wait_with_output().expect("wait");
