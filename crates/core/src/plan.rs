@@ -241,6 +241,18 @@ pub struct Blocker {
     pub fix: String,
 }
 
+/// How the planner is asked to plan (the planner and the rotation planning both read it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Take over a `cacerts` or remote secret that meshtrust does not manage, in place.
+    pub adopt: bool,
+    /// Plan only this domain (and OpenBao's configuration): `--only ca` / `--only remote-secrets`.
+    pub only: Option<Domain>,
+    /// Drop older roots as soon as every cluster signs with the newest, without `ca.rootRotation.phaseDwell`:
+    /// `ca rotate-root`, where the operator paces the phases.
+    pub skip_dwell: bool,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub changes: Vec<Change>,

@@ -19,7 +19,7 @@ use crate::EngineError;
 use crate::names::{KV_VERSION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::observe::is_legacy_token;
 use crate::published::{
-    bump_marker, config_hash, current_version, entry_data, fetch, kubeconfig_path,
+    Wrote, bump_marker, config_hash, current_version, entry_data, fetch, kubeconfig_path,
 };
 use crate::reader::ensure_reader;
 
@@ -139,7 +139,7 @@ async fn publish(
     let data = entry_data(&settings.name, &kubeconfig, &host, token.expires, &hash);
     let version = bao.kv_put(kv, &path, &data, current).await?;
     // After the entry: a peer that sees the bump reads the new version.
-    bump_marker(bao, mesh, &settings.name).await?;
+    bump_marker(bao, mesh, &settings.name, Wrote::Entry).await?;
     Ok(Published {
         kubeconfig,
         version,
