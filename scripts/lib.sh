@@ -8,6 +8,7 @@ export REPO_ROOT
 ensure_servers() {
   "$REPO_ROOT/scripts/build-k8s" all
   "$REPO_ROOT/scripts/install-openbao"
+  "$REPO_ROOT/scripts/build-vault"
   "$REPO_ROOT/scripts/build-helm"
   "$REPO_ROOT/scripts/build-istio" all
 }
