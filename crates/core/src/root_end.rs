@@ -22,8 +22,11 @@ pub fn new_intermediate_end(now: i64, ttl: Span, root_not_after: i64) -> i64 {
 /// Whether renewing an intermediate that ends at `current_not_after` would give one that ends later; `false`
 /// means the root's end is the limit and only a root rotation helps.
 pub fn renewal_extends(current_not_after: i64, now: i64, ttl: Span, root_not_after: i64) -> bool {
-    new_intermediate_end(now, ttl, root_not_after)
-        > current_not_after.saturating_add(NO_GAIN_SECONDS)
+    let full_term = now.saturating_add(ttl.seconds() as i64);
+    // The root does not cut a new one short: a full term always ends later than one already due.
+    full_term <= root_not_after
+        || new_intermediate_end(now, ttl, root_not_after)
+            > current_not_after.saturating_add(NO_GAIN_SECONDS)
 }
 
 /// The root that would sign a renewal, by generation, if OpenBao holds it.
@@ -96,7 +99,9 @@ mod tests {
         assert!(!renewal_extends(root_end + 300 * DAY, 0, ttl, root_end));
         // Seconds of difference are the same end.
         assert!(!renewal_extends(root_end - 5, 0, ttl, root_end));
-        // No root in the way: a renewal always ends later than a certificate already due.
+        // No root in the way: a renewal always ends later than a certificate already due, even by seconds
+        // (a 120 s intermediate renewed 3 s after issue).
         assert!(renewal_extends(40 * DAY, 10 * DAY, ttl, i64::MAX));
+        assert!(renewal_extends(120, 3, Span(120), 3650 * DAY));
     }
 }
