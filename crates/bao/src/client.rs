@@ -229,6 +229,21 @@ impl OpenBaoClient {
         namespace: Option<&str>,
         body: Option<&Value>,
     ) -> Result<reqwest::Response, reqwest::Error> {
+        self.consistency
+            .require(self.request_to(address, method, path, namespace, body))
+            .send()
+            .await
+    }
+
+    /// One request to `address`, with the token and namespace headers; counted.
+    fn request_to(
+        &self,
+        address: &str,
+        method: Method,
+        path: &str,
+        namespace: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::RequestBuilder {
         let mut request = self
             .http
             .request(method, format!("{address}/v1/{path}"))
@@ -239,9 +254,37 @@ impl OpenBaoClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        request = self.consistency.require(request);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        request.send().await
+        request
+    }
+
+    /// Sends a write, already made through the node in use, once more through every other node of an HA
+    /// cluster (each forwards it to the active node), for state a node keeps in memory beside its storage.
+    /// Sent without read-your-writes headers: a standby that has not caught up would forward the request
+    /// without handling it itself. Best effort: returns the nodes that did not take it, with why.
+    pub async fn repeat_on_other_nodes(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> Vec<(String, String)> {
+        let current = self.address().to_string();
+        let mut missed = Vec::new();
+        for node in self.nodes.iter().filter(|n| **n != current) {
+            let request = self.request_to(
+                node,
+                method.clone(),
+                path,
+                self.config.namespace.as_deref(),
+                Some(body),
+            );
+            match request.send().await {
+                Ok(answer) if answer.status().is_success() => {}
+                Ok(answer) => missed.push((node.clone(), format!("HTTP {}", answer.status()))),
+                Err(e) => missed.push((node.clone(), root_cause(&e))),
+            }
+        }
+        missed
     }
 
     /// Like [`call`](Self::call), but a non-2xx answer becomes an error (404 included).
