@@ -102,7 +102,7 @@ impl Default for Metrics {
         );
         registry.register_with_unit(
             "meshtrust_certificate_expiry_timestamp",
-            "Expiry of the CA in each managed cacerts (Unix time)",
+            "Expiry of the CA in each managed cacerts (secret=\"cacerts\") and of the root that signed it (secret=\"cacerts/root\") (Unix time)",
             Unit::Seconds,
             certificate_expiry.clone(),
         );

@@ -58,6 +58,9 @@ pub enum AgentError {
 /// forged hint delays an update by at most this long.
 const PEER_REREAD_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// `meshtrust_certificate_expiry_timestamp{secret=...}` of the root that signed the cluster's intermediate.
+const ROOT_EXPIRY_LABEL: &str = "cacerts/root";
+
 /// Why a round runs, which decides what it re-reads of peers' published entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Round {
@@ -479,6 +482,12 @@ impl Agent {
                     .and_then(|c| c.intermediate_expiry(&self.config.cluster))
                 {
                     self.health.set_expiry("cacerts", not_after);
+                }
+                if let Some(not_after) = current
+                    .as_ref()
+                    .and_then(|c| c.signing_root_expiry(&self.config.cluster))
+                {
+                    self.health.set_expiry(ROOT_EXPIRY_LABEL, not_after);
                 }
                 self.health.success(now(), started.elapsed().as_secs_f64());
                 Ok(())

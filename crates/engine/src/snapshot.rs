@@ -62,6 +62,19 @@ impl Snapshot {
         }
     }
 
+    /// The expiry (Unix seconds) of the root that signed a cluster's managed intermediate: the chain ends there
+    /// too, whatever the intermediate says.
+    pub fn signing_root_expiry(&self, cluster: &str) -> Option<i64> {
+        match &self.facts.clusters.get(cluster)?.cacerts {
+            CacertsFacts::Managed(state) => {
+                let issuer = state.issuer_fingerprint.as_deref()?;
+                let root = self.facts.openbao.root_by_fingerprint(issuer)?;
+                Some(root.cert.not_after)
+            }
+            _ => None,
+        }
+    }
+
     /// Every remote secret found whose kubeconfig is readable text, by cluster and peer.
     pub fn synced_kubeconfigs(&self) -> Vec<SyncedKubeconfig<'_>> {
         let mut found = Vec::new();
