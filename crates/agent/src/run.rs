@@ -58,6 +58,9 @@ pub enum AgentError {
 /// forged hint delays an update by at most this long.
 const PEER_REREAD_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// `meshtrust_certificate_expiry_timestamp{secret=...}` of the root that signed the cluster's intermediate.
+const ROOT_EXPIRY_LABEL: &str = "cacerts/root";
+
 /// Why a round runs, which decides what it re-reads of peers' published entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Round {
@@ -475,8 +478,6 @@ impl Agent {
                 };
                 if let Some(current) = &current {
                     self.rotation = RotationWatch::after(current, &self.config);
-                }
-                if let Some(current) = &current {
                     self.record_observation(current);
                 }
                 self.health.success(now(), started.elapsed().as_secs_f64());
@@ -495,11 +496,13 @@ impl Agent {
         if let Some(not_after) = current.intermediate_expiry(cluster) {
             self.health.set_expiry("cacerts", not_after);
         }
-        let metrics = self.health.metrics().horizons();
         if let Some(not_after) = current.signing_root_expiry(cluster) {
-            metrics.set_root_expiry(not_after);
+            self.health.set_expiry(ROOT_EXPIRY_LABEL, not_after);
         }
-        metrics.set_peer_sync(&current.peer_sync(&self.config.mesh, cluster));
+        self.health
+            .metrics()
+            .horizons()
+            .set_peer_sync(&current.peer_sync(&self.config.mesh, cluster));
     }
 
     fn note_failure(&mut self, e: &EngineError) {

@@ -143,7 +143,10 @@ async fn the_agent_repairs_drift_at_once_and_follows_openbao() {
     assert!(
         metrics.contains("meshtrust_reconciles_total ")
             && metrics
-                .contains("meshtrust_certificate_expiry_timestamp_seconds{secret=\"cacerts\"}"),
+                .contains("meshtrust_certificate_expiry_timestamp_seconds{secret=\"cacerts\"}")
+            && metrics.contains(
+                "meshtrust_certificate_expiry_timestamp_seconds{secret=\"cacerts/root\"}"
+            ),
         "{metrics}"
     );
     assert_eq!(http_get(agent.port, "/healthz").map(|r| r.0), Some(200));

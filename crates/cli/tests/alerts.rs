@@ -157,7 +157,10 @@ async fn the_prometheus_rule_passes_promtool_and_fires_on_a_real_agents_metrics(
             &format!("meshtrust_mesh_setting_seconds{{{TARGET},setting=\"{name}\"}}"),
         )
     };
-    let intermediate = value_of(&scraped, "meshtrust_certificate_expiry_timestamp_seconds{");
+    let intermediate = value_of(
+        &scraped,
+        &format!("meshtrust_certificate_expiry_timestamp_seconds{{{TARGET},secret=\"cacerts\"}}"),
+    );
     let renew_before = setting("ca.intermediate.renewBefore");
     let token = value_of(
         &scraped,
@@ -213,7 +216,10 @@ async fn the_prometheus_rule_passes_promtool_and_fires_on_a_real_agents_metrics(
         case(
             10,
             "MeshtrustRootExpiring",
-            vec![e("MeshtrustRootExpiring", target.clone())],
+            vec![e(
+                "MeshtrustRootExpiring",
+                with(&[("secret", "cacerts/root")]),
+            )],
         ),
         // The agent stalled: no round since the scrape, the peer that never published still stale.
         case(

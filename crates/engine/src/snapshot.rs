@@ -72,18 +72,17 @@ impl Snapshot {
         }
     }
 
-    /// The expiry (Unix seconds) of the root OpenBao holds that signed a cluster's managed intermediate (in
-    /// shared-root mode, of the shared root); `None` when that root is not known.
+    /// The expiry (Unix seconds) of the root that signed a cluster's managed intermediate: the chain ends there
+    /// too, whatever the intermediate says.
     pub fn signing_root_expiry(&self, cluster: &str) -> Option<i64> {
-        let bao = &self.facts.openbao;
-        if let Some(shared) = &bao.shared_root {
-            return Some(shared.not_after);
+        match &self.facts.clusters.get(cluster)?.cacerts {
+            CacertsFacts::Managed(state) => {
+                let issuer = state.issuer_fingerprint.as_deref()?;
+                let root = self.facts.openbao.root_by_fingerprint(issuer)?;
+                Some(root.cert.not_after)
+            }
+            _ => None,
         }
-        let CacertsFacts::Managed(state) = &self.facts.clusters.get(cluster)?.cacerts else {
-            return None;
-        };
-        let root = bao.root_by_fingerprint(state.issuer_fingerprint.as_deref()?)?;
-        Some(root.cert.not_after)
     }
 
     /// For each peer of the mesh file whose remote secret `cluster` holds: whether that secret lags the peer's

@@ -1,14 +1,14 @@
-//! A 3-node OpenBao cluster on integrated storage (Raft) on loopback: one active node, two standbys that
-//! forward to it. Nodes can be killed and restarted (they rejoin with their Raft data and are unsealed again),
+//! A 3-node OpenBao (or, with `MESHTRUST_STORE=vault`, Vault) cluster on integrated storage (Raft) on
+//! loopback: one active node, two standbys that forward to it. Nodes can be killed and restarted (they rejoin with their Raft data and are unsealed again),
 //! so tests can take the leader away and measure how long the cluster and its clients take to recover.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::openbao::spawn_persistent;
+use crate::openbao::{spawn_persistent, write_raft_config};
 use crate::probe::{http_json, http_ok, http_status};
 use crate::process::ManagedProcess;
-use crate::{Binaries, TestEnvError, ports::free_port};
+use crate::{Binaries, StoreKind, TestEnvError, ports::free_port};
 
 pub struct OpenBaoNode {
     /// `http://127.0.0.1:<port>`.
@@ -20,6 +20,8 @@ pub struct OpenBaoNode {
 pub struct OpenBaoCluster {
     pub nodes: Vec<OpenBaoNode>,
     pub root_token: String,
+    /// Which server the nodes run.
+    pub kind: StoreKind,
     unseal_key: String,
     bin: PathBuf,
 }
@@ -31,19 +33,26 @@ fn err(message: String) -> TestEnvError {
 impl OpenBaoCluster {
     /// Starts `size` nodes under `dir`, initialises the first, joins and unseals the others, and mounts KV v2
     /// at `secret/`. Returns once a leader serves requests.
-    pub(crate) fn start(bins: &Binaries, dir: &Path, size: usize) -> Result<Self, TestEnvError> {
+    pub(crate) fn start(
+        bins: &Binaries,
+        kind: StoreKind,
+        dir: &Path,
+        size: usize,
+    ) -> Result<Self, TestEnvError> {
         let mut nodes = Vec::with_capacity(size);
         for i in 1..=size {
             nodes.push(OpenBaoNode::configure(
-                &dir.join(format!("openbao-{i}")),
+                kind,
+                &dir.join(format!("{}-{i}", kind.slug())),
                 i,
             )?);
         }
         let mut cluster = Self {
             nodes,
             root_token: String::new(),
+            kind,
             unseal_key: String::new(),
-            bin: bins.bao.clone(),
+            bin: kind.binary(bins)?,
         };
         for i in 0..size {
             cluster.spawn(i)?;
@@ -99,7 +108,7 @@ impl OpenBaoCluster {
 
     fn spawn(&mut self, i: usize) -> Result<(), TestEnvError> {
         let node = &mut self.nodes[i];
-        let mut process = spawn_persistent(&self.bin, &node.dir)?;
+        let mut process = spawn_persistent(self.kind, &self.bin, &node.dir)?;
         let status = format!("{}/v1/sys/seal-status", node.addr);
         process.wait_ready(Duration::from_secs(30), || http_ok(None, &status))?;
         node.process = Some(process);
@@ -144,8 +153,12 @@ impl OpenBaoCluster {
             }
             if start.elapsed() > limit {
                 return Err(err(format!(
-                    "no OpenBao node became active within {limit:?}; see {}",
-                    self.nodes[0].dir.join("openbao.log").display()
+                    "no {} node became active within {limit:?}; see {}",
+                    self.kind.name(),
+                    self.nodes[0]
+                        .dir
+                        .join(format!("{}.log", self.kind.slug()))
+                        .display()
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -173,32 +186,31 @@ impl OpenBaoCluster {
             .collect()
     }
 
-    /// A `bao` CLI command aimed at node `i`.
+    /// A `bao` (or `vault`) CLI command aimed at node `i`.
     pub fn cli(&self, i: usize) -> std::process::Command {
-        let mut cmd = std::process::Command::new(&self.bin);
-        cmd.env("BAO_ADDR", &self.nodes[i].addr)
-            .env("BAO_TOKEN", &self.root_token);
-        cmd
+        StoreKind::cli(&self.bin, &self.nodes[i].addr, &self.root_token)
     }
 }
 
 impl OpenBaoNode {
     /// Writes node `n`'s config: Raft storage under its own directory, its own API and cluster ports.
-    fn configure(dir: &Path, n: usize) -> Result<Self, TestEnvError> {
+    fn configure(kind: StoreKind, dir: &Path, n: usize) -> Result<Self, TestEnvError> {
         let data = dir.join("data");
         std::fs::create_dir_all(&data).map_err(TestEnvError::io(&data))?;
         let port = free_port().map_err(TestEnvError::io(dir))?;
         let cluster_port = free_port().map_err(TestEnvError::io(dir))?;
-        let addr = format!("http://127.0.0.1:{port}");
         // performance_multiplier 1: Raft's production timings, so a new leader is elected in about a second.
-        let hcl = format!(
-            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node{n}\"\n  performance_multiplier = 1\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = 1\n}}\napi_addr = \"{addr}\"\ncluster_addr = \"http://127.0.0.1:{cluster_port}\"\ndisable_mlock = true\n",
-            data.display()
-        );
-        let config = dir.join("openbao.hcl");
-        std::fs::write(&config, hcl).map_err(TestEnvError::io(&config))?;
+        write_raft_config(
+            kind,
+            dir,
+            &data,
+            &format!("node{n}"),
+            port,
+            cluster_port,
+            "  performance_multiplier = 1\n",
+        )?;
         Ok(Self {
-            addr,
+            addr: format!("http://127.0.0.1:{port}"),
             dir: dir.to_path_buf(),
             process: None,
         })
@@ -213,7 +225,7 @@ fn retry<T>(mut step: impl FnMut() -> Option<T>, what: &str) -> Result<T, TestEn
             return Ok(v);
         }
         if start.elapsed() > Duration::from_secs(30) {
-            return Err(err(format!("OpenBao HA: {what} kept failing for 30 s")));
+            return Err(err(format!("store HA: {what} kept failing for 30 s")));
         }
         std::thread::sleep(Duration::from_millis(200));
     }

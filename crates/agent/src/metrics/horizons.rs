@@ -1,5 +1,5 @@
-//! The gauges the chart's alerts compare: when the intermediate, its root, the agent's OpenBao token and each
-//! peer's published reader token expire, whether each peer's remote secret lags, and the mesh file's lifetimes
+//! The gauges the chart's alerts compare: when the intermediate and its root (secret="cacerts/root"), the
+//! agent's OpenBao token and each peer's published reader token expire, whether each peer's remote secret lags, and the mesh file's lifetimes
 //! and renewal thresholds they are judged against (so the rules follow the mesh file).
 
 use meshtrust_core::mesh::Mesh;
@@ -29,7 +29,6 @@ struct PeerLabel {
 #[derive(Debug)]
 pub struct Horizons {
     certificate_expiry: Family<SecretLabel, Gauge>,
-    root_expiry: Gauge,
     token_expiry: Gauge,
     token_ttl: Gauge,
     settings: Family<SettingLabel, Gauge>,
@@ -44,16 +43,9 @@ impl Horizons {
             certificate_expiry: registered(
                 r,
                 "meshtrust_certificate_expiry_timestamp",
-                "Expiry of the CA in each managed cacerts (Unix time)",
+                "Expiry of the CA in each managed cacerts (secret=\"cacerts\") and of the root that signed it (secret=\"cacerts/root\") (Unix time)",
                 secs(),
                 Family::default(),
-            ),
-            root_expiry: registered(
-                r,
-                "meshtrust_root_expiry_timestamp",
-                "Expiry of the root that signed this cluster's intermediate (Unix time)",
-                secs(),
-                Gauge::default(),
             ),
             token_expiry: registered(
                 r,
@@ -99,10 +91,6 @@ impl Horizons {
                 secret: secret.into(),
             })
             .set(not_after);
-    }
-
-    pub fn set_root_expiry(&self, not_after: i64) {
-        self.root_expiry.set(not_after);
     }
 
     /// A login: the token expires at `not_after`, `ttl` seconds after it was granted.

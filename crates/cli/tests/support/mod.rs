@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod header_proxy;
 pub mod helm;
 pub mod istio;
 
@@ -11,7 +12,7 @@ use std::process::Output;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use meshtrust_testenv::{TestEnv, mesh_file_with};
+use meshtrust_testenv::{StoreKind, TestEnv, mesh_file_with};
 
 pub struct Mesh {
     pub env: TestEnv,
@@ -23,6 +24,18 @@ impl Mesh {
         Self::from_env(
             TestEnv::builder()
                 .clusters(clusters)
+                .start()
+                .expect("test environment"),
+            extra,
+        )
+    }
+
+    /// On `store` whatever `MESHTRUST_STORE` says: for tests of one server's own behaviour.
+    pub fn start_on(store: StoreKind, clusters: usize, extra: &str) -> Mesh {
+        Self::from_env(
+            TestEnv::builder()
+                .clusters(clusters)
+                .store(store)
                 .start()
                 .expect("test environment"),
             extra,
