@@ -30,6 +30,7 @@ ensure_servers() {
   ensure_vault
   step "helm (built from its Go module once; cold a few minutes)" "$REPO_ROOT/scripts/build-helm"
   step "istiod and Istio's CRDs (built from the istio.io/istio module once; cold ~4 min)" "$REPO_ROOT/scripts/build-istio" all
+  step "promtool (built from the Prometheus module once; cold ~4 min)" "$REPO_ROOT/scripts/build-promtool"
 }
 
 # Builds the meshtrust CLI and the dev-environment supervisor.

@@ -2,7 +2,9 @@
 //! `meshtrust` binary run with the environment's OpenBao credentials.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod header_proxy;
+pub mod helm;
 pub mod istio;
 
 use std::path::PathBuf;
@@ -62,7 +64,12 @@ impl Mesh {
 
     /// Runs `meshtrust <args> --mesh <file>`.
     pub fn meshtrust(&self, args: &[&str]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        self.meshtrust_from(std::path::Path::new(env!("CARGO_BIN_EXE_meshtrust")), args)
+    }
+
+    /// Runs `<binary> <args> --mesh <file>`: another release's meshtrust (upgrade tests).
+    pub fn meshtrust_from(&self, binary: &std::path::Path, args: &[&str]) -> Output {
+        std::process::Command::new(binary)
             .args(args)
             .arg("--mesh")
             .arg(&self.file)
