@@ -67,7 +67,7 @@ pub(super) async fn apply(
         }
         Action::CreateSharedRoot { kv_path } => create_shared_root(targets, run, kv_path).await,
         Action::PublishTrustFacts { cluster, facts } => {
-            crate::trust_facts::publish(targets, run.snapshot(), cluster, facts).await
+            crate::trust_facts::publish(bao, targets.mesh, run.snapshot(), cluster, facts).await
         }
         Action::CreateNamespace { cluster, namespace } => {
             let settings = targets.settings(cluster)?;
