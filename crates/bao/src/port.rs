@@ -510,7 +510,18 @@ impl OpenBao for OpenBaoClient {
             "kubernetes_ca_cert": config.kubernetes_ca_cert,
             "disable_local_ca_jwt": true,
         });
-        self.post(&format!("auth/{mount}/config"), &body).await
+        let path = format!("auth/{mount}/config");
+        self.post(&path, &body).await?;
+        // Each OpenBao node's Kubernetes auth backend verifies the API server with a CA pool it keeps in memory.
+        // The node that handles a config write sets it at once; the others only from their own refresh every
+        // 30 s (OpenBao's kubernetes auth: runTLSConfigUpdater, defaultHorizon). Standbys serve logins
+        // themselves, so through a standby logins were refused (x509: unknown authority, answered as "permission
+        // denied") for up to 30 s after apply. A standby applies a config write before forwarding it to the
+        // active node, so the same write through every node ends the wait. docs/openbao.md has the details.
+        for (node, why) in self.repeat_on_other_nodes(Method::POST, &path, &body).await {
+            tracing::debug!(%node, %why, "the auth config reached this node only through storage: its logins may be refused for up to 30 s");
+        }
+        Ok(())
     }
 
     async fn kubernetes_auth_role(&self, mount: &str, role: &str) -> PortResult<Option<RoleFacts>> {

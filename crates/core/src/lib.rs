@@ -16,6 +16,7 @@ pub mod planner;
 pub mod policy;
 pub mod ports;
 pub mod remote_plan;
+pub mod root_end;
 pub mod rotation;
 pub mod rotation_plan;
 pub mod secret;

@@ -6,7 +6,7 @@
 
 use crate::duration::{Span, humanize};
 use crate::facts::{
-    CacertsFacts, CacertsState, ClusterFacts, MountFacts, Observed, root_issuer_name,
+    CacertsFacts, CacertsState, ClusterFacts, MountFacts, Observed, OpenBaoFacts, root_issuer_name,
 };
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -109,6 +109,8 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
         ));
     }
     rotation_warnings(&rotation, plan);
+    plan.warnings
+        .extend(crate::root_end::root_end_warning(mesh, bao, observed.now));
     for cluster in &mesh.clusters {
         // Clusters that were not observed (an agent sees only its own) are not acted on.
         let Some(facts) = observed.clusters.get(&cluster.name) else {
@@ -119,6 +121,7 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
             mesh,
             cluster,
             rotation: &rotation,
+            openbao: bao,
         };
         pki.plan_cacerts(&facts.cacerts, options, observed.now, plan);
     }
@@ -184,6 +187,7 @@ struct PkiCluster<'a> {
     mesh: &'a Mesh,
     cluster: &'a ClusterSettings,
     rotation: &'a RotationState,
+    openbao: &'a OpenBaoFacts,
 }
 
 impl PkiCluster<'_> {
@@ -218,7 +222,10 @@ impl PkiCluster<'_> {
             CacertsFacts::Managed(state) => {
                 let current = rotation.issuer_generation(state);
                 let before = rotation.trusted_generations(state);
-                if let Some(reason) = reissue_reason(mesh, cluster, state, now, current, rotation) {
+                let root_end =
+                    crate::root_end::root_end(self.openbao, rotation.reissue_signing(current));
+                let at = Moment { now, root_end };
+                if let Some(reason) = reissue_reason(mesh, cluster, state, at, current, rotation) {
                     let signing = rotation.reissue_signing(current);
                     let after = rotation.trust_with(signing);
                     plan.warnings.extend(disjoint_roots_warning(
@@ -275,12 +282,19 @@ impl PkiCluster<'_> {
     }
 }
 
+/// The time of the observation, and the end of the root a renewal would be signed by (if OpenBao holds it).
+#[derive(Clone, Copy)]
+struct Moment {
+    now: i64,
+    root_end: Option<i64>,
+}
+
 /// Why an existing managed intermediate must be replaced, if it must.
 fn reissue_reason(
     mesh: &Mesh,
     cluster: &ClusterSettings,
     state: &CacertsState,
-    now: i64,
+    Moment { now, root_end }: Moment,
     current: Option<u32>,
     rotation: &RotationState,
 ) -> Option<String> {
@@ -310,7 +324,11 @@ fn reissue_reason(
     };
     let remaining = cert.not_after.saturating_sub(now);
     let renew_before = mesh.ca.intermediate.renew_before.seconds() as i64;
-    if remaining < renew_before {
+    // Near the root's end a renewal would end no later (see `root_end`): the root-end warning stands instead.
+    let extends = root_end.is_none_or(|end| {
+        crate::root_end::renewal_extends(cert.not_after, now, mesh.ca.intermediate.ttl, end)
+    });
+    if remaining < renew_before && extends {
         return Some(if remaining <= 0 {
             format!(
                 "the intermediate (serial {}) expired {} ago",

@@ -325,6 +325,43 @@ fn expired_intermediate_is_reissued() {
 }
 
 #[test]
+fn a_root_ending_within_renew_before_stops_renewals_and_warns_with_the_date() {
+    // Root with 30 days left, renewBefore 60 days: an intermediate cut to the root's end (Vault) or outliving
+    // it (OpenBao) is not renewed again, and the plan says to rotate the root, with the date.
+    let mut ending = root(1);
+    ending.cert.not_after = NOW + 30 * DAY;
+    let obs = observed(
+        vec![ending],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 30)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 330)),
+        ],
+    );
+    let mesh = mesh("ca:\n  intermediate:\n    renewBefore: 1440h\n");
+    let plan = plan_for(&mesh, &obs, PlanOptions::default());
+    assert!(plan.changes.is_empty(), "{plan}");
+    let date = crate::duration::rfc3339(NOW + 30 * DAY);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains(&date) && w.contains("meshtrust ca rotate-root")),
+        "{:?}",
+        plan.warnings
+    );
+    // An intermediate that ends well before the root is still renewed, up to the root's end.
+    let obs = observed(
+        vec![obs.openbao.roots[0].clone()],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 10)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 30)),
+        ],
+    );
+    let plan = plan_for(&mesh, &obs, PlanOptions::default());
+    assert_eq!(plan.changes.len(), 1, "{plan}");
+    assert!(plan.changes[0].resource.contains("cacerts"), "{plan}");
+}
+
+#[test]
 fn unmanaged_cacerts_blocks_unless_adopted() {
     let unmanaged = with_cacerts(CacertsFacts::Unmanaged);
     let obs = observed(
