@@ -38,6 +38,9 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     /// A full reconcile at least this often, so renewals happen even when nothing changes.
     pub resync_interval: Duration,
+    /// Every peer re-read at least this often even if the marker named none: a lost or forged hint delays an
+    /// update by at most this long.
+    pub full_reread_interval: Duration,
     /// OpenBao without a token; the agent logs in for its own.
     pub openbao: OpenBaoClient,
     /// A round that runs longer is abandoned, counted as a failure and retried with backoff.
@@ -54,9 +57,8 @@ pub enum AgentError {
     Listen(#[from] crate::ListenError),
 }
 
-/// How often an agent re-reads every peer's published entry even if the marker named none: a lost or
-/// forged hint delays an update by at most this long.
-const PEER_REREAD_INTERVAL: Duration = Duration::from_secs(3600);
+/// `meshtrust_certificate_expiry_timestamp{secret=...}` of the root that signed the cluster's intermediate.
+const ROOT_EXPIRY_LABEL: &str = "cacerts/root";
 
 /// Why a round runs, which decides what it re-reads of peers' published entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +100,7 @@ pub async fn run(
         None => meshtrust_kube::connect_inferred(&settings.name).await?,
     };
     let health = Health::default();
+    health.metrics().horizons().set_mesh_settings(&config.mesh);
     let server = health.listen(config.listen).await?;
     tracing::info!(addr = %server.local_addr(), cluster = %settings.name, "serving /healthz, /readyz and /metrics");
 
@@ -348,8 +351,9 @@ impl Agent {
         )
         .await?;
         tracing::info!(ttl, "logged in to OpenBao");
+        let ttl_secs = i64::try_from(ttl).unwrap_or(i64::MAX);
         self.health
-            .set_token_expiry(now().saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)));
+            .set_token_expiry(now().saturating_add(ttl_secs), ttl_secs);
         self.session = Some(Session {
             bao: bao.clone(),
             expires: Instant::now() + Duration::from_secs(ttl / 2),
@@ -366,7 +370,7 @@ impl Agent {
             .is_none_or(|t| t.elapsed() >= self.config.resync_interval);
         let peers_due = self
             .last_peer_read
-            .is_none_or(|t| t.elapsed() >= PEER_REREAD_INTERVAL);
+            .is_none_or(|t| t.elapsed() >= self.config.full_reread_interval);
         let engine = match self.bao().await {
             Ok(bao) => self.engine(bao),
             Err(e) => return self.note_failure(&e),
@@ -473,12 +477,7 @@ impl Agent {
                 };
                 if let Some(current) = &current {
                     self.rotation = RotationWatch::after(current, &self.config);
-                }
-                if let Some(not_after) = current
-                    .as_ref()
-                    .and_then(|c| c.intermediate_expiry(&self.config.cluster))
-                {
-                    self.health.set_expiry("cacerts", not_after);
+                    self.record_observation(current);
                 }
                 self.health.success(now(), started.elapsed().as_secs_f64());
                 Ok(())
@@ -488,6 +487,21 @@ impl Agent {
                 Err(())
             }
         }
+    }
+
+    /// The gauges an observation sets: expiries of the intermediate and its root, and peers' remote secrets.
+    fn record_observation(&self, current: &Snapshot) {
+        let cluster = &self.config.cluster;
+        if let Some(not_after) = current.intermediate_expiry(cluster) {
+            self.health.set_expiry("cacerts", not_after);
+        }
+        if let Some(not_after) = current.signing_root_expiry(cluster) {
+            self.health.set_expiry(ROOT_EXPIRY_LABEL, not_after);
+        }
+        self.health
+            .metrics()
+            .horizons()
+            .set_peer_sync(&current.peer_sync(&self.config.mesh, cluster));
     }
 
     fn note_failure(&mut self, e: &EngineError) {

@@ -271,24 +271,7 @@ impl OpenBao for OpenBaoClient {
     }
 
     async fn kv_list(&self, mount: &str, folder: &str) -> PortResult<Vec<String>> {
-        let api = format!("{mount}/metadata/{folder}");
-        let op = format!("LIST {api}");
-        let response = self.call(list(), &api, None).await?;
-        if response.status == StatusCode::NOT_FOUND {
-            return Ok(vec![]);
-        }
-        let body = check(&op, response)?;
-        let keys = body
-            .pointer("/data/keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| wrong_shape(&op, "/data/keys"))?;
-        keys.iter()
-            .map(|k| {
-                k.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| wrong_shape(&op, "/data/keys/*"))
-            })
-            .collect()
+        self.list_keys(&format!("{mount}/metadata/{folder}")).await
     }
 
     async fn kv_list_metadata(
@@ -439,16 +422,6 @@ impl OpenBao for OpenBaoClient {
         .map(|_| ())
     }
 
-    async fn describe_auth(&self, path: &str, description: &str) -> PortResult<()> {
-        self.call_ok(
-            Method::POST,
-            &format!("sys/auth/{path}/tune"),
-            Some(&json!({ "description": description })),
-        )
-        .await
-        .map(|_| ())
-    }
-
     async fn disable_auth(&self, path: &str) -> PortResult<()> {
         self.call_ok(Method::DELETE, &format!("sys/auth/{path}"), None)
             .await
@@ -510,7 +483,18 @@ impl OpenBao for OpenBaoClient {
             "kubernetes_ca_cert": config.kubernetes_ca_cert,
             "disable_local_ca_jwt": true,
         });
-        self.post(&format!("auth/{mount}/config"), &body).await
+        let path = format!("auth/{mount}/config");
+        self.post(&path, &body).await?;
+        // Each OpenBao node's Kubernetes auth backend verifies the API server with a CA pool it keeps in memory.
+        // The node that handles a config write sets it at once; the others only from their own refresh every
+        // 30 s (OpenBao's kubernetes auth: runTLSConfigUpdater, defaultHorizon). Standbys serve logins
+        // themselves, so through a standby logins were refused (x509: unknown authority, answered as "permission
+        // denied") for up to 30 s after apply. A standby applies a config write before forwarding it to the
+        // active node, so the same write through every node ends the wait. docs/openbao.md has the details.
+        for (node, why) in self.repeat_on_other_nodes(Method::POST, &path, &body).await {
+            tracing::debug!(%node, %why, "the auth config reached this node only through storage: its logins may be refused for up to 30 s");
+        }
+        Ok(())
     }
 
     async fn kubernetes_auth_role(&self, mount: &str, role: &str) -> PortResult<Option<RoleFacts>> {
@@ -534,6 +518,19 @@ impl OpenBao for OpenBaoClient {
             policies: list("token_policies"),
             token_ttl: data.get("token_ttl").and_then(Value::as_u64).unwrap_or(0),
         }))
+    }
+
+    async fn kubernetes_auth_roles(&self, mount: &str) -> PortResult<Vec<String>> {
+        self.list_keys(&format!("auth/{mount}/role")).await
+    }
+
+    async fn delete_kubernetes_auth_role(&self, mount: &str, role: &str) -> PortResult<()> {
+        let path = format!("auth/{mount}/role/{role}");
+        let response = self.call(Method::DELETE, &path, None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        check(&format!("DELETE {path}"), response).map(|_| ())
     }
 
     async fn write_kubernetes_auth_role(
@@ -618,6 +615,27 @@ impl OpenBaoClient {
     }
 
     /// The `data` of a plain read; `None` when absent.
+    /// The keys a LIST of `api` answers; empty when OpenBao has nothing there (404).
+    async fn list_keys(&self, api: &str) -> PortResult<Vec<String>> {
+        let op = format!("LIST {api}");
+        let response = self.call(list(), api, None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(vec![]);
+        }
+        let body = check(&op, response)?;
+        let keys = body
+            .pointer("/data/keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| wrong_shape(&op, "/data/keys"))?;
+        keys.iter()
+            .map(|k| {
+                k.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| wrong_shape(&op, "/data/keys/*"))
+            })
+            .collect()
+    }
+
     async fn read_data(&self, path: &str) -> PortResult<Option<Value>> {
         let response = self.call(Method::GET, path, None).await?;
         if response.status == StatusCode::NOT_FOUND {

@@ -5,7 +5,7 @@ use crate::etcd::Etcd;
 use crate::openbao::OpenBaoServer;
 use crate::openbao_ha::OpenBaoCluster;
 use crate::ports::retry_on_port_clash;
-use crate::{Binaries, TestEnvError};
+use crate::{Binaries, StoreKind, TestEnvError};
 
 /// `cluster-a`, `cluster-b`, ... for index 0, 1, ...
 pub fn cluster_name(index: usize) -> String {
@@ -22,9 +22,16 @@ pub struct TestEnvBuilder {
     dir: Option<PathBuf>,
     persistent_openbao: bool,
     openbao_ha: bool,
+    store: Option<StoreKind>,
 }
 
 impl TestEnvBuilder {
+    /// Runs this environment on `store` whatever `MESHTRUST_STORE` says (tests of one server's behaviour).
+    pub fn store(mut self, store: StoreKind) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Also a 3-node OpenBao cluster on Raft ([`TestEnv::bao_ha`]); the mesh file then points at its first node.
     pub fn openbao_ha(mut self) -> Self {
         self.openbao_ha = true;
@@ -52,6 +59,10 @@ impl TestEnvBuilder {
     pub fn start(self) -> Result<TestEnv, TestEnvError> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let bins = Binaries::locate()?;
+        let store = match self.store {
+            Some(store) => store,
+            None => StoreKind::from_env()?,
+        };
         let (dir, tempdir) = match self.dir {
             Some(dir) => {
                 std::fs::create_dir_all(&dir).map_err(TestEnvError::io(&dir))?;
@@ -67,13 +78,13 @@ impl TestEnvBuilder {
         };
         let bao = retry_on_port_clash(|| {
             if self.persistent_openbao {
-                OpenBaoServer::start_persistent(&bins, &dir)
+                OpenBaoServer::start_persistent(&bins, store, &dir)
             } else {
-                OpenBaoServer::start(&bins, &dir)
+                OpenBaoServer::start(&bins, store, &dir)
             }
         })?;
         let bao_ha = if self.openbao_ha {
-            Some(OpenBaoCluster::start(&bins, &dir, 3)?)
+            Some(OpenBaoCluster::start(&bins, store, &dir, 3)?)
         } else {
             None
         };
@@ -99,6 +110,7 @@ impl TestEnvBuilder {
 pub struct TestEnv {
     // Field order is drop order: API servers stop before the etcd they use.
     pub clusters: Vec<TestCluster>,
+    /// The store: OpenBao, or Vault with `MESHTRUST_STORE=vault` (its `kind` says which).
     pub bao: OpenBaoServer,
     /// A 3-node OpenBao cluster, with [`TestEnvBuilder::openbao_ha`].
     pub bao_ha: Option<OpenBaoCluster>,
@@ -114,6 +126,7 @@ impl TestEnv {
             dir: None,
             persistent_openbao: false,
             openbao_ha: false,
+            store: None,
         }
     }
 

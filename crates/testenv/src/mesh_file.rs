@@ -8,13 +8,14 @@ pub fn mesh_file(env: &TestEnv) -> String {
 
 /// The same, with `extra` top-level YAML (for example a `ca:` section) inserted before `clusters:`.
 pub fn mesh_file_with(env: &TestEnv, extra: &str) -> String {
-    let mut out = String::from(
-        "# written by scripts/dev-env: a local mesh of real API servers and a real OpenBao dev server.\n\
+    let mut out = format!(
+        "# written by scripts/dev-env: a local mesh of real API servers and a real {} dev server.\n\
          # Reference: docs/mesh-file.md\n\
          apiVersion: meshtrust.dev/v1\n\
          kind: Mesh\n\
          meshID: local-mesh\n\
          openbao:\n  address: ",
+        env.bao.kind.name()
     );
     match &env.bao_ha {
         Some(ha) => out.push_str(&ha.nodes[0].addr),

@@ -2,7 +2,10 @@
 //! `meshtrust` binary run with the environment's OpenBao credentials.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod agent_process;
+pub mod header_proxy;
+pub mod helm;
 pub mod istio;
 pub mod trust_sampler;
 
@@ -11,7 +14,7 @@ use std::process::Output;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use meshtrust_testenv::{TestEnv, mesh_file_with};
+use meshtrust_testenv::{StoreKind, TestEnv, mesh_file_with};
 
 pub struct Mesh {
     pub env: TestEnv,
@@ -23,6 +26,18 @@ impl Mesh {
         Self::from_env(
             TestEnv::builder()
                 .clusters(clusters)
+                .start()
+                .expect("test environment"),
+            extra,
+        )
+    }
+
+    /// On `store` whatever `MESHTRUST_STORE` says: for tests of one server's own behaviour.
+    pub fn start_on(store: StoreKind, clusters: usize, extra: &str) -> Mesh {
+        Self::from_env(
+            TestEnv::builder()
+                .clusters(clusters)
+                .store(store)
                 .start()
                 .expect("test environment"),
             extra,
@@ -51,7 +66,12 @@ impl Mesh {
 
     /// Runs `meshtrust <args> --mesh <file>`.
     pub fn meshtrust(&self, args: &[&str]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        self.meshtrust_from(std::path::Path::new(env!("CARGO_BIN_EXE_meshtrust")), args)
+    }
+
+    /// Runs `<binary> <args> --mesh <file>`: another release's meshtrust (upgrade tests).
+    pub fn meshtrust_from(&self, binary: &std::path::Path, args: &[&str]) -> Output {
+        std::process::Command::new(binary)
             .args(args)
             .arg("--mesh")
             .arg(&self.file)
@@ -269,6 +289,43 @@ pub async fn create_objects(client: &kube::Client, objects: &[serde_json::Value]
             .await
             .unwrap_or_else(|e| panic!("{kind} rejected by the API server: {e}"));
     }
+}
+
+/// A minimal CustomResourceDefinition for another controller's kind (its schema left open): enough for the
+/// API server to serve and list the objects meshtrust looks for. The controllers themselves are not run here.
+pub fn crd(group: &str, version: &str, kind: &str, plural: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
+            "versions": [{"name": version, "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    })
+}
+
+/// Creates `objects`, retrying while the API server's discovery does not know a just-created kind yet.
+pub async fn create_when_served(client: &kube::Client, objects: &[serde_json::Value]) {
+    for _ in 0..100 {
+        let known = kube::discovery::Discovery::new(client.clone())
+            .run()
+            .await
+            .expect("discovery");
+        let all_known = objects.iter().all(|o| {
+            let api_version = o["apiVersion"].as_str().unwrap_or_default();
+            known.groups().any(|g| {
+                g.recommended_resources()
+                    .iter()
+                    .any(|(r, _)| r.api_version == api_version && o["kind"] == r.kind.as_str())
+            })
+        });
+        if all_known {
+            create_objects(client, objects, false).await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the API server never served the custom kinds");
 }
 
 /// Creates a namespace, as the deploy files' prerequisite (`kubectl create namespace`).

@@ -1,14 +1,17 @@
-//! The long-running half of `scripts/dev-env up`: starts OpenBao and N clusters, writes `env.sh`, kubeconfigs and
+//! The long-running half of `scripts/dev-env up`: starts the store (OpenBao, or Vault with `--store vault`) and
+//! N clusters, writes `env.sh`, kubeconfigs and
 //! `mesh.yaml` into DIR, then waits for SIGTERM/SIGINT and stops everything it started.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use meshtrust_testenv::{TestEnv, mesh_file};
+use meshtrust_testenv::{StoreKind, TestEnv, mesh_file};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha]");
+    eprintln!(
+        "usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha] [--store openbao|vault]"
+    );
     ExitCode::from(2)
 }
 
@@ -20,6 +23,7 @@ fn main() -> ExitCode {
     let mut clusters = 2usize;
     let mut dir: Option<PathBuf> = None;
     let mut ha = false;
+    let mut store = StoreKind::OpenBao;
     let mut it = args.iter().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--openbao-ha" {
@@ -35,11 +39,17 @@ fn main() -> ExitCode {
                 }
             },
             ("--dir", Some(d)) => dir = Some(PathBuf::from(d)),
+            ("--store", Some(s)) if s == "openbao" => store = StoreKind::OpenBao,
+            ("--store", Some(s)) if s == "vault" => store = StoreKind::Vault,
+            ("--store", Some(s)) => {
+                eprintln!("--store takes openbao or vault, got {s:?}");
+                return ExitCode::from(2);
+            }
             _ => return usage(),
         }
     }
     let Some(dir) = dir else { return usage() };
-    match serve(clusters, dir, ha) {
+    match serve(clusters, dir, ha, store) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshtrust-devenv: {e}");
@@ -48,8 +58,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(clusters: usize, dir: PathBuf, ha: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let mut builder = TestEnv::builder().clusters(clusters).dir(&dir);
+fn serve(
+    clusters: usize,
+    dir: PathBuf,
+    ha: bool,
+    store: StoreKind,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut builder = TestEnv::builder().clusters(clusters).dir(&dir).store(store);
     if ha {
         builder = builder.openbao_ha();
     }
@@ -67,9 +82,13 @@ fn serve(clusters: usize, dir: PathBuf, ha: bool) -> Result<(), Box<dyn std::err
             String::new(),
         ),
     };
+    let bin = store.binary(&meshtrust_testenv::Binaries::locate()?)?;
+    // Both variable families, so `bao`, `vault` and meshtrust all find the store whichever it is.
     let env_sh = format!(
-        "# written by scripts/dev-env; source it to talk to the local OpenBao\nexport BAO_ADDR={addr}\n{addrs}export BAO_TOKEN={token}\nexport VAULT_ADDR=$BAO_ADDR\nexport VAULT_TOKEN=$BAO_TOKEN\nalias bao={}\n",
-        meshtrust_testenv::Binaries::locate()?.bao.display(),
+        "# written by scripts/dev-env; source it to talk to the local {name}\nexport MESHTRUST_STORE={slug}\nexport BAO_ADDR={addr}\n{addrs}export BAO_TOKEN={token}\nexport VAULT_ADDR=$BAO_ADDR\nexport VAULT_TOKEN=$BAO_TOKEN\nalias bao={bin}\nalias vault={bin}\n",
+        name = store.name(),
+        slug = store.slug(),
+        bin = bin.display(),
     );
     std::fs::write(dir.join("env.sh"), env_sh)?;
     std::fs::write(dir.join("mesh.yaml"), mesh_file(&env))?;
