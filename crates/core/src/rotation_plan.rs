@@ -5,8 +5,8 @@ use crate::facts::{CacertsFacts, Observed, OpenBaoFacts, root_issuer_name};
 use crate::mesh::Mesh;
 use crate::plan::{Action, Change, Op, Plan, PlanOptions, Target};
 use crate::rotation::{DwellGate, RotationPhase, RotationState};
-use crate::trust_facts::TRUST_KV_PATH;
-use crate::trust_view::{desired_facts, mesh_views};
+use crate::trust_facts::{TRUST_KV_PATH, TrustFacts};
+use crate::trust_view::{TRUST_FACTS_REFRESH, desired_facts, mesh_views};
 
 /// The rotation state of the whole mesh, as far as it is known.
 pub fn mesh_rotation(
@@ -65,7 +65,11 @@ pub fn plan_trust_facts(mesh: &Mesh, observed: &Observed, newest: u32, plan: &mu
         let served = trust.served.get(&cluster.name).and_then(Option::as_ref);
         let previous = trust.facts_of(&cluster.name);
         let desired = desired_facts(state, served, previous, newest_fp, observed.now);
-        if previous.is_some_and(|p| p.same_as(&desired)) {
+        let recent = |p: &TrustFacts| {
+            p.published_at
+                .is_some_and(|at| observed.now.saturating_sub(at) < TRUST_FACTS_REFRESH)
+        };
+        if previous.is_some_and(|p| p.same_as(&desired) && recent(p)) {
             continue;
         }
         plan.changes.push(Change {

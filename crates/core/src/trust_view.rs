@@ -200,7 +200,12 @@ fn predates(facts: &TrustFacts, foreign: &[(&str, i64)]) -> bool {
     {
         return false;
     }
-    let made = foreign.iter().map(|(_, at)| *at).max().unwrap_or(i64::MIN);
+    // OpenBao dates a root's notBefore back too: it was made that much later.
+    let made = foreign
+        .iter()
+        .map(|(_, at)| at.saturating_add(SIGNING_BACKDATE))
+        .max()
+        .unwrap_or(i64::MIN);
     facts.published_at.is_none_or(|at| at < made)
 }
 
@@ -229,10 +234,15 @@ fn direct_signs_since(
     }
 }
 
-/// OpenBao and Vault date a signed certificate's notBefore back by 30 s (`not_before_duration`, for clock
+/// OpenBao and Vault date a certificate's notBefore back by 30 s (`not_before_duration`, for clock
 /// skew): the intermediate began signing that much later, and a dwell counted from notBefore would be 30 s
 /// short (a dwell under 30 s would be skipped).
 const SIGNING_BACKDATE: i64 = 30;
+
+/// How old a cluster's published trust facts may grow while they are read (a rotation or a recovery is under
+/// way) before its agent writes them again unchanged: a peer that doubts an entry OpenBao may have handed back
+/// from an older snapshot gets a fresh one within this time.
+pub const TRUST_FACTS_REFRESH: i64 = 600;
 
 #[cfg(test)]
 mod tests;
