@@ -13,6 +13,12 @@ use crate::{Binaries, TestEnvError, ports::free_port};
 pub struct OpenBaoServer {
     pub addr: String,
     pub root_token: String,
+    /// With test nodes: a second listener over TLS on the host address pods reach, `https://<ip>:<port>`,
+    /// its certificate signed by a private CA ([`tls_ca_pem`](Self::tls_ca_pem), also in `openbao-ca.pem`).
+    pub tls_addr: Option<String>,
+    pub tls_ca_pem: Option<String>,
+    /// The extra config file of the TLS listener, passed again on a restart.
+    tls_config: Option<std::path::PathBuf>,
     process: ManagedProcess,
     bin: std::path::PathBuf,
     dir: std::path::PathBuf,
@@ -22,16 +28,32 @@ pub struct OpenBaoServer {
 }
 
 impl OpenBaoServer {
-    pub(crate) fn start(bins: &Binaries, dir: &Path) -> Result<Self, TestEnvError> {
+    /// A dev server on loopback; with `tls_host` (a test node's host address) also over TLS there, so that
+    /// pods reach it as users run it: https with a private CA.
+    pub(crate) fn start(
+        bins: &Binaries,
+        dir: &Path,
+        tls_host: Option<&str>,
+    ) -> Result<Self, TestEnvError> {
         let port = free_port().map_err(TestEnvError::io(dir))?;
+        let host = "127.0.0.1";
         let root_token: String = rand::rng()
             .sample_iter(&Alphanumeric)
             .take(24)
             .map(char::from)
             .collect();
-        let process = spawn(&bins.bao, dir, port, &root_token)?;
+        let listen = format!("{host}:{port}");
+        let tls = match tls_host {
+            Some(ip) => Some(tls_listener(dir, ip)?),
+            None => None,
+        };
+        let tls_config = tls.as_ref().map(|t| t.config.clone());
+        let process = spawn(&bins.bao, dir, &listen, &root_token, tls_config.as_deref())?;
         let mut server = Self {
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("http://{listen}"),
+            tls_addr: tls.as_ref().map(|t| t.addr.clone()),
+            tls_ca_pem: tls.map(|t| t.ca_pem),
+            tls_config,
             root_token,
             process,
             bin: bins.bao.clone(),
@@ -163,7 +185,14 @@ impl OpenBaoServer {
     /// Starts a fresh dev server on the same address and token. Dev mode keeps no state across restarts.
     pub fn restart_empty(&mut self) -> Result<(), TestEnvError> {
         self.process.stop();
-        self.process = spawn(&self.bin, &self.dir, self.port, &self.root_token)?;
+        let listen = self.addr.trim_start_matches("http://").to_string();
+        self.process = spawn(
+            &self.bin,
+            &self.dir,
+            &listen,
+            &self.root_token,
+            self.tls_config.as_deref(),
+        )?;
         self.wait_ready()
     }
 
@@ -191,13 +220,55 @@ pub(crate) fn spawn_persistent(bin: &Path, dir: &Path) -> Result<ManagedProcess,
     ManagedProcess::spawn("openbao", bin, &args, dir.join("openbao.log"))
 }
 
-fn spawn(bin: &Path, dir: &Path, port: u16, token: &str) -> Result<ManagedProcess, TestEnvError> {
-    let args = vec![
+fn spawn(
+    bin: &Path,
+    dir: &Path,
+    listen: &str,
+    token: &str,
+    extra_config: Option<&Path>,
+) -> Result<ManagedProcess, TestEnvError> {
+    let mut args = vec![
         "server".to_string(),
         "-dev".to_string(),
         format!("-dev-root-token-id={token}"),
-        format!("-dev-listen-address=127.0.0.1:{port}"),
+        format!("-dev-listen-address={listen}"),
         "-dev-no-store-token".to_string(),
     ];
+    // Dev mode merges a config file's listeners with its own.
+    args.extend(extra_config.map(|c| format!("-config={}", c.display())));
     ManagedProcess::spawn("openbao", bin, &args, dir.join("openbao.log"))
+}
+
+struct TlsListener {
+    addr: String,
+    ca_pem: String,
+    config: std::path::PathBuf,
+}
+
+/// A TLS listener on `ip` with a certificate from a private CA; writes the CA to `openbao-ca.pem`.
+fn tls_listener(dir: &Path, ip: &str) -> Result<TlsListener, TestEnvError> {
+    let port = free_port().map_err(TestEnvError::io(dir))?;
+    let (ca_pem, cert_pem, key_pem) =
+        crate::certs::private_ca_server("meshtrust-test-openbao-ca", &[ip.to_string()])?;
+    let write = |file: &str, text: &str| -> Result<std::path::PathBuf, TestEnvError> {
+        let path = dir.join(file);
+        std::fs::write(&path, text).map_err(TestEnvError::io(&path))?;
+        Ok(path)
+    };
+    write("openbao-ca.pem", &ca_pem)?;
+    let cert = write("openbao-tls.crt", &cert_pem)?;
+    let key = write("openbao-tls.key", &key_pem)?;
+    let config = write(
+        "openbao-tls.hcl",
+        &format!(
+            "listener \"tcp\" {{\n  address = \"{ip}:{port}\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n",
+            cert.display(),
+            key.display()
+        ),
+    )?;
+    Ok(TlsListener {
+        addr: format!("https://{ip}:{port}"),
+        ca_pem,
+        config,
+    })
 }

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use meshtrust_testenv::{TestEnv, mesh_file};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha]");
+    eprintln!(
+        "usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha] [--nodes [--node-image TAR]...]"
+    );
     ExitCode::from(2)
 }
 
@@ -20,13 +22,19 @@ fn main() -> ExitCode {
     let mut clusters = 2usize;
     let mut dir: Option<PathBuf> = None;
     let mut ha = false;
+    let mut nodes: Option<Vec<PathBuf>> = None;
     let mut it = args.iter().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--openbao-ha" {
             ha = true;
             continue;
         }
+        if flag == "--nodes" {
+            nodes.get_or_insert_with(Vec::new);
+            continue;
+        }
         match (flag.as_str(), it.next()) {
+            ("--node-image", Some(tar)) => nodes.get_or_insert_with(Vec::new).push(PathBuf::from(tar)),
             ("--clusters", Some(n)) => match n.parse() {
                 Ok(n) if (1..=26).contains(&n) => clusters = n,
                 _ => {
@@ -39,7 +47,7 @@ fn main() -> ExitCode {
         }
     }
     let Some(dir) = dir else { return usage() };
-    match serve(clusters, dir, ha) {
+    match serve(clusters, dir, ha, nodes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshtrust-devenv: {e}");
@@ -48,10 +56,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(clusters: usize, dir: PathBuf, ha: bool) -> Result<(), Box<dyn std::error::Error>> {
+fn serve(
+    clusters: usize,
+    dir: PathBuf,
+    ha: bool,
+    nodes: Option<Vec<PathBuf>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = TestEnv::builder().clusters(clusters).dir(&dir);
     if ha {
         builder = builder.openbao_ha();
+    }
+    if let Some(images) = nodes {
+        builder = builder.nodes(images);
     }
     let env = builder.start()?;
     // With --openbao-ha, the tools talk to the Raft cluster: BAO_ADDR is its first node, BAO_ADDRS every node.
@@ -75,6 +91,14 @@ fn serve(clusters: usize, dir: PathBuf, ha: bool) -> Result<(), Box<dyn std::err
     std::fs::write(dir.join("mesh.yaml"), mesh_file(&env))?;
     let pids: Vec<String> = env.pids().iter().map(u32::to_string).collect();
     std::fs::write(dir.join("children.pids"), pids.join("\n") + "\n")?;
+    // `scripts/dev-env down` removes these if this process is killed before it can.
+    let cgroups: Vec<String> = env
+        .nodes
+        .iter()
+        .flat_map(|n| n.cgroup_dirs())
+        .map(|d| d.display().to_string())
+        .collect();
+    std::fs::write(dir.join("cgroups"), cgroups.join("\n") + "\n")?;
     std::fs::write(dir.join("ready"), "")?;
     eprintln!(
         "meshtrust-devenv: ready ({} clusters) in {}",
