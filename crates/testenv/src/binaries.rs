@@ -108,7 +108,9 @@ impl NodeBinaries {
             kube_controller_manager: bin("kube-controller-manager"),
             kube_scheduler: bin("kube-scheduler"),
             kubectl: bin("kubectl"),
-            pause_image: cache.join("images").join(format!("pause-{K8S_VERSION}.tar")),
+            pause_image: cache
+                .join("images")
+                .join(format!("pause-{K8S_VERSION}.tar")),
         };
         require(&found.kubelet, "kubelet", "scripts/build-k8s node")?;
         require(&found.kube_proxy, "kube-proxy", "scripts/build-k8s node")?;
@@ -117,9 +119,17 @@ impl NodeBinaries {
             "kube-controller-manager",
             "scripts/build-k8s node",
         )?;
-        require(&found.kube_scheduler, "kube-scheduler", "scripts/build-k8s node")?;
+        require(
+            &found.kube_scheduler,
+            "kube-scheduler",
+            "scripts/build-k8s node",
+        )?;
         require(&found.kubectl, "kubectl", "scripts/build-k8s node")?;
-        require(&found.pause_image, "the pause image", "scripts/build-image pause")?;
+        require(
+            &found.pause_image,
+            "the pause image",
+            "scripts/build-image pause",
+        )?;
         for (tool, fix) in [
             ("containerd", "scripts/install-node-packages"),
             ("runc", "scripts/install-node-packages"),
@@ -140,7 +150,9 @@ impl NodeBinaries {
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
-            || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(tool).is_file())
+            || ["/usr/sbin", "/sbin"]
+                .iter()
+                .any(|d| Path::new(d).join(tool).is_file())
     })
 }
 

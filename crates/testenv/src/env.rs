@@ -3,8 +3,8 @@ use std::time::Duration;
 
 use crate::apiserver::TestCluster;
 use crate::binaries::NodeBinaries;
-use crate::node::{NodeLink, TestNode};
 use crate::etcd::Etcd;
+use crate::node::{NodeLink, TestNode};
 use crate::openbao::OpenBaoServer;
 use crate::openbao_ha::OpenBaoCluster;
 use crate::ports::retry_on_port_clash;

@@ -22,7 +22,6 @@ pub struct OpenBaoServer {
     process: ManagedProcess,
     bin: std::path::PathBuf,
     dir: std::path::PathBuf,
-    port: u16,
     /// Persistent mode: the unseal key.
     unseal_key: Option<String>,
 }
@@ -58,7 +57,6 @@ impl OpenBaoServer {
             process,
             bin: bins.bao.clone(),
             dir: dir.to_path_buf(),
-            port,
             unseal_key: None,
         };
         server.wait_ready()?;
@@ -84,10 +82,12 @@ impl OpenBaoServer {
         let mut server = Self {
             addr: addr.clone(),
             root_token: String::new(),
+            tls_addr: None,
+            tls_ca_pem: None,
+            tls_config: None,
             process,
             bin: bins.bao.clone(),
             dir: dir.to_path_buf(),
-            port,
             unseal_key: None,
         };
         let seal_status = format!("{addr}/v1/sys/seal-status");

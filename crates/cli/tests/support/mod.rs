@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod istio;
+pub mod node;
 
 use std::path::PathBuf;
 use std::process::Output;

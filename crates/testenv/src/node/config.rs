@@ -3,14 +3,14 @@ use std::path::Path;
 
 /// The sandbox image containerd starts for every pod (`scripts/build-image pause` names it so).
 pub(crate) const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10.1";
-/// Every node's pods get addresses here; the bridge masquerades what leaves the node, so nodes may share it.
-pub(crate) const POD_SUBNET: &str = "10.244.0.0/24";
 /// The Service range of every test cluster (the `kubernetes` Service is its first address).
 pub(crate) const SERVICE_RANGE: &str = "10.96.0.0/16";
 pub(crate) const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 
 /// containerd 1.6 (config version 2): state in the node's private /run and /var/lib, Kubernetes' cgroupfs
-/// driver, the CNI plugins where Debian puts them.
+/// driver, the CNI plugins where Debian puts them. `restrict_oom_score_adj`: this machine's root lacks
+/// CAP_SYS_RESOURCE, so the kubelet's negative oom_score_adj for sandboxes (-998) would make runc fail
+/// ("can't get final child's PID from pipe"); containerd then keeps every score at or above its own.
 pub(crate) fn containerd(node_dir: &Path) -> String {
     format!(
         r#"version = 2
@@ -21,6 +21,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "/run/containerd/containerd.sock"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -36,12 +37,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     )
 }
 
-/// A bridge with masquerade to the node's eth0, and hostPort support.
-pub(crate) fn cni() -> String {
+/// A bridge for the node's pods (`pod_subnet`, routed to the node by the host, so the API server reaches
+/// webhooks and the tests reach pods) with masquerade for what leaves the node, and hostPort support.
+pub(crate) fn cni(pod_subnet: &str) -> String {
     format!(
         r#"{{"cniVersion": "1.0.0", "name": "meshtrust-node", "plugins": [
   {{"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-   "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{POD_SUBNET}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]}}}},
+   "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{pod_subnet}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]}}}},
   {{"type": "portmap", "capabilities": {{"portMappings": true}}}}
 ]}}
 "#

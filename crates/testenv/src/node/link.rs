@@ -4,13 +4,15 @@ use crate::TestEnvError;
 
 /// The veth pair that joins one node's network namespace to the host: `mtn<k>` stays on the host with
 /// 10.213.k.1/24 (the address of every server the node's pods reach), `mtn<k>n` moves into the node as its
-/// eth0 with 10.213.k.2. The kernel refuses a second link of the same name, so `k` is taken atomically even
+/// eth0 with 10.213.k.2; the node's pods get 10.244.k.0/24, routed through the node (the route goes with the
+/// link). The kernel refuses a second link of the same name, so `k` is taken atomically even
 /// with other test environments running; deleting the host end (or the node's namespace) removes both ends.
 pub(crate) struct NodeLink {
     pub(crate) host_if: String,
     pub(crate) node_if: String,
     pub(crate) host_ip: String,
     pub(crate) node_ip: String,
+    pub(crate) pod_subnet: String,
 }
 
 /// Links are named `mtn0`..`mtn249`: at most that many nodes run at once on one machine.
@@ -22,7 +24,9 @@ impl NodeLink {
             let host_if = format!("mtn{k}");
             let node_if = format!("mtn{k}n");
             let created = Command::new("ip")
-                .args(["link", "add", &host_if, "type", "veth", "peer", "name", &node_if])
+                .args([
+                    "link", "add", &host_if, "type", "veth", "peer", "name", &node_if,
+                ])
                 .stderr(std::process::Stdio::null())
                 .status()
                 .map_err(TestEnvError::io("ip"))?;
@@ -32,10 +36,17 @@ impl NodeLink {
             let link = Self {
                 host_ip: format!("10.213.{k}.1"),
                 node_ip: format!("10.213.{k}.2"),
+                pod_subnet: format!("10.244.{k}.0/24"),
                 host_if,
                 node_if,
             };
-            ip(&["addr", "add", &format!("{}/24", link.host_ip), "dev", &link.host_if])?;
+            ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", link.host_ip),
+                "dev",
+                &link.host_if,
+            ])?;
             ip(&["link", "set", &link.host_if, "up"])?;
             return Ok(link);
         }
@@ -44,9 +55,19 @@ impl NodeLink {
         )))
     }
 
-    /// Moves the node's end into the network namespace of process `pid`.
+    /// Moves the node's end into the network namespace of process `pid`, and routes the node's pods there.
     pub(crate) fn move_into(&self, pid: u32) -> Result<(), TestEnvError> {
-        ip(&["link", "set", &self.node_if, "netns", &pid.to_string()])
+        ip(&["link", "set", &self.node_if, "netns", &pid.to_string()])?;
+        ip(&[
+            "route",
+            "add",
+            &self.pod_subnet,
+            "via",
+            &self.node_ip,
+            "dev",
+            &self.host_if,
+            "onlink",
+        ])
     }
 
     /// The cgroup directory the node's kubelet uses as its root (unique while this link exists).

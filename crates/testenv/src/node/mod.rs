@@ -51,7 +51,15 @@ impl TestNode {
             .ok_or_else(|| TestEnvError::Node("the cluster has no directory".into()))?;
         let dir = cluster_dir.join("node");
         let cgroup_root = link.cgroup_root();
-        write_files(bins, &dir, &cluster_dir, cluster, &name, &cgroup_root)?;
+        write_files(
+            bins,
+            &dir,
+            &cluster_dir,
+            cluster,
+            &name,
+            &cgroup_root,
+            &link.pod_subnet,
+        )?;
         let controllers = start_controllers(bins, &dir, &cluster_dir, cluster)?;
         let mut args: Vec<String> = [
             "--pid",
@@ -101,7 +109,11 @@ impl TestNode {
             .ok_or_else(|| TestEnvError::Node("the node process is gone".into()))?;
         let own = std::fs::read_link("/proc/self/ns/net").map_err(TestEnvError::io("/proc"))?;
         let start = Instant::now();
-        while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
+        while std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .ok()
+            .as_ref()
+            == Some(&own)
+        {
             if start.elapsed() > Duration::from_secs(10) {
                 return Err(TestEnvError::Node(format!(
                     "unshare made no network namespace in 10s; see {}",
@@ -131,6 +143,12 @@ impl TestNode {
         let mut pids: Vec<u32> = self.node.pid().into_iter().collect();
         pids.extend(self.controllers.iter().filter_map(ManagedProcess::pid));
         pids
+    }
+
+    /// The kubelet's cgroup root (a directory name in every hierarchy): a process is on this node if its
+    /// `/proc/<pid>/cgroup` lists paths under it.
+    pub fn cgroup_root(&self) -> &str {
+        &self.cgroup_root
     }
 
     /// The cgroup directories the kubelet made (one per hierarchy), which outlive the node's namespaces.
@@ -166,6 +184,7 @@ fn write_files(
     cluster: &TestCluster,
     name: &str,
     cgroup_root: &str,
+    pod_subnet: &str,
 ) -> Result<(), TestEnvError> {
     for sub in ["cni", "bin"] {
         let d = dir.join(sub);
@@ -177,7 +196,7 @@ fn write_files(
         ("node-name", name.to_string()),
         ("resolv.conf", "options ndots:1\n".to_string()),
         ("containerd.toml", config::containerd(dir)),
-        ("cni/10-meshtrust.conflist", config::cni()),
+        ("cni/10-meshtrust.conflist", config::cni(pod_subnet)),
         (
             "kubelet.yaml",
             config::kubelet(dir, cgroup_root, &cluster_dir.join("ca.crt")),
