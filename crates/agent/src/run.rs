@@ -18,7 +18,8 @@ use meshtrust_core::mesh::Mesh;
 use meshtrust_core::planner::PlanOptions;
 use meshtrust_core::ports::{Cluster, ErrorKind, PortError, System};
 use meshtrust_engine::published::PublishedCache;
-use meshtrust_engine::{Engine, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Scope};
+use meshtrust_engine::trust_facts::served_roots;
+use meshtrust_engine::{Engine, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Scope, Snapshot};
 use meshtrust_kube::KubeCluster;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
@@ -119,7 +120,7 @@ pub async fn run(
         health,
         session: None,
         last_index: None,
-        rotating: false,
+        rotation: RotationWatch::default(),
         last_warnings: Vec::new(),
         last_full: None,
         last_peer_read: None,
@@ -255,6 +256,38 @@ async fn watch_managed_secrets(client: kube::Client, namespace: String, tx: mpsc
     }
 }
 
+/// A root rotation under way, as the last round saw it. Peers' progress arrives through the change marker; what
+/// does not is watched here: the end of the dwell (a time) and the roots this cluster's istiod serves.
+#[derive(Default)]
+struct RotationWatch {
+    pending: bool,
+    /// When the dwell ends and the next phase may start.
+    dwell_ends: Option<Instant>,
+    /// The roots this cluster's istiod served (`istio-ca-root-cert`) at the last round.
+    served: Option<Option<Vec<String>>>,
+}
+
+impl RotationWatch {
+    fn after(snapshot: &Snapshot, config: &AgentConfig) -> RotationWatch {
+        let pending = snapshot.rotation_pending();
+        if !pending {
+            return RotationWatch::default();
+        }
+        let dwell_ends = snapshot.dwell_left(&config.mesh).map(|left| {
+            Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0).max(1))
+        });
+        RotationWatch {
+            pending,
+            dwell_ends,
+            served: snapshot.facts().trust.served.get(&config.cluster).cloned(),
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.dwell_ends.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
 struct Session {
     bao: OpenBaoClient,
     expires: Instant,
@@ -267,8 +300,8 @@ struct Agent {
     session: Option<Session>,
     /// The change marker's version whose changes are all reflected here.
     last_index: Option<u64>,
-    /// A root rotation is under way: reconcile on every poll, since peers' progress does not move the index.
-    rotating: bool,
+    /// What a root rotation under way waits for that moves no marker: the dwell's end, this istiod's reload.
+    rotation: RotationWatch,
     /// The plan's warnings last logged: each is logged when it first appears, not on every poll.
     last_warnings: Vec<String>,
     last_full: Option<Instant>,
@@ -350,14 +383,33 @@ impl Agent {
         if moved {
             let seen = self.last_index.unwrap_or(0);
             match engine.changed_since(seen, current).await {
-                Ok(Some(changed)) => self.cache.mark_stale(changed),
-                Ok(None) => self.cache.mark_all_stale(),
+                Ok(Some(changed)) => self.cache.mark_changed(changed),
+                Ok(None) => {
+                    self.cache.mark_all_stale();
+                    self.cache.mark_all_trust_stale();
+                }
                 Err(e) => return self.note_failure(&e),
             }
             let _ = self.reconcile(Round::Hinted { marker: current }).await;
-        } else if resync_due || self.rotating {
-            // During a root rotation peers' progress is in their trust facts, not in the marker: look each poll.
+        } else if resync_due || self.rotation.due() || self.served_changed().await {
             let _ = self.reconcile(Round::Resync).await;
+        }
+    }
+
+    /// During a root rotation, whether this cluster's istiod now serves other roots than the last round saw:
+    /// its reload is what the rotation waits for here, and it moves no marker and no watched Secret. One read
+    /// of a ConfigMap from this cluster's API server; OpenBao is not asked.
+    async fn served_changed(&self) -> bool {
+        if !self.rotation.pending {
+            return false;
+        }
+        let Some(settings) = self.config.mesh.cluster(&self.config.cluster) else {
+            return false;
+        };
+        match served_roots(&self.kube, &settings.istio_namespace).await {
+            Ok(served) => self.rotation.served.as_ref() != Some(&served),
+            // The round reports the failure.
+            Err(_) => true,
         }
     }
 
@@ -365,6 +417,11 @@ impl Agent {
         let started = Instant::now();
         if round == Round::Full {
             self.cache.mark_all_stale();
+            // Peers' trust facts reach this agent through the marker; the periodic re-read covers a lost hint
+            // only while they matter, during a rotation. A finished rotation is no reason to read them.
+            if self.rotation.pending {
+                self.cache.mark_all_trust_stale();
+            }
         }
         let bao = match self.bao().await {
             Ok(b) => b,
@@ -415,7 +472,7 @@ impl Agent {
                     engine.observe(now()).await.ok()
                 };
                 if let Some(current) = &current {
-                    self.rotating = current.rotation_pending();
+                    self.rotation = RotationWatch::after(current, &self.config);
                 }
                 if let Some(not_after) = current
                     .as_ref()

@@ -167,18 +167,13 @@ impl OpenBaoClient {
         for step in 0..self.nodes.len().max(1) {
             let index = (first + step) % self.nodes.len().max(1);
             let address = self.nodes.get(index).unwrap_or(&self.config.address);
-            let mut request = self
-                .http
-                .request(method.clone(), format!("{address}/v1/{path}"))
-                .header("X-Vault-Token", &self.config.token);
-            if let Some(ns) = namespace {
-                request = request.header("X-Vault-Namespace", ns);
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            request = self.consistency.require(request);
-            self.requests.fetch_add(1, Ordering::Relaxed);
+            let request = self.consistency.require(self.request_to(
+                address,
+                method.clone(),
+                path,
+                namespace,
+                body,
+            ));
             match request.send().await {
                 Ok(response) => {
                     self.current.store(index, Ordering::Relaxed);
@@ -193,6 +188,58 @@ impl OpenBaoClient {
             Some(e) => unreachable(operation, &format!("any of {}", self.nodes.join(" ")), &e),
             None => unreachable_plain(operation, &address),
         })
+    }
+
+    /// One request to `address`, with the token and namespace headers; counted.
+    fn request_to(
+        &self,
+        address: &str,
+        method: Method,
+        path: &str,
+        namespace: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .request(method, format!("{address}/v1/{path}"))
+            .header("X-Vault-Token", &self.config.token);
+        if let Some(ns) = namespace {
+            request = request.header("X-Vault-Namespace", ns);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        request
+    }
+
+    /// Sends a write, already made through the node in use, once more through every other node of an HA
+    /// cluster (each forwards it to the active node), for state a node keeps in memory beside its storage.
+    /// Sent without read-your-writes headers: a standby that has not caught up would forward the request
+    /// without handling it itself. Best effort: returns the nodes that did not take it, with why.
+    pub async fn repeat_on_other_nodes(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> Vec<(String, String)> {
+        let current = self.address().to_string();
+        let mut missed = Vec::new();
+        for node in self.nodes.iter().filter(|n| **n != current) {
+            let request = self.request_to(
+                node,
+                method.clone(),
+                path,
+                self.config.namespace.as_deref(),
+                Some(body),
+            );
+            match request.send().await {
+                Ok(answer) if answer.status().is_success() => {}
+                Ok(answer) => missed.push((node.clone(), format!("HTTP {}", answer.status()))),
+                Err(e) => missed.push((node.clone(), root_cause(&e))),
+            }
+        }
+        missed
     }
 
     /// Like [`call`](Self::call), but a non-2xx answer becomes an error (404 included).

@@ -17,6 +17,59 @@ use serde_json::{Value, json};
 use crate::OpenBaoClient;
 use crate::client::{check, error, messages};
 
+/// Entries per page of a `detailed-metadata` listing: each carries its versions' metadata (up to ~1.5 KB),
+/// so a page stays far below the answer cap.
+const LIST_PAGE: usize = 256;
+
+/// Whether the server answered a `detailed-metadata` listing as one that offers it. Vault's KV v2 (and
+/// OpenBao before 2.2) answer an unknown path with 404 and the warning "Invalid path for a versioned K/V
+/// secrets engine", or 405 for an operation it does not route; an empty folder is a plain 404.
+fn offers_detailed_metadata(response: &crate::client::Response) -> bool {
+    let invalid_path = response
+        .body
+        .get("warnings")
+        .and_then(Value::as_array)
+        .is_some_and(|w| {
+            w.iter()
+                .filter_map(Value::as_str)
+                .any(|m| m.contains("Invalid path") || m.contains("unsupported"))
+        });
+    let unsupported = messages(&response.body).contains("unsupported path");
+    !(response.status == StatusCode::METHOD_NOT_ALLOWED
+        || (response.status == StatusCode::NOT_FOUND && (invalid_path || unsupported)))
+}
+
+/// The parts of an entry's metadata meshtrust compares (as `GET <mount>/metadata/<path>` gives them).
+fn metadata_of(data: &Value) -> Option<KvMetadata> {
+    let current_version = data.get("current_version").and_then(Value::as_u64)?;
+    let current = data
+        .get("versions")
+        .and_then(|v| v.get(current_version.to_string()));
+    let current_deleted = current.is_some_and(|v| {
+        v.get("destroyed").and_then(Value::as_bool) == Some(true)
+            || v.get("deletion_time")
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.is_empty())
+    });
+    Some(KvMetadata {
+        current_version,
+        current_deleted,
+    })
+}
+
+/// Percent-encodes a key for a query parameter (keys meshtrust lists are DNS labels, but a listing may hold
+/// anything).
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn list() -> Method {
     Method::from_bytes(b"LIST").unwrap_or(Method::GET)
 }
@@ -238,6 +291,51 @@ impl OpenBao for OpenBaoClient {
             .collect()
     }
 
+    async fn kv_list_metadata(
+        &self,
+        mount: &str,
+        folder: &str,
+    ) -> PortResult<Option<BTreeMap<String, KvMetadata>>> {
+        let folder = folder.trim_end_matches('/');
+        let mut listed = BTreeMap::new();
+        let mut after = String::new();
+        loop {
+            let api =
+                format!("{mount}/detailed-metadata/{folder}/?limit={LIST_PAGE}&after={after}");
+            let op = format!("LIST {mount}/detailed-metadata/{folder}/");
+            let response = self.call(list(), &api, None).await?;
+            if !offers_detailed_metadata(&response) {
+                return Ok(None);
+            }
+            if response.status == StatusCode::NOT_FOUND {
+                // An empty folder.
+                return Ok(Some(listed));
+            }
+            let body = check(&op, response)?;
+            let keys = body
+                .pointer("/data/keys")
+                .and_then(Value::as_array)
+                .ok_or_else(|| wrong_shape(&op, "/data/keys"))?;
+            for key in keys {
+                let key = key
+                    .as_str()
+                    .ok_or_else(|| wrong_shape(&op, "/data/keys/*"))?;
+                after = key.to_string();
+                // A sub-folder, or an entry whose every version is gone, has no metadata to compare.
+                let Some(info) = body.pointer("/data/key_info").and_then(|i| i.get(key)) else {
+                    continue;
+                };
+                if let Some(meta) = metadata_of(info) {
+                    listed.insert(key.to_string(), meta);
+                }
+            }
+            if keys.len() < LIST_PAGE {
+                return Ok(Some(listed));
+            }
+            after = url_encode(&after);
+        }
+    }
+
     async fn kv_put(
         &self,
         mount: &str,
@@ -412,7 +510,18 @@ impl OpenBao for OpenBaoClient {
             "kubernetes_ca_cert": config.kubernetes_ca_cert,
             "disable_local_ca_jwt": true,
         });
-        self.post(&format!("auth/{mount}/config"), &body).await
+        let path = format!("auth/{mount}/config");
+        self.post(&path, &body).await?;
+        // Each OpenBao node's Kubernetes auth backend verifies the API server with a CA pool it keeps in memory.
+        // The node that handles a config write sets it at once; the others only from their own refresh every
+        // 30 s (OpenBao's kubernetes auth: runTLSConfigUpdater, defaultHorizon). Standbys serve logins
+        // themselves, so through a standby logins were refused (x509: unknown authority, answered as "permission
+        // denied") for up to 30 s after apply. A standby applies a config write before forwarding it to the
+        // active node, so the same write through every node ends the wait. docs/openbao.md has the details.
+        for (node, why) in self.repeat_on_other_nodes(Method::POST, &path, &body).await {
+            tracing::debug!(%node, %why, "the auth config reached this node only through storage: its logins may be refused for up to 30 s");
+        }
+        Ok(())
     }
 
     async fn kubernetes_auth_role(&self, mount: &str, role: &str) -> PortResult<Option<RoleFacts>> {
@@ -459,23 +568,9 @@ impl OpenBao for OpenBaoClient {
             return Ok(None);
         };
         let op = format!("GET {api}");
-        let current_version = data
-            .get("current_version")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| error(ErrorKind::Invalid, &op, "the answer has no current_version"))?;
-        let current = data
-            .get("versions")
-            .and_then(|v| v.get(current_version.to_string()));
-        let current_deleted = current.is_some_and(|v| {
-            v.get("destroyed").and_then(Value::as_bool) == Some(true)
-                || v.get("deletion_time")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| !t.is_empty())
-        });
-        Ok(Some(KvMetadata {
-            current_version,
-            current_deleted,
-        }))
+        metadata_of(&data)
+            .map(Some)
+            .ok_or_else(|| error(ErrorKind::Invalid, &op, "the answer has no current_version"))
     }
 
     async fn read_policy(&self, name: &str) -> PortResult<Option<String>> {

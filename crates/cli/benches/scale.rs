@@ -29,6 +29,8 @@ mod plot;
 mod procfs;
 #[path = "scale/proxy.rs"]
 mod proxy;
+#[path = "scale/rotation.rs"]
+mod rotation;
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +44,11 @@ use proxy::CountingProxy;
 #[derive(Serialize, Deserialize, Clone)]
 pub struct Row {
     pub peers: usize,
+    /// A second root exists: the rotation is under way or done (`rotation` says which).
+    #[serde(default)]
+    pub rotated: bool,
+    #[serde(default)]
+    pub rotation: Option<String>,
     #[serde(deserialize_with = "nan_or")]
     pub sync_seconds: f64,
     #[serde(deserialize_with = "nan_or")]
@@ -103,35 +110,125 @@ async fn setup_timed(
     Ok((env, mesh, proxy))
 }
 
-async fn scale_row(count: usize, settings: &Settings) -> Row {
-    let mut row = Row {
-        peers: count,
-        sync_seconds: f64::NAN,
-        rss_mib: f64::NAN,
-        idle_requests_per_poll: f64::NAN,
-        idle_response_bytes_per_poll: f64::NAN,
-        propagation_p50_s: f64::NAN,
-        propagation_p99_s: f64::NAN,
-        apply_openbao_only_seconds: None,
-        error: None,
-    };
-    let result = async {
-        let (env, mesh, proxy) = setup_timed(count, &mut row.apply_openbao_only_seconds).await?;
-        agent::run(&env, &mesh, &proxy, count, settings).await
+impl Row {
+    fn new(peers: usize, rotation: Option<rotation::Stage>) -> Row {
+        Row {
+            peers,
+            rotated: rotation.is_some(),
+            rotation: rotation.map(|s| s.label().to_string()),
+            sync_seconds: f64::NAN,
+            rss_mib: f64::NAN,
+            idle_requests_per_poll: f64::NAN,
+            idle_response_bytes_per_poll: f64::NAN,
+            propagation_p50_s: f64::NAN,
+            propagation_p99_s: f64::NAN,
+            apply_openbao_only_seconds: None,
+            error: None,
+        }
     }
-    .await;
-    match result {
-        Ok(run) => {
-            row.sync_seconds = run.sync.as_secs_f64();
-            row.rss_mib = run.idle.rss_mib;
-            row.idle_requests_per_poll = run.idle.requests_per_poll();
-            row.idle_response_bytes_per_poll = run.idle.bytes_per_poll();
-            row.propagation_p50_s = quantile(&run.propagation, 0.5);
-            row.propagation_p99_s = quantile(&run.propagation, 0.99);
+
+    fn record(&mut self, run: Result<agent::AgentRun, String>) {
+        match run {
+            Ok(run) => {
+                self.sync_seconds = run.sync.as_secs_f64();
+                self.rss_mib = run.idle.rss_mib;
+                self.idle_requests_per_poll = run.idle.requests_per_poll();
+                self.idle_response_bytes_per_poll = run.idle.bytes_per_poll();
+                self.propagation_p50_s = quantile(&run.propagation, 0.5);
+                self.propagation_p99_s = quantile(&run.propagation, 0.99);
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+}
+
+/// The rows for `count` peers: the mesh as set up, then (with `rotated`) with a root rotation under way and
+/// after it, on the same servers. Each row starts its agent cold.
+async fn scale_rows(count: usize, settings: &Settings, rotated: bool) -> Vec<Row> {
+    let mut row = Row::new(count, None);
+    let setup = setup_timed(count, &mut row.apply_openbao_only_seconds).await;
+    let (env, mesh, proxy) = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            row.error = Some(e);
+            return vec![row];
+        }
+    };
+    let mut agent = None;
+    match agent::run(&env, &mesh, &proxy, count, settings, 1000).await {
+        Ok((run, guard)) => {
+            row.record(Ok(run));
+            agent = Some(guard);
         }
         Err(e) => row.error = Some(e),
     }
-    row
+    let mut rows = vec![row];
+    if rotated && agent.is_some() {
+        rows.extend(rotated_rows(&env, &mesh, &proxy, count, settings, &mut agent).await);
+    }
+    if let Some(agent) = agent {
+        agent.stop();
+    }
+    rows
+}
+
+/// A rotation started on the running mesh, measured under way and once settled.
+async fn rotated_rows(
+    env: &TestEnv,
+    mesh: &Path,
+    proxy: &CountingProxy,
+    count: usize,
+    settings: &Settings,
+    agent: &mut Option<agent::Guard>,
+) -> Vec<Row> {
+    let bao = peers::root_client(&env.bao.addr, &env.bao.root_token);
+    let limit = settings.sync_limit;
+    let mut rows = Vec::new();
+    let roots = match rotation::start(env, mesh).await {
+        Ok((roots, apply)) => {
+            let mut row = Row::new(count, Some(rotation::Stage::UnderWay));
+            row.apply_openbao_only_seconds = Some(apply.as_secs_f64());
+            rows.push(row);
+            roots
+        }
+        Err(e) => {
+            let mut row = Row::new(count, Some(rotation::Stage::UnderWay));
+            row.error = Some(e);
+            return vec![row];
+        }
+    };
+    rows.push(Row::new(count, Some(rotation::Stage::Settled)));
+    for (index, stage) in [rotation::Stage::UnderWay, rotation::Stage::Settled]
+        .into_iter()
+        .enumerate()
+    {
+        eprintln!("measuring {count} peers, rotation {}", stage.label());
+        let reached = async {
+            rotation::publish(&bao, count, &roots, stage).await?;
+            rotation::wait_for_agent(&bao, stage, limit).await?;
+            if stage == rotation::Stage::Settled {
+                let apply = agent::apply_openbao_only(env, mesh)?;
+                rows[index].apply_openbao_only_seconds = Some(apply.as_secs_f64());
+            }
+            Ok::<_, String>(())
+        }
+        .await;
+        if let Err(e) = reached {
+            rows[index].error = Some(e);
+            break;
+        }
+        // The agent that carried the rotation so far stops (releasing its Lease); a cold one is measured.
+        if let Some(running) = agent.take() {
+            running.stop();
+        }
+        let first_generation = 2000 + 1000 * index as u64;
+        let run = agent::run(env, mesh, proxy, count, settings, first_generation).await;
+        rows[index].record(run.map(|(run, guard)| {
+            *agent = Some(guard);
+            run
+        }));
+    }
+    rows
 }
 
 fn print_rows(rows: &[Row]) {
@@ -139,16 +236,25 @@ fn print_rows(rows: &[Row]) {
         "\nmeshtrust agent at scale (one real cluster, simulated peers in a real OpenBao, release build)\n"
     );
     println!(
-        "{:>6} {:>9} {:>8} {:>10} {:>12} {:>9} {:>9} {:>12}",
-        "peers", "sync s", "RSS MiB", "req/poll", "bytes/poll", "p50 s", "p99 s", "apply -ob s"
+        "{:>6} {:>10} {:>9} {:>8} {:>10} {:>12} {:>9} {:>9} {:>12}",
+        "peers",
+        "rotation",
+        "sync s",
+        "RSS MiB",
+        "req/poll",
+        "bytes/poll",
+        "p50 s",
+        "p99 s",
+        "apply -ob s"
     );
     for r in rows {
         let apply = r
             .apply_openbao_only_seconds
             .map_or("-".into(), |s| format!("{s:.2}"));
         println!(
-            "{:>6} {:>9.2} {:>8.1} {:>10.2} {:>12.0} {:>9.2} {:>9.2} {:>12}",
+            "{:>6} {:>10} {:>9.2} {:>8.1} {:>10.2} {:>12.0} {:>9.2} {:>9.2} {:>12}",
             r.peers,
+            r.rotation.as_deref().unwrap_or("none"),
             r.sync_seconds,
             r.rss_mib,
             r.idle_requests_per_poll,
@@ -194,6 +300,16 @@ fn redraw() {
     }
 }
 
+/// The peer counts also measured with a rotated mesh (`MESHTRUST_SCALE_ROTATED_PEERS`, default 1000; empty for
+/// none).
+fn rotated_counts() -> Vec<usize> {
+    std::env::var("MESHTRUST_SCALE_ROTATED_PEERS")
+        .unwrap_or_else(|_| "1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
 fn peer_counts() -> Vec<usize> {
     std::env::var("MESHTRUST_SCALE_PEERS")
         .unwrap_or_else(|_| "10,100,1000".into())
@@ -232,9 +348,10 @@ async fn main() {
     }
     let settings = Settings::from_env(30);
     let mut rows = Vec::new();
+    let rotated = rotated_counts();
     for count in peer_counts() {
         eprintln!("measuring {count} peers");
-        rows.push(scale_row(count, &settings).await);
+        rows.extend(scale_rows(count, &settings, rotated.contains(&count)).await);
     }
     print_rows(&rows);
     write_json("scale.json", &rows);

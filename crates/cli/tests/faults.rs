@@ -446,6 +446,67 @@ fn a_first_apply_through_a_standby_converges_at_once() {
     );
 }
 
+/// `apply` configures a new cluster's Kubernetes auth mount through one node; the cluster's agent then logs in
+/// through a standby at once. OpenBao's Kubernetes auth keeps the API server's CA in memory on each node, set
+/// by the node that handles the config write and otherwise by a refresh every 30 s, and standbys serve logins
+/// themselves: without the config written through every node, the first logins through a standby were refused
+/// ("permission denied"; the standby's log: x509: certificate signed by unknown authority) for 29.8-30.1 s.
+#[test]
+fn an_agent_logs_in_through_a_standby_right_after_apply() {
+    let _serial = SERIAL.blocking_lock();
+    let env = TestEnv::builder()
+        .clusters(1)
+        .openbao_ha()
+        .start()
+        .expect("test environment");
+    let file = env.dir().join("mesh.yaml");
+    std::fs::write(&file, mesh_file_with(&env, "")).expect("mesh file");
+    let ha = env.bao_ha.as_ref().expect("HA");
+    let leader = ha.wait_for_leader(Duration::from_secs(30)).expect("leader");
+    let every_node = ha
+        .nodes
+        .iter()
+        .map(|n| n.addr.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let apply = ha_meshtrust_with(&env, &file, leader, &every_node, &["apply"]);
+    assert!(
+        apply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    let jwt = runtime().block_on(async {
+        agent_identities(&env).await;
+        env.clusters[0]
+            .request_token("istio-system", "meshtrust-agent")
+            .await
+            .expect("token")
+    });
+    for standby in (0..ha.nodes.len()).filter(|i| *i != leader) {
+        let started = Instant::now();
+        loop {
+            let login = ha
+                .cli(standby)
+                .args(["write", "-format=json", "auth/kubernetes_cluster_a/login"])
+                .arg("role=meshtrust-agent")
+                .arg(format!("jwt={jwt}"))
+                .output()
+                .expect("bao login");
+            if login.status.success() {
+                break;
+            }
+            let stderr = String::from_utf8_lossy(&login.stderr);
+            // Raft replication may not have brought the role to this standby yet: a different lag (milliseconds),
+            // answered as an invalid role. A refused review is the failure this test is about.
+            assert!(
+                stderr.contains("invalid role name") && started.elapsed() < Duration::from_secs(5),
+                "the first login through standby {standby} right after apply: {stderr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// OpenBao's standbys answer reads from their own copy, which lags the active node; a client that talks to a
 /// standby must still read what it has just written (else every CAS write after a read would conflict).
 #[test]

@@ -3,6 +3,7 @@
 
 mod support;
 
+use futures::StreamExt;
 use meshtrust_core::mesh::{KeySpec, KeyType};
 use meshtrust_pki::{generate_key, intermediate_csr};
 use serde_json::{Value, json};
@@ -184,6 +185,25 @@ async fn an_agent_can_do_exactly_its_job_and_openbao_refuses_the_rest() {
     )
     .await;
     assert_eq!(s, 200, "read a peer's trust facts");
+    // The periodic full re-read: every entry's version in one listing (metadata only, no data).
+    for folder in ["istio/remote-secrets", "istio/meshtrust-trust"] {
+        let (s, body) = call(
+            &mesh,
+            Some(&a),
+            ns,
+            "LIST",
+            &format!("kv/detailed-metadata/{folder}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "list {folder}'s versions: {body}");
+        assert!(
+            body["data"]["key_info"]["cluster-b"]["current_version"]
+                .as_u64()
+                .is_some_and(|v| v >= 1),
+            "{body}"
+        );
+    }
     let (s, _) = call(&mesh, Some(&a), ns, "LIST", "pki/issuers", None).await;
     assert_eq!(s, 200, "list roots");
 
@@ -538,4 +558,54 @@ async fn in_shared_root_mode_agents_read_but_never_write_the_bundle() {
     )
     .await;
     assert_eq!(s, 403);
+}
+
+/// `kv_list_metadata` against the real OpenBao: every entry's current version, soft deletes marked, sub-folders
+/// left out, and more entries than one page in a few requests.
+#[tokio::test]
+async fn listing_versions_takes_a_request_per_page_whatever_the_number_of_entries() {
+    use meshtrust_core::ports::OpenBao;
+    use meshtrust_core::secret::SecretBytes;
+    let mesh = Mesh::start(0, "");
+    let bao = support::root_openbao(&mesh);
+    let data = std::collections::BTreeMap::from([("k".to_string(), SecretBytes::new("v"))]);
+    let entries = 300;
+    futures::stream::iter(0..entries)
+        .for_each_concurrent(16, |i| {
+            let (bao, data) = (&bao, &data);
+            async move {
+                bao.kv_put("secret", &format!("list/e{i:03}"), data, 0)
+                    .await
+                    .expect("put");
+            }
+        })
+        .await;
+    bao.kv_put("secret", "list/e007", &data, 1)
+        .await
+        .expect("v2");
+    bao.kv_put("secret", "list/sub/x", &data, 0)
+        .await
+        .expect("sub");
+    let (s, _) = call(&mesh, None, None, "DELETE", "secret/data/list/e008", None).await;
+    assert_eq!(s, 204, "soft delete");
+    let before = bao.request_count();
+    let listed = bao
+        .kv_list_metadata("secret", "list")
+        .await
+        .expect("list")
+        .expect("OpenBao offers detailed-metadata");
+    assert_eq!(
+        bao.request_count() - before,
+        2,
+        "300 entries in two pages of 256"
+    );
+    assert_eq!(listed.len(), entries, "every entry, no sub-folder");
+    assert_eq!(listed["e007"].current_version, 2);
+    assert!(listed["e008"].current_deleted);
+    assert!(!listed["e009"].current_deleted);
+    let empty = bao
+        .kv_list_metadata("secret", "nothing-here")
+        .await
+        .expect("list");
+    assert_eq!(empty.map(|m| m.len()), Some(0));
 }

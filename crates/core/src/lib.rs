@@ -20,4 +20,5 @@ pub mod rotation;
 pub mod rotation_plan;
 pub mod secret;
 pub mod trust_facts;
+pub mod trust_view;
 pub mod verify;

@@ -232,6 +232,16 @@ pub struct Blocker {
     pub fix: String,
 }
 
+/// How the planner is asked to plan (the planner and the rotation planning both read it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Take over a `cacerts` that meshtrust does not manage.
+    pub adopt: bool,
+    /// Drop older roots as soon as every cluster signs with the newest, without `ca.rootRotation.phaseDwell`:
+    /// `ca rotate-root`, where the operator paces the phases.
+    pub skip_dwell: bool,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub changes: Vec<Change>,

@@ -10,20 +10,13 @@ use crate::facts::{
 };
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+/// Callers name the options next to [`plan`].
+pub use crate::plan::PlanOptions;
 use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
 use crate::rotation::RotationState;
 use crate::rotation_plan::{
     disjoint_roots_warning, mesh_rotation, plan_trust_facts, rotation_warnings,
 };
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PlanOptions {
-    /// Take over a `cacerts` that meshtrust does not manage.
-    pub adopt: bool,
-    /// Drop older roots as soon as every cluster signs with the newest, without `ca.rootRotation.phaseDwell`:
-    /// `ca rotate-root`, where the operator paces the phases.
-    pub skip_dwell: bool,
-}
 
 pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
     let mut plan = Plan::default();

@@ -164,6 +164,12 @@ pub fn agent_policy(mesh: &Mesh, cluster: &ClusterSettings, roots: &[u32]) -> St
         &format!("{kv}/metadata/{rs}/{name}"),
         &["read"],
     );
+    rule(
+        &mut out,
+        "every peer's entry's version in one listing (OpenBao's detailed metadata: no data), for the periodic re-read",
+        &format!("{kv}/detailed-metadata/{rs}"),
+        &["list"],
+    );
     trust_facts_rules(mesh, name, &mut out);
     rule(
         &mut out,
@@ -201,6 +207,12 @@ fn trust_facts_rules(mesh: &Mesh, name: &str, out: &mut String) {
         "read the peers' trust facts",
         &format!("{kv}/data/{path}/*"),
         &["read"],
+    );
+    rule(
+        out,
+        "the peers' trust facts' versions in one listing (no data), for the periodic re-read",
+        &format!("{kv}/detailed-metadata/{path}"),
+        &["list"],
     );
 }
 

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::facts::{CacertsState, RootIssuerFacts, root_issuer_name};
-use crate::trust_facts::TrustView;
+use crate::trust_view::TrustView;
 
 /// Where the mesh stands in a root rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -72,7 +72,7 @@ impl RotationState {
         Self::mesh_wide(newest, roots, &views, gate)
     }
 
-    /// The rotation judged on every cluster of the mesh: `views` from [`crate::trust_facts::mesh_views`].
+    /// The rotation judged on every cluster of the mesh: `views` from [`crate::trust_view::mesh_views`].
     pub fn mesh_wide(
         newest: u32,
         roots: &[RootIssuerFacts],

@@ -3,10 +3,10 @@
 
 use crate::facts::{CacertsFacts, Observed, OpenBaoFacts, root_issuer_name};
 use crate::mesh::Mesh;
-use crate::plan::{Action, Change, Op, Plan, Target};
-use crate::planner::PlanOptions;
+use crate::plan::{Action, Change, Op, Plan, PlanOptions, Target};
 use crate::rotation::{DwellGate, RotationPhase, RotationState};
-use crate::trust_facts::{TRUST_KV_PATH, desired_facts, mesh_views};
+use crate::trust_facts::TRUST_KV_PATH;
+use crate::trust_view::{desired_facts, mesh_views};
 
 /// The rotation state of the whole mesh, as far as it is known.
 pub fn mesh_rotation(

@@ -13,9 +13,9 @@ use meshtrust_core::ports::{Cluster, GenerateOutcome, OpenBao};
 use crate::EngineError;
 use crate::apply::{Targets, apply};
 use crate::names::root_issuer_name;
-use crate::observe::observe;
+use crate::observe::{Reads, observe};
 use crate::outcome::{AppliedChange, ApplyReport};
-use crate::published::{PublishedCache, changed_since, marker_version};
+use crate::published::{Changed, PublishedCache, Wrote, changed_since, marker_version};
 use crate::snapshot::Snapshot;
 
 /// What an engine may change.
@@ -89,13 +89,17 @@ impl Engine {
     }
 
     pub async fn observe(&self, now: i64) -> Result<Snapshot, EngineError> {
-        let with_config = self.scope != Scope::Agent;
+        let reads = match self.scope {
+            Scope::Admin => Reads::Admin,
+            Scope::OpenBaoOnly => Reads::OpenBaoOnly,
+            Scope::Agent => Reads::Agent,
+        };
         observe(
             &self.mesh,
             self.bao.as_ref(),
             &self.clusters,
             now,
-            with_config,
+            reads,
             self.cache.as_ref(),
         )
         .await
@@ -106,13 +110,13 @@ impl Engine {
         marker_version(self.bao.as_ref(), &self.mesh).await
     }
 
-    /// Which mesh clusters published since marker version `seen` (up to `current`); `None` when that cannot be
-    /// told (a long gap), and everything should be re-read.
+    /// Which mesh clusters published what since marker version `seen` (up to `current`); `None` when that cannot
+    /// be told (a long gap), and everything should be re-read.
     pub async fn changed_since(
         &self,
         seen: u64,
         current: u64,
-    ) -> Result<Option<std::collections::BTreeSet<String>>, EngineError> {
+    ) -> Result<Option<Changed>, EngineError> {
         changed_since(self.bao.as_ref(), &self.mesh, seen, current).await
     }
 
@@ -154,6 +158,10 @@ impl Engine {
         if let Some(cache) = &self.cache {
             cache.mark_stale(plan.changes.iter().filter_map(|c| match &c.action {
                 Action::PublishRemoteSecret { cluster } => Some(cluster.clone()),
+                _ => None,
+            }));
+            cache.mark_trust_stale(plan.changes.iter().filter_map(|c| match &c.action {
+                Action::PublishTrustFacts { cluster, .. } => Some(cluster.clone()),
                 _ => None,
             }));
         }
@@ -248,7 +256,7 @@ impl Engine {
         }
         // Idle agents poll only the change marker: bump it, naming no cluster, so they run a round at once and
         // take up the new root (re-reading no peer).
-        crate::published::bump_marker(self.bao.as_ref(), &self.mesh, "").await?;
+        crate::published::bump_marker(self.bao.as_ref(), &self.mesh, "", Wrote::Entry).await?;
         match outcome {
             GenerateOutcome::Created => Ok(RotationStart::Generated { issuer_name }),
             GenerateOutcome::AlreadyExists => Ok(RotationStart::AlreadyExists { issuer_name }),

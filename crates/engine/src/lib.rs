@@ -15,6 +15,7 @@ mod reader;
 mod snapshot;
 pub mod trust_facts;
 
+pub use apply::root_request;
 pub use engine::{Engine, RotationStart, Scope};
 pub use error::EngineError;
 pub use names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};

@@ -4,8 +4,8 @@
 //!   expiry and a hash of what the kubeconfig points at. Only that cluster's agent (and the admin) may write it,
 //!   so it is the truth about that cluster.
 //! * The change marker `<kv>/<indexPath>` is a small entry every publisher bumps after writing its own entry,
-//!   naming itself. KV v2 keeps recent versions, so an agent that saw version v reads versions v+1.. to learn
-//!   who changed. Anyone may write the marker, so it is only a hint: it decides what to re-read, never what
+//!   naming itself and what it wrote (its published entry, or its trust facts during a root rotation). KV v2
+//!   keeps recent versions, so an agent that saw version v reads versions v+1.. to learn who changed what. Anyone may write the marker, so it is only a hint: it decides what to re-read, never what
 //!   to write or delete. An idle poll is one small read of the marker, whatever the mesh's size.
 //! * Membership comes from the mesh file: entries are read for the mesh file's clusters only, and names found
 //!   in OpenBao are checked as DNS labels before they touch a path.
@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 use meshtrust_core::facts::PublishedFacts;
 use meshtrust_core::mesh::Mesh;
-use meshtrust_core::ports::{ErrorKind, OpenBao};
+use meshtrust_core::ports::{ErrorKind, KvMetadata, OpenBao};
 use meshtrust_core::secret::SecretBytes;
+use meshtrust_core::trust_facts::PublishedTrust;
 use sha2::{Digest, Sha256};
 
 use crate::EngineError;
@@ -32,6 +33,31 @@ pub const SERVER_FIELD: &str = "server";
 pub const TOKEN_EXPIRES_FIELD: &str = "tokenExpires";
 pub const CONFIG_HASH_FIELD: &str = "configHash";
 const MARKER_CLUSTER_FIELD: &str = "cluster";
+/// What the writer changed; absent (as every earlier release wrote it): its published entry.
+const MARKER_WROTE_FIELD: &str = "wrote";
+const WROTE_TRUST: &str = "trust";
+
+/// What a marker bump says its writer changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrote {
+    /// Its published entry (reader kubeconfig).
+    Entry,
+    /// Its trust facts.
+    Trust,
+}
+
+/// Who changed what since a marker version: the mesh clusters the bumps named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changed {
+    pub entries: BTreeSet<String>,
+    pub trust: BTreeSet<String>,
+}
+
+impl Changed {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.trust.is_empty()
+    }
+}
 
 /// Hash of what a cluster's published kubeconfig points at; a change means republish.
 pub fn config_hash(server: &str, ca_pem: Option<&str>) -> String {
@@ -170,15 +196,23 @@ pub(crate) async fn current_version(
         .unwrap_or(0))
 }
 
-/// Bumps the change marker, naming `cluster`, with check-and-set so that no bump is lost to a concurrent one.
+/// Bumps the change marker, naming `cluster` and what it wrote, with check-and-set so that no bump is lost to a
+/// concurrent one.
 pub(crate) async fn bump_marker(
     bao: &dyn OpenBao,
     mesh: &Mesh,
     cluster: &str,
+    wrote: Wrote,
 ) -> Result<(), EngineError> {
     let kv = &mesh.openbao.kv_mount;
     let path = &mesh.remote_secrets.index_path;
-    let data = BTreeMap::from([(MARKER_CLUSTER_FIELD.to_string(), SecretBytes::new(cluster))]);
+    let mut data = BTreeMap::from([(MARKER_CLUSTER_FIELD.to_string(), SecretBytes::new(cluster))]);
+    if wrote == Wrote::Trust {
+        data.insert(
+            MARKER_WROTE_FIELD.to_string(),
+            SecretBytes::new(WROTE_TRUST),
+        );
+    }
     let mut attempt = 0;
     loop {
         let version = marker_version(bao, mesh).await?;
@@ -200,32 +234,34 @@ pub async fn marker_version(bao: &dyn OpenBao, mesh: &Mesh) -> Result<u64, Engin
     })
 }
 
-/// Who changed since marker version `seen`, up to `current`: the named mesh clusters, or `None` when the gap is
-/// too long or a version is gone (then everything is re-read).
+/// Who changed what since marker version `seen`, up to `current`: the named mesh clusters, or `None` when the
+/// gap is too long or a version is gone (then everything is re-read).
 pub async fn changed_since(
     bao: &dyn OpenBao,
     mesh: &Mesh,
     seen: u64,
     current: u64,
-) -> Result<Option<BTreeSet<String>>, EngineError> {
+) -> Result<Option<Changed>, EngineError> {
     if current < seen || current - seen > MAX_MARKER_GAP {
         return Ok(None);
     }
     let kv = &mesh.openbao.kv_mount;
     let path = &mesh.remote_secrets.index_path;
-    let mut changed = BTreeSet::new();
+    let mut changed = Changed::default();
     for version in seen + 1..=current {
         let Some(entry) = bao.kv_get_version(kv, path, version).await? else {
             return Ok(None);
         };
+        let field = |name: &str| entry.data.get(name).and_then(|v| v.expose_str());
         // A hint naming something that is not a mesh cluster is ignored: it cannot redirect a read.
-        if let Some(name) = entry
-            .data
-            .get(MARKER_CLUSTER_FIELD)
-            .and_then(|v| v.expose_str())
+        if let Some(name) = field(MARKER_CLUSTER_FIELD)
             && mesh.cluster(name).is_some()
         {
-            changed.insert(name.to_string());
+            let set = match field(MARKER_WROTE_FIELD) {
+                Some(WROTE_TRUST) => &mut changed.trust,
+                _ => &mut changed.entries,
+            };
+            set.insert(name.to_string());
         }
     }
     Ok(Some(changed))
@@ -248,24 +284,113 @@ pub async fn fetch(
     Ok((entry.kubeconfig, entry.facts.version))
 }
 
-/// An agent's memory of its peers' published entries across rounds, so that a round re-reads only what the
-/// change marker says changed. Cloning shares it.
-#[derive(Clone)]
+/// An agent's memory of its peers' published entries and trust facts across rounds, so that a round re-reads
+/// only what the change marker says changed. Cloning shares it.
+#[derive(Clone, Default)]
 pub struct PublishedCache(Arc<Mutex<CacheState>>);
 
+#[derive(Default)]
 struct CacheState {
-    /// `None`: read, and not published.
-    facts: BTreeMap<String, Option<PublishedFacts>>,
+    entries: Followed<PublishedFacts>,
+    trust: Followed<PublishedTrust>,
+}
+
+/// What was last read of one kind of per-cluster entry, and which of it may have changed since.
+struct Followed<T> {
+    /// `None`: read, and absent.
+    read: BTreeMap<String, Option<T>>,
     /// `None`: everything is stale.
     stale: Option<BTreeSet<String>>,
 }
 
-impl Default for PublishedCache {
+impl<T> Default for Followed<T> {
     fn default() -> Self {
-        PublishedCache(Arc::new(Mutex::new(CacheState {
-            facts: BTreeMap::new(),
+        Followed {
+            read: BTreeMap::new(),
             stale: None,
-        })))
+        }
+    }
+}
+
+impl<T: Clone> Followed<T> {
+    fn mark_stale(&mut self, clusters: impl IntoIterator<Item = String>) {
+        if let Some(stale) = &mut self.stale {
+            stale.extend(clusters);
+        }
+    }
+
+    /// The clusters of `mesh` that must be read now: stale or never read.
+    fn to_read(&self, mesh: &Mesh) -> Vec<String> {
+        mesh.clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|n| match &self.stale {
+                None => true,
+                Some(stale) => stale.contains(n) || !self.read.contains_key(n),
+            })
+            .collect()
+    }
+
+    /// Records what was read and returns every mesh cluster's present entry (those not read from memory).
+    fn merge(
+        &mut self,
+        mesh: &Mesh,
+        read: impl IntoIterator<Item = (String, Option<T>)>,
+    ) -> BTreeMap<String, T> {
+        self.read.extend(read);
+        self.read.retain(|name, _| mesh.cluster(name).is_some());
+        self.stale = Some(BTreeSet::new());
+        self.read
+            .iter()
+            .filter_map(|(name, found)| Some((name.clone(), found.clone()?)))
+            .collect()
+    }
+}
+
+/// An entry read from KV at a version.
+trait Versioned {
+    fn version(&self) -> u64;
+}
+
+impl Versioned for PublishedFacts {
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+impl Versioned for PublishedTrust {
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+/// What a listing of a folder's versions can narrow.
+trait Narrow {
+    /// Everything is stale, and something was read before: a listing can tell what changed since.
+    fn listing_helps(&self) -> bool;
+    /// Narrows a full re-read to the entries whose current version is not the one last read.
+    fn narrow(&mut self, listed: &BTreeMap<String, KvMetadata>);
+}
+
+impl<T: Versioned> Narrow for Followed<T> {
+    fn listing_helps(&self) -> bool {
+        self.stale.is_none() && !self.read.is_empty()
+    }
+
+    fn narrow(&mut self, listed: &BTreeMap<String, KvMetadata>) {
+        let stale = self
+            .read
+            .iter()
+            .filter(|(name, known)| {
+                let current = listed
+                    .get(*name)
+                    .filter(|m| !m.current_deleted)
+                    .map(|m| m.current_version);
+                known.as_ref().map(Versioned::version) != current
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.stale = Some(stale);
     }
 }
 
@@ -274,30 +399,74 @@ impl PublishedCache {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn mark_stale(&self, clusters: impl IntoIterator<Item = String>) {
+    /// Marks what the change marker named since the last round.
+    pub fn mark_changed(&self, changed: Changed) {
         self.with(|s| {
-            if let Some(stale) = &mut s.stale {
-                stale.extend(clusters);
-            }
+            s.entries.mark_stale(changed.entries);
+            s.trust.mark_stale(changed.trust);
         });
     }
 
-    pub fn mark_all_stale(&self) {
-        self.with(|s| s.stale = None);
+    pub fn mark_stale(&self, clusters: impl IntoIterator<Item = String>) {
+        self.with(|s| s.entries.mark_stale(clusters));
     }
 
-    /// The clusters of `mesh` that must be read now: stale or never read.
+    pub fn mark_trust_stale(&self, clusters: impl IntoIterator<Item = String>) {
+        self.with(|s| s.trust.mark_stale(clusters));
+    }
+
+    /// Every published entry is re-read next round.
+    pub fn mark_all_stale(&self) {
+        self.with(|s| s.entries.stale = None);
+    }
+
+    /// Every trust fact is re-read the next time trust facts are read at all.
+    pub fn mark_all_trust_stale(&self) {
+        self.with(|s| s.trust.stale = None);
+    }
+
+    fn followed(s: &mut CacheState, kind: Wrote) -> &mut dyn Narrow {
+        match kind {
+            Wrote::Entry => &mut s.entries,
+            Wrote::Trust => &mut s.trust,
+        }
+    }
+
+    /// Before a full re-read of `kind` in `folder`, one listing of the folder's versions (OpenBao's
+    /// `detailed-metadata`: a request per 256 entries) narrows it to the entries that changed since they were
+    /// last read. Where the server offers no such listing (Vault) or it fails, every entry is read, as before.
+    pub(crate) async fn narrow_full_reread(
+        &self,
+        bao: &dyn OpenBao,
+        mesh: &Mesh,
+        kind: Wrote,
+        folder: &str,
+    ) {
+        if !self.with(|s| Self::followed(s, kind).listing_helps()) {
+            return;
+        }
+        match bao.kv_list_metadata(&mesh.openbao.kv_mount, folder).await {
+            Ok(Some(listed)) => self.with(|s| Self::followed(s, kind).narrow(&listed)),
+            Ok(None) => {
+                tracing::debug!(
+                    folder,
+                    "OpenBao offers no detailed-metadata listing; reading every entry"
+                )
+            }
+            Err(e) => {
+                tracing::debug!(folder, error = %e, "listing versions failed; reading every entry")
+            }
+        }
+    }
+
+    /// The clusters of `mesh` whose published entry must be read now.
     pub(crate) fn to_read(&self, mesh: &Mesh) -> Vec<String> {
-        self.with(|s| {
-            mesh.clusters
-                .iter()
-                .map(|c| c.name.clone())
-                .filter(|n| match &s.stale {
-                    None => true,
-                    Some(stale) => stale.contains(n) || !s.facts.contains_key(n),
-                })
-                .collect()
-        })
+        self.with(|s| s.entries.to_read(mesh))
+    }
+
+    /// The clusters of `mesh` whose trust facts must be read now.
+    pub(crate) fn trust_to_read(&self, mesh: &Mesh) -> Vec<String> {
+        self.with(|s| s.trust.to_read(mesh))
     }
 
     /// Records what was read and returns every mesh cluster's facts (those not read come from memory).
@@ -306,17 +475,18 @@ impl PublishedCache {
         mesh: &Mesh,
         read: &BTreeMap<String, Option<PublishedEntry>>,
     ) -> BTreeMap<String, PublishedFacts> {
-        self.with(|s| {
-            for (name, entry) in read {
-                s.facts
-                    .insert(name.clone(), entry.as_ref().map(|e| e.facts.clone()));
-            }
-            s.facts.retain(|name, _| mesh.cluster(name).is_some());
-            s.stale = Some(BTreeSet::new());
-            s.facts
-                .iter()
-                .filter_map(|(name, facts)| Some((name.clone(), facts.clone()?)))
-                .collect()
-        })
+        let read = read
+            .iter()
+            .map(|(name, e)| (name.clone(), e.as_ref().map(|e| e.facts.clone())));
+        self.with(|s| s.entries.merge(mesh, read))
+    }
+
+    /// Records the trust facts read and returns every mesh cluster's (those not read come from memory).
+    pub(crate) fn merge_trust(
+        &self,
+        mesh: &Mesh,
+        read: BTreeMap<String, Option<PublishedTrust>>,
+    ) -> BTreeMap<String, PublishedTrust> {
+        self.with(|s| s.trust.merge(mesh, read))
     }
 }

@@ -4,23 +4,27 @@
 use std::collections::BTreeMap;
 
 use meshtrust_core::facts::CacertsFacts;
+use meshtrust_core::mesh::Mesh;
+use meshtrust_core::planner::PlanOptions;
+use meshtrust_core::ports::{Cluster, OpenBao};
+use meshtrust_core::rotation_plan::mesh_rotation;
 use meshtrust_core::secret::SecretBytes;
 use meshtrust_core::trust_facts::{TRUST_KV_FIELD, TrustFacts, trust_kv_path};
 
 use crate::EngineError;
-use crate::apply::Targets;
-use crate::published::current_version;
+use crate::published::{Wrote, bump_marker, current_version};
 use crate::snapshot::Snapshot;
 
 /// Writes `cluster`'s entry. A conflict means another run of the same agent wrote it meanwhile: the caller
 /// observes and plans again.
 pub(crate) async fn publish(
-    targets: &Targets<'_>,
+    bao: &dyn OpenBao,
+    mesh: &Mesh,
     snapshot: &Snapshot,
     cluster: &str,
     facts: &TrustFacts,
 ) -> Result<String, EngineError> {
-    let kv = &targets.mesh.openbao.kv_mount;
+    let kv = &mesh.openbao.kv_mount;
     let path = trust_kv_path(cluster);
     let text = serde_json::to_string(facts).map_err(|e| {
         EngineError::Inconsistent(format!("cannot encode {cluster}'s trust facts: {e}"))
@@ -28,16 +32,35 @@ pub(crate) async fn publish(
     let data = BTreeMap::from([(TRUST_KV_FIELD.to_string(), SecretBytes::new(text))]);
     let cas = match snapshot.facts().trust.published.get(cluster) {
         Some(p) => p.version,
-        None => current_version(targets.bao, kv, &path).await?,
+        None => current_version(bao, kv, &path).await?,
     };
-    let version = targets.bao.kv_put(kv, &path, &data, cas).await?;
+    let version = bao.kv_put(kv, &path, &data, cas).await?;
+    // Peers follow trust facts as they follow published entries: through the change marker naming the writer.
+    bump_marker(bao, mesh, cluster, Wrote::Trust).await?;
     Ok(format!("published {kv}/{path} (version {version})"))
 }
 
+/// The fingerprints of the roots istiod serves in `namespace` (`istio-ca-root-cert`); `None` when no istiod
+/// wrote them. An agent watches them during a rotation: istiod's reload moves no marker.
+pub async fn served_roots(
+    cluster: &dyn Cluster,
+    namespace: &str,
+) -> Result<Option<Vec<String>>, EngineError> {
+    crate::observe::served_roots(cluster, namespace).await
+}
+
 impl Snapshot {
+    /// Seconds until the dwell of a rotation under way ends and older roots may be dropped; `None` outside the
+    /// dwell. No marker moves when it ends, so an agent wakes for it.
+    pub fn dwell_left(&self, mesh: &Mesh) -> Option<i64> {
+        let newest = self.facts().openbao.newest_root()?.generation;
+        mesh_rotation(mesh, self.facts(), newest, PlanOptions::default()).dwell_left
+    }
+
     /// A root rotation is under way as far as this snapshot shows: a second root exists and some connected
-    /// cluster, or some published entry, is not yet on the newest root only. An agent reconciles on every
-    /// poll while this holds, since peers' progress does not move the change index.
+    /// cluster, or some published entry, is not yet on the newest root only. While this holds, an agent also
+    /// re-reads every peer's trust facts in its periodic full re-read (a peer's progress otherwise reaches it
+    /// through the change marker), and wakes for the dwell's end.
     pub fn rotation_pending(&self) -> bool {
         let facts = self.facts();
         let Some(newest) = facts.openbao.newest_root() else {

@@ -41,6 +41,8 @@ pub struct BaoState {
     pub policies: BTreeMap<String, String>,
     issuers: BTreeMap<String, Vec<Issuer>>,
     pub kv: BTreeMap<(String, String), KvRecord>,
+    /// Answer `kv_list_metadata` as a server without `detailed-metadata` does (Vault): not offered.
+    pub without_detailed_metadata: bool,
     serial: u64,
 }
 
@@ -290,6 +292,33 @@ impl OpenBao for FakeOpenBao {
                     .collect();
             keys.dedup();
             Ok(keys)
+        })
+    }
+
+    async fn kv_list_metadata(
+        &self,
+        mount: &str,
+        folder: &str,
+    ) -> PortResult<Option<BTreeMap<String, KvMetadata>>> {
+        self.call(format!("kv_list_metadata {mount}/{folder}"), |s, _| {
+            if s.without_detailed_metadata {
+                return Ok(None);
+            }
+            let prefix = format!("{}/", folder.trim_end_matches('/'));
+            Ok(Some(
+                s.kv.iter()
+                    .filter(|((m, _), _)| m == mount)
+                    .filter_map(|((_, p), r)| Some((p.strip_prefix(&prefix)?, r)))
+                    .filter(|(rest, _)| !rest.contains('/'))
+                    .map(|(rest, r)| {
+                        let meta = KvMetadata {
+                            current_version: r.versions.len() as u64,
+                            current_deleted: current(r).is_none(),
+                        };
+                        (rest.to_string(), meta)
+                    })
+                    .collect(),
+            ))
         })
     }
 

@@ -24,6 +24,20 @@ impl Guard {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// SIGTERM, as Kubernetes stops a pod: the agent releases its Lease, so the next one leads at once.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// `meshtrust apply --openbao-only` for the mesh file: the admin configuring OpenBao for every cluster.
@@ -82,20 +96,29 @@ pub struct AgentRun {
     pub propagation: Vec<Duration>,
 }
 
-/// Cold start to every remote secret, then idle, then propagation of `samples` peer publications.
-pub async fn run(
-    env: &TestEnv,
-    mesh: &Path,
-    proxy: &crate::proxy::CountingProxy,
-    count: usize,
-    settings: &measure::Settings,
-) -> Result<AgentRun, String> {
+/// The real cluster's side of a first run: its Istio namespace and the agent's login ServiceAccount.
+pub async fn prepare(env: &TestEnv) -> Result<kube::Client, String> {
     let client = env.clusters[0].client().await.map_err(|e| e.to_string())?;
     cluster::ensure_namespace(&client, "istio-system").await;
     env.clusters[0]
         .create_login_service_account("istio-system", "meshtrust-agent")
         .await
         .map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
+/// Cold start to every remote secret, then idle, then propagation of `samples` peer publications (new
+/// kubeconfig generations from `first_generation` on). The agent keeps running until the guard is dropped.
+pub async fn run(
+    env: &TestEnv,
+    mesh: &Path,
+    proxy: &crate::proxy::CountingProxy,
+    count: usize,
+    settings: &measure::Settings,
+    first_generation: u64,
+) -> Result<(AgentRun, Guard), String> {
+    let client = prepare(env).await?;
+    cluster::delete_remote_secrets(&client, "istio-system").await?;
     let start = Instant::now();
     let agent = start_checked(env, mesh, &proxy.addr)?;
     cluster::wait_for_count(&client, "istio-system", count, settings.sync_limit)
@@ -118,17 +141,19 @@ pub async fn run(
         &measure::Sampling {
             samples: settings.samples,
             limit: settings.propagation_limit,
-            first_generation: 1000,
+            first_generation,
             period: measure::poll_period(&idle),
         },
     )
     .await?;
-    drop(agent);
-    Ok(AgentRun {
-        sync,
-        idle,
-        propagation,
-    })
+    Ok((
+        AgentRun {
+            sync,
+            idle,
+            propagation,
+        },
+        agent,
+    ))
 }
 
 fn start_checked(env: &TestEnv, mesh: &Path, addr: &str) -> Result<Guard, String> {

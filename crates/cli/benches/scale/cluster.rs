@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 
 pub async fn ensure_namespace(client: &kube::Client, name: &str) {
     let ns: Namespace =
@@ -26,6 +26,18 @@ pub async fn remote_secret_count(client: &kube::Client, namespace: &str) -> usiz
         .await
         .map(|l| l.items.len())
         .unwrap_or(0)
+}
+
+/// Deletes every remote secret in `namespace` (one request), so that an agent starts from nothing.
+pub async fn delete_remote_secrets(client: &kube::Client, namespace: &str) -> Result<(), String> {
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("istio/multiCluster=true"),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("deleting the remote secrets: {e}"))
 }
 
 /// Waits until `namespace` holds `count` remote secrets; the time it took, or None past `limit`.

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine;
+
 use meshtrust_bao::{OpenBaoClient, OpenBaoConfig};
 use meshtrust_core::ports::{ErrorKind, OpenBao};
 use meshtrust_core::secret::SecretBytes;
@@ -13,6 +15,9 @@ const KV: &str = "secret";
 const KV_PATH: &str = "istio/remote-secrets";
 /// The change marker every publisher bumps (remoteSecrets.indexPath's default).
 const MARKER_PATH: &str = "istio/meshtrust-index";
+
+/// `ca.rootRotation.phaseDwell` of the benchmark's mesh file.
+pub const DWELL_SECS: u64 = 5;
 
 pub fn name(i: usize) -> String {
     format!("peer-{i}")
@@ -30,9 +35,66 @@ pub fn root_client(addr: &str, token: &str) -> OpenBaoClient {
     .expect("OpenBao client")
 }
 
-/// The kubeconfig text a peer publishes in generation `generation` (the benchmark only checks it arrives).
+/// The kubeconfig a peer publishes in generation `generation`, of the size and shape istioctl writes: the
+/// peer's API server CA (a real RSA-2048 certificate, base64) and a reader token shaped like a Kubernetes
+/// ServiceAccount token (RS256 JWT; the generation is in its claims, so every generation differs). About 2.5 KB.
 pub fn kubeconfig(peer: &str, generation: u64) -> String {
-    format!("kubeconfig of {peer}, generation {generation}\n")
+    let ca = peer_ca(peer);
+    let token = token(peer, generation);
+    format!(
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: https://{peer}.api.example.internal:6443\n  name: {peer}\ncontexts:\n- context:\n    cluster: {peer}\n    user: {peer}\n  name: {peer}\ncurrent-context: {peer}\nkind: Config\npreferences: {{}}\nusers:\n- name: {peer}\n  user:\n    token: {token}\n"
+    )
+}
+
+/// One RSA-2048 key signs every simulated peer's CA certificate (generating a key per peer would take
+/// minutes; the certificates differ, which is what a reader holds).
+fn ca_key() -> &'static rcgen::KeyPair {
+    static KEY: std::sync::OnceLock<rcgen::KeyPair> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            .expect("RSA key")
+    })
+}
+
+/// A peer's API server CA as kubeadm makes it (CN=kubernetes, 10 years), base64 of its PEM; made once per peer.
+fn peer_ca(peer: &str) -> String {
+    static CAS: std::sync::Mutex<BTreeMap<String, String>> = std::sync::Mutex::new(BTreeMap::new());
+    let mut cas = CAS.lock().unwrap_or_else(|p| p.into_inner());
+    cas.entry(peer.to_string())
+        .or_insert_with(|| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "kubernetes");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.not_before = time::OffsetDateTime::now_utc();
+            params.not_after = params.not_before + time::Duration::days(3650);
+            params.serial_number = Some(rcgen::SerialNumber::from_slice(peer.as_bytes()));
+            let cert = params.self_signed(ca_key()).expect("CA certificate");
+            base64::engine::general_purpose::STANDARD.encode(cert.pem())
+        })
+        .clone()
+}
+
+/// A token with the shape and size of a projected ServiceAccount token: base64url header and claims, and a
+/// 256-byte RS256 signature (random bytes: nobody verifies it here).
+fn token(peer: &str, generation: u64) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let header = format!(r#"{{"alg":"RS256","kid":"{}"}}"#, "k".repeat(43));
+    let iat = 1_767_225_600 + generation;
+    let claims = format!(
+        r#"{{"aud":["https://kubernetes.default.svc.cluster.local"],"exp":{},"iat":{iat},"iss":"https://kubernetes.default.svc.cluster.local","jti":"{peer}-{generation}","kubernetes.io":{{"namespace":"istio-system","serviceaccount":{{"name":"istio-reader-service-account","uid":"5f1c2d3e-4b5a-6978-8a9b-0c1d2e3f4a5b"}}}},"nbf":{iat},"sub":"system:serviceaccount:istio-system:istio-reader-service-account"}}"#,
+        iat + 31_536_000
+    );
+    let signature: Vec<u8> = (0..256u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) ^ generation as u32) as u8)
+        .collect();
+    format!(
+        "{}.{}.{}",
+        B64.encode(header),
+        B64.encode(claims),
+        B64.encode(signature)
+    )
 }
 
 /// A peer's published entry, with the fields meshtrust's engine reads (crates/engine/src/published.rs).
@@ -54,9 +116,13 @@ fn entry(peer: &str, generation: u64) -> BTreeMap<String, SecretBytes> {
     ])
 }
 
-/// Bumps the change marker naming `peer`, with check-and-set (retried when another writer won).
-async fn bump_marker(bao: &OpenBaoClient, peer: &str) -> Result<(), String> {
-    let data = BTreeMap::from([("cluster".to_string(), SecretBytes::new(peer))]);
+/// Bumps the change marker naming `peer` (and, for trust facts, what it wrote), with check-and-set (retried
+/// when another writer won).
+pub async fn bump_marker(bao: &OpenBaoClient, peer: &str, trust: bool) -> Result<(), String> {
+    let mut data = BTreeMap::from([("cluster".to_string(), SecretBytes::new(peer))]);
+    if trust {
+        data.insert("wrote".to_string(), SecretBytes::new("trust"));
+    }
     for _ in 0..8 {
         let cas = bao
             .kv_metadata(KV, MARKER_PATH)
@@ -84,7 +150,7 @@ pub async fn publish_all(bao: &OpenBaoClient, peers: usize) -> Result<(), String
             .map_err(|e| format!("publishing {p}: {e}"))?;
     }
     if peers > 0 {
-        bump_marker(bao, &name(peers - 1)).await?;
+        bump_marker(bao, &name(peers - 1), false).await?;
     }
     Ok(())
 }
@@ -102,13 +168,14 @@ pub async fn publish(bao: &OpenBaoClient, peer: &str, generation: u64) -> Result
     bao.kv_put(KV, &path, &entry(peer, generation), current)
         .await
         .map_err(|e| e.to_string())?;
-    bump_marker(bao, peer).await
+    bump_marker(bao, peer, false).await
 }
 
-/// The mesh file: the real cluster `cluster-a` and `peers` simulated ones whose API servers nobody dials.
+/// The mesh file: the real cluster `cluster-a` and `peers` simulated ones whose API servers nobody dials. A
+/// short rotation dwell lets the rotated rows finish a rotation within the run.
 pub fn mesh_file(kubeconfig: &std::path::Path, peers: usize) -> String {
     let mut text = format!(
-        "apiVersion: meshtrust.dev/v1\nkind: Mesh\nclusters:\n  - name: cluster-a\n    kubeconfig: {}\n",
+        "apiVersion: meshtrust.dev/v1\nkind: Mesh\nca:\n  rootRotation:\n    phaseDwell: {DWELL_SECS}s\nclusters:\n  - name: cluster-a\n    kubeconfig: {}\n",
         kubeconfig.display()
     );
     for i in 0..peers {

@@ -74,9 +74,10 @@ fn chart(
     root.present().map_err(|e| e.to_string())
 }
 
+/// The never-rotated rows as a line; rotated rows are drawn as marks.
 fn points(rows: &[Row], f: impl Fn(&Row) -> f64) -> Points {
     rows.iter()
-        .filter(|r| r.error.is_none())
+        .filter(|r| r.error.is_none() && !r.rotated)
         .map(|r| (r.peers as f64, f(r)))
         .filter(|p| p.1.is_finite())
         .collect()
@@ -97,6 +98,21 @@ pub fn draw(dir: &Path, rows: &[Row], eso: &[Side], eso_peers: usize) -> Result<
         marks.push(("ESO 10s refresh p50", (x, s.propagation_p50_s), orange));
         marks.push(("ESO 10s refresh p99", (x, s.propagation_p99_s), red));
     }
+    let rotated: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.rotated && r.error.is_none())
+        .collect();
+    let purple = RGBColor(148, 103, 189);
+    let label = |r: &Row, what: &str| {
+        format!(
+            "{what}, rotation {}",
+            r.rotation.as_deref().unwrap_or("done")
+        )
+    };
+    let rotated_labels: Vec<String> = rotated.iter().map(|r| label(r, "meshtrust p99")).collect();
+    for (r, name) in rotated.iter().zip(&rotated_labels) {
+        marks.push((name.as_str(), (r.peers as f64, r.propagation_p99_s), purple));
+    }
     chart(
         &dir.join("propagation.svg"),
         "Propagation of a peer's new kubeconfig",
@@ -111,12 +127,16 @@ pub fn draw(dir: &Path, rows: &[Row], eso: &[Side], eso_peers: usize) -> Result<
         ],
         &marks,
     )?;
-    let memory: Vec<_> = eso
+    let mut memory: Vec<_> = eso
         .iter()
         .filter(|s| s.name.starts_with("ESO"))
         .take(1)
         .map(|s| ("ESO RSS at idle", (x, s.rss_mib), red))
         .collect();
+    let memory_labels: Vec<String> = rotated.iter().map(|r| label(r, "RSS")).collect();
+    for (r, name) in rotated.iter().zip(&memory_labels) {
+        memory.push((name.as_str(), (r.peers as f64, r.rss_mib), purple));
+    }
     chart(
         &dir.join("memory.svg"),
         "Resident memory at idle",

@@ -168,4 +168,12 @@ pub trait OpenBao: Send + Sync {
     ) -> PortResult<Option<KvEntry>>;
     /// The keys directly under a KV v2 folder (a trailing `/` marks a sub-folder); empty when none.
     async fn kv_list(&self, mount: &str, folder: &str) -> PortResult<Vec<String>>;
+    /// Every entry directly under a KV v2 folder with its metadata, in a few paginated requests whatever the
+    /// number of entries (OpenBao's `LIST <mount>/detailed-metadata/<folder>`). `None` when the server does not
+    /// offer it (Vault, an OpenBao before 2.2): the caller reads entry by entry instead.
+    async fn kv_list_metadata(
+        &self,
+        mount: &str,
+        folder: &str,
+    ) -> PortResult<Option<BTreeMap<String, KvMetadata>>>;
 }

@@ -169,7 +169,7 @@ fn a_root_set_neither_subset_nor_superset_asks_for_an_istiod_restart() {
 
 #[test]
 fn the_dwell_holds_the_old_root_until_every_cluster_signed_long_enough() {
-    use crate::trust_facts::TrustView;
+    use crate::trust_view::TrustView;
     let view = |c: &str, b: &CacertsState, since: Option<i64>| {
         let mut v = TrustView::from_state(c, b);
         v.signs_since = since;

@@ -21,7 +21,7 @@ use crate::EngineError;
 use crate::names::root_issuer_name;
 use crate::outcome::{AppliedChange, ApplyReport};
 use crate::snapshot::Snapshot;
-pub(crate) use trust::root_request;
+pub use trust::root_request;
 
 /// The systems an applier writes to, and the mesh file that says what is wanted.
 pub(crate) struct Targets<'a> {

@@ -17,7 +17,7 @@ use super::{RunState, Targets};
 use crate::EngineError;
 use crate::names::{KV_VERSION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::published::{
-    bump_marker, config_hash, current_version, entry_data, fetch, kubeconfig_path,
+    Wrote, bump_marker, config_hash, current_version, entry_data, fetch, kubeconfig_path,
 };
 use crate::reader::ensure_reader;
 
@@ -134,7 +134,7 @@ async fn publish(
     let data = entry_data(&settings.name, &kubeconfig, &host, token.expires, &hash);
     let version = bao.kv_put(kv, &path, &data, current).await?;
     // After the entry: a peer that sees the bump reads the new version.
-    bump_marker(bao, mesh, &settings.name).await?;
+    bump_marker(bao, mesh, &settings.name, Wrote::Entry).await?;
     Ok(Published {
         kubeconfig,
         version,

@@ -21,7 +21,7 @@ use crate::names::{
 use crate::observe::observe_roots;
 
 /// What OpenBao is asked for when it generates root `generation` for this mesh.
-pub(crate) fn root_request(mesh: &Mesh, generation: u32) -> RootRequest {
+pub fn root_request(mesh: &Mesh, generation: u32) -> RootRequest {
     RootRequest {
         issuer_name: root_issuer_name(generation),
         // Old and new roots must differ in subject, so people (and tools) can tell them apart.
@@ -67,7 +67,7 @@ pub(super) async fn apply(
         }
         Action::CreateSharedRoot { kv_path } => create_shared_root(targets, run, kv_path).await,
         Action::PublishTrustFacts { cluster, facts } => {
-            crate::trust_facts::publish(targets, run.snapshot(), cluster, facts).await
+            crate::trust_facts::publish(bao, targets.mesh, run.snapshot(), cluster, facts).await
         }
         Action::CreateNamespace { cluster, namespace } => {
             let settings = targets.settings(cluster)?;

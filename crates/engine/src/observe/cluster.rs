@@ -27,6 +27,39 @@ pub(crate) struct ClusterFound {
     pub remote_secrets: BTreeMap<String, SecretObject>,
 }
 
+/// What `apply --openbao-only` needs of a cluster: how its API server is reached and trusted (from its
+/// kubeconfig, no request). Everything inside it is left to its agent, so nothing is read there.
+pub(crate) fn api_only(cluster: &dyn Cluster, settings: &ClusterSettings) -> ClusterFound {
+    ClusterFound {
+        name: settings.name.clone(),
+        facts: ClusterFacts {
+            namespace_exists: false,
+            cacerts: CacertsFacts::Absent,
+            api: api_facts(cluster),
+            reader: ReaderFacts::default(),
+            remote_secrets: BTreeMap::new(),
+            desired_config_hash: desired_config_hash(cluster, settings),
+        },
+        cacerts: None,
+        reader: ReaderObjects::default(),
+        remote_secrets: BTreeMap::new(),
+    }
+}
+
+fn api_facts(cluster: &dyn Cluster) -> ClusterApiFacts {
+    ClusterApiFacts {
+        server: cluster.server().to_string(),
+        ca_pem: cluster.api_ca_pem().map(str::to_string),
+    }
+}
+
+fn desired_config_hash(cluster: &dyn Cluster, settings: &ClusterSettings) -> String {
+    config_hash(
+        &desired_host(settings, cluster.server()),
+        cluster.api_ca_pem(),
+    )
+}
+
 pub(crate) async fn observe_cluster(
     cluster: &dyn Cluster,
     settings: &ClusterSettings,
@@ -58,16 +91,10 @@ pub(crate) async fn observe_cluster(
     let facts = ClusterFacts {
         namespace_exists,
         cacerts: cacerts_facts,
-        api: ClusterApiFacts {
-            server: cluster.server().to_string(),
-            ca_pem: cluster.api_ca_pem().map(str::to_string),
-        },
+        api: api_facts(cluster),
         reader: reader_facts,
         remote_secrets: remote_facts,
-        desired_config_hash: config_hash(
-            &desired_host(settings, cluster.server()),
-            cluster.api_ca_pem(),
-        ),
+        desired_config_hash: desired_config_hash(cluster, settings),
     };
     Ok(ClusterFound {
         name: settings.name.clone(),

@@ -15,25 +15,45 @@ use meshtrust_core::ports::{Cluster, OpenBao};
 use futures::StreamExt;
 
 use crate::EngineError;
-use crate::published::{PublishedCache, departed, marker_version, read_entries};
+use crate::published::{PublishedCache, Wrote, departed, marker_version, read_entries};
 use crate::snapshot::Snapshot;
 
 pub(crate) use openbao::observe_roots;
+pub(crate) use trust_facts::served_roots;
 
 /// How many clusters are observed at once.
-const CLUSTER_CONCURRENCY: usize = 16;
+pub(crate) const CLUSTER_CONCURRENCY: usize = 16;
 
-/// Observes OpenBao and the connected clusters at `now`. `with_config` also reads OpenBao's configuration,
-/// which only the admin may (an agent's policy cannot read it). With a `cache`, peers' published entries are
-/// re-read only where it says they may have changed.
+/// What an observation reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// An agent: OpenBao's CA and the published entries, and its own cluster. Its policy cannot read
+    /// OpenBao's configuration.
+    Agent,
+    /// The admin: OpenBao's configuration too, and every connected cluster.
+    Admin,
+    /// `apply --openbao-only`: OpenBao's configuration; of the clusters only how their API servers are reached
+    /// (from their kubeconfigs, no request), since everything inside them is left to their agents.
+    OpenBaoOnly,
+}
+
+/// Observes OpenBao and the connected clusters at `now`, as far as `reads` says. With a `cache`, peers'
+/// published entries and trust facts are re-read only where it says they may have changed.
 pub async fn observe(
     mesh: &Mesh,
     bao: &dyn OpenBao,
     clusters: &BTreeMap<String, Arc<dyn Cluster>>,
     now: i64,
-    with_config: bool,
+    reads: Reads,
     cache: Option<&PublishedCache>,
 ) -> Result<Snapshot, EngineError> {
+    let with_config = reads != Reads::Agent;
+    let no_clusters = BTreeMap::new();
+    let inside = if reads == Reads::OpenBaoOnly {
+        &no_clusters
+    } else {
+        clusters
+    };
     let config = if with_config {
         openbao::observe_config(mesh, bao).await?
     } else {
@@ -73,13 +93,19 @@ pub async fn observe(
         }
         openbao::observe_ca(mesh, bao, &mut snapshot).await?;
         if snapshot.facts.openbao.roots.len() > 1 {
-            snapshot.facts.trust = trust_facts::observe_trust(mesh, bao, clusters).await?;
+            snapshot.facts.trust = trust_facts::observe_trust(mesh, bao, inside, cache).await?;
         }
     }
     // Only connected clusters are observed: an agent connects to its own cluster alone.
     let lookups = mesh.clusters.iter().filter_map(|settings| {
         let cluster = clusters.get(&settings.name)?;
-        Some(cluster::observe_cluster(cluster.as_ref(), settings, now))
+        Some(async move {
+            if reads == Reads::OpenBaoOnly {
+                Ok(cluster::api_only(cluster.as_ref(), settings))
+            } else {
+                cluster::observe_cluster(cluster.as_ref(), settings, now).await
+            }
+        })
     });
     // Bounded, so that an admin with many clusters does not open a connection to every API server at once.
     let found: Vec<_> = futures::stream::iter(lookups)
@@ -105,7 +131,12 @@ async fn observe_published(
     snapshot: &mut Snapshot,
 ) -> Result<(), EngineError> {
     let names: Vec<String> = match cache {
-        Some(cache) => cache.to_read(mesh),
+        Some(cache) => {
+            cache
+                .narrow_full_reread(bao, mesh, Wrote::Entry, &mesh.remote_secrets.kv_path)
+                .await;
+            cache.to_read(mesh)
+        }
         None => mesh.clusters.iter().map(|c| c.name.clone()).collect(),
     };
     let read = read_entries(bao, mesh, names).await?;

@@ -4,6 +4,7 @@
 
 mod bootstrap;
 mod failures;
+mod following;
 mod races;
 mod remote_secrets;
 mod rotation;
