@@ -51,6 +51,9 @@ impl TestNode {
             .ok_or_else(|| TestEnvError::Node("the cluster has no directory".into()))?;
         let dir = cluster_dir.join("node");
         let cgroup_root = link.cgroup_root();
+        // A node of an earlier run that was killed before it could clean up (SIGKILL) left its empty cgroups;
+        // the name is ours now that we hold the link.
+        remove_cgroups(&cgroup_root);
         write_files(
             bins,
             &dir,
