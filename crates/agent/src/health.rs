@@ -121,11 +121,19 @@ impl Health {
     }
 
     pub fn set_expiry(&self, object: &str, not_after: i64) {
-        self.0.metrics.set_certificate_expiry(object, not_after);
+        self.0
+            .metrics
+            .horizons()
+            .set_certificate_expiry(object, not_after);
     }
 
-    pub fn set_token_expiry(&self, not_after: i64) {
-        self.0.metrics.set_token_expiry(not_after);
+    pub fn set_token_expiry(&self, not_after: i64, ttl: i64) {
+        self.0.metrics.horizons().set_token_expiry(not_after, ttl);
+    }
+
+    /// The gauges a round's observation sets beyond expiry of `cacerts` (root expiry, peers' remote secrets).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
     }
 
     pub fn is_ready(&self) -> bool {

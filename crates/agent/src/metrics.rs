@@ -11,6 +11,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+mod horizons;
+
+pub use horizons::Horizons;
+
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -35,11 +39,6 @@ struct KindLabel {
     kind: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SecretLabel {
-    secret: String,
-}
-
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -50,82 +49,88 @@ pub struct Metrics {
     writes_by_kind: Family<KindLabel, Counter>,
     duration: Histogram,
     last_success: Gauge,
-    certificate_expiry: Family<SecretLabel, Gauge>,
-    token_expiry: Gauge,
+    horizons: Horizons,
+}
+
+/// Registers `metric` under `name` (the registry appends `_total` to counters and the unit to names when it
+/// encodes) and hands it back for recording.
+pub(crate) fn registered<M>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
-        let leader = Gauge::default();
-        let reconciles = Counter::default();
-        let errors = Family::<KindLabel, Counter>::default();
-        let writes = Counter::default();
-        let writes_by_kind = Family::<KindLabel, Counter>::default();
-        let duration = Histogram::new(DURATION_BUCKETS);
-        let last_success = Gauge::default();
-        let certificate_expiry = Family::<SecretLabel, Gauge>::default();
-        let token_expiry = Gauge::default();
-        // The registry appends `_total` to counters and the unit to names when it encodes.
-        registry.register(
-            "meshtrust_leader",
-            "1 if this replica holds the Lease and writes",
-            leader.clone(),
-        );
-        registry.register(
-            "meshtrust_reconciles",
-            "Reconcile rounds run",
-            reconciles.clone(),
-        );
-        registry.register(
+        let mut r = Registry::default();
+        let secs = || Some(Unit::Seconds);
+        let errors = registered(
+            &mut r,
             "meshtrust_reconcile_errors",
             "Reconcile rounds that failed, by what failed",
-            errors.clone(),
-        );
-        registry.register("meshtrust_writes", "Changes applied", writes.clone());
-        registry.register(
-            "meshtrust_writes_by_kind",
-            "Changes applied, by plan action type",
-            writes_by_kind.clone(),
-        );
-        registry.register_with_unit(
-            "meshtrust_reconcile_duration",
-            "Duration of successful reconcile rounds",
-            Unit::Seconds,
-            duration.clone(),
-        );
-        registry.register_with_unit(
-            "meshtrust_last_success_timestamp",
-            "When the last reconcile succeeded (Unix time)",
-            Unit::Seconds,
-            last_success.clone(),
-        );
-        registry.register_with_unit(
-            "meshtrust_certificate_expiry_timestamp",
-            "Expiry of the CA in each managed cacerts (Unix time)",
-            Unit::Seconds,
-            certificate_expiry.clone(),
-        );
-        registry.register_with_unit(
-            "meshtrust_openbao_token_expiry_timestamp",
-            "Expiry of the agent's OpenBao token (Unix time)",
-            Unit::Seconds,
-            token_expiry.clone(),
+            None,
+            Family::<KindLabel, Counter>::default(),
         );
         for kind in ERROR_KINDS {
             let _ = errors.get_or_create(&KindLabel { kind: kind.into() });
         }
         Metrics {
-            registry,
-            leader,
-            reconciles,
+            leader: registered(
+                &mut r,
+                "meshtrust_leader",
+                "1 if this replica holds the Lease and writes",
+                None,
+                Gauge::default(),
+            ),
+            reconciles: registered(
+                &mut r,
+                "meshtrust_reconciles",
+                "Reconcile rounds run",
+                None,
+                Counter::default(),
+            ),
             errors,
-            writes,
-            writes_by_kind,
-            duration,
-            last_success,
-            certificate_expiry,
-            token_expiry,
+            writes: registered(
+                &mut r,
+                "meshtrust_writes",
+                "Changes applied",
+                None,
+                Counter::default(),
+            ),
+            writes_by_kind: registered(
+                &mut r,
+                "meshtrust_writes_by_kind",
+                "Changes applied, by plan action type",
+                None,
+                Family::default(),
+            ),
+            duration: registered(
+                &mut r,
+                "meshtrust_reconcile_duration",
+                "Duration of successful reconcile rounds",
+                secs(),
+                Histogram::new(DURATION_BUCKETS),
+            ),
+            last_success: registered(
+                &mut r,
+                "meshtrust_last_success_timestamp",
+                "When the last reconcile succeeded (Unix time)",
+                secs(),
+                Gauge::default(),
+            ),
+            horizons: Horizons::register(&mut r),
+            registry: r,
         }
     }
 }
@@ -157,16 +162,9 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
-    pub fn set_certificate_expiry(&self, secret: &str, not_after: i64) {
-        self.certificate_expiry
-            .get_or_create(&SecretLabel {
-                secret: secret.into(),
-            })
-            .set(not_after);
-    }
-
-    pub fn set_token_expiry(&self, not_after: i64) {
-        self.token_expiry.set(not_after);
+    /// What the alerts compare: expiries and the mesh file's thresholds.
+    pub fn horizons(&self) -> &Horizons {
+        &self.horizons
     }
 
     /// OpenMetrics text, ending in `# EOF`.

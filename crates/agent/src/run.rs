@@ -58,6 +58,9 @@ pub enum AgentError {
 /// forged hint delays an update by at most this long.
 const PEER_REREAD_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// `meshtrust_certificate_expiry_timestamp{secret=...}` of the root that signed the cluster's intermediate.
+const ROOT_EXPIRY_LABEL: &str = "cacerts/root";
+
 /// Why a round runs, which decides what it re-reads of peers' published entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Round {
@@ -98,6 +101,7 @@ pub async fn run(
         None => meshtrust_kube::connect_inferred(&settings.name).await?,
     };
     let health = Health::default();
+    health.metrics().horizons().set_mesh_settings(&config.mesh);
     let server = health.listen(config.listen).await?;
     tracing::info!(addr = %server.local_addr(), cluster = %settings.name, "serving /healthz, /readyz and /metrics");
 
@@ -348,8 +352,9 @@ impl Agent {
         )
         .await?;
         tracing::info!(ttl, "logged in to OpenBao");
+        let ttl_secs = i64::try_from(ttl).unwrap_or(i64::MAX);
         self.health
-            .set_token_expiry(now().saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)));
+            .set_token_expiry(now().saturating_add(ttl_secs), ttl_secs);
         self.session = Some(Session {
             bao: bao.clone(),
             expires: Instant::now() + Duration::from_secs(ttl / 2),
@@ -473,12 +478,7 @@ impl Agent {
                 };
                 if let Some(current) = &current {
                     self.rotation = RotationWatch::after(current, &self.config);
-                }
-                if let Some(not_after) = current
-                    .as_ref()
-                    .and_then(|c| c.intermediate_expiry(&self.config.cluster))
-                {
-                    self.health.set_expiry("cacerts", not_after);
+                    self.record_observation(current);
                 }
                 self.health.success(now(), started.elapsed().as_secs_f64());
                 Ok(())
@@ -488,6 +488,21 @@ impl Agent {
                 Err(())
             }
         }
+    }
+
+    /// The gauges an observation sets: expiries of the intermediate and its root, and peers' remote secrets.
+    fn record_observation(&self, current: &Snapshot) {
+        let cluster = &self.config.cluster;
+        if let Some(not_after) = current.intermediate_expiry(cluster) {
+            self.health.set_expiry("cacerts", not_after);
+        }
+        if let Some(not_after) = current.signing_root_expiry(cluster) {
+            self.health.set_expiry(ROOT_EXPIRY_LABEL, not_after);
+        }
+        self.health
+            .metrics()
+            .horizons()
+            .set_peer_sync(&current.peer_sync(&self.config.mesh, cluster));
     }
 
     fn note_failure(&mut self, e: &EngineError) {

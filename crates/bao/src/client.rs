@@ -1,5 +1,5 @@
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meshtrust_core::ports::{ErrorKind, PortError, PortResult, System};
@@ -8,8 +8,12 @@ use serde_json::Value;
 
 use crate::OpenBaoConfig;
 use consistency::ReadYourWrites;
+use server::ServerInfo;
 
 mod consistency;
+mod json_limits;
+mod redirect;
+pub(crate) mod server;
 
 /// An OpenBao answer: status and JSON body (`Null` when empty).
 #[derive(Debug)]
@@ -29,6 +33,8 @@ pub struct OpenBaoClient {
     response_bytes: Arc<AtomicU64>,
     /// Read-your-writes through HA standby nodes, shared by clones.
     consistency: Arc<ReadYourWrites>,
+    /// What `sys/health` said the server is, once asked; shared by clones.
+    server: Arc<Mutex<Option<ServerInfo>>>,
 }
 
 /// No answer meshtrust reads comes near this; a larger one is refused rather than buffered.
@@ -58,6 +64,7 @@ impl OpenBaoClient {
             requests: Arc::new(AtomicU64::new(0)),
             response_bytes: Arc::new(AtomicU64::new(0)),
             consistency: Arc::new(ReadYourWrites::default()),
+            server: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -93,6 +100,7 @@ impl OpenBaoClient {
             requests: self.requests.clone(),
             response_bytes: self.response_bytes.clone(),
             consistency: self.consistency.clone(),
+            server: self.server.clone(),
         })
     }
 
@@ -108,6 +116,7 @@ impl OpenBaoClient {
             requests: self.requests.clone(),
             response_bytes: self.response_bytes.clone(),
             consistency: self.consistency.clone(),
+            server: self.server.clone(),
         }
     }
 
@@ -123,7 +132,29 @@ impl OpenBaoClient {
     }
 
     /// A call in an explicit namespace (`None`: the root namespace), for managing namespaces themselves.
+    /// With a namespace anywhere in play (this call's or the client's), the server must have namespaces:
+    /// community Vault ignores `X-Vault-Namespace`, so nothing is sent to it before that is checked.
     pub async fn call_in(
+        &self,
+        namespace: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> PortResult<Response> {
+        if let Some(ns) = namespace.or(self.config.namespace.as_deref()) {
+            self.require_namespaces(ns).await?;
+        }
+        let response = self.exchange(namespace, method.clone(), path, body).await?;
+        if self.consistency.refused(&response) {
+            // The server does not take read-your-writes headers (Vault without header forwarding): they are
+            // off now, and this one request is sent again without them.
+            return self.exchange(namespace, method, path, body).await;
+        }
+        Ok(response)
+    }
+
+    /// One request and its answer, without any check of the server.
+    pub(crate) async fn exchange(
         &self,
         namespace: Option<&str>,
         method: Method,
@@ -153,7 +184,8 @@ impl OpenBaoClient {
     }
 
     /// Sends one request to the node in use; on a connection error (the request never left) it moves on to
-    /// the next node of an HA cluster, so a killed node costs one failed connect, not a failed round.
+    /// the next node of an HA cluster, so a killed node costs one failed connect, not a failed round. A
+    /// standby's redirect to the active node is followed only to a configured node.
     async fn send_failing_over(
         &self,
         operation: &str,
@@ -167,17 +199,15 @@ impl OpenBaoClient {
         for step in 0..self.nodes.len().max(1) {
             let index = (first + step) % self.nodes.len().max(1);
             let address = self.nodes.get(index).unwrap_or(&self.config.address);
-            let request = self.consistency.require(self.request_to(
-                address,
-                method.clone(),
-                path,
-                namespace,
-                body,
-            ));
-            match request.send().await {
+            match self
+                .send_to(address, method.clone(), path, namespace, body)
+                .await
+            {
                 Ok(response) => {
                     self.current.store(index, Ordering::Relaxed);
-                    return Ok(response);
+                    return self
+                        .follow_redirect(operation, response, (method, path, namespace, body))
+                        .await;
                 }
                 Err(e) if e.is_connect() && self.nodes.len() > 1 => last_error = Some(e),
                 Err(e) => return Err(unreachable(operation, address, &e)),
@@ -188,6 +218,21 @@ impl OpenBaoClient {
             Some(e) => unreachable(operation, &format!("any of {}", self.nodes.join(" ")), &e),
             None => unreachable_plain(operation, &address),
         })
+    }
+
+    /// One request to `address`, with the token, namespace and read-your-writes headers.
+    async fn send_to(
+        &self,
+        address: &str,
+        method: Method,
+        path: &str,
+        namespace: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        self.consistency
+            .require(self.request_to(address, method, path, namespace, body))
+            .send()
+            .await
     }
 
     /// One request to `address`, with the token and namespace headers; counted.
@@ -406,6 +451,8 @@ pub(crate) fn check(operation: &str, response: Response) -> PortResult<Value> {
         StatusCode::NOT_FOUND => {
             error(ErrorKind::NotFound, operation, format!("not found ({msg})"))
         }
+        // Vault refuses a body over its listener's JSON limits with 500; sending it again cannot help.
+        s if json_limits::refused_body(&msg) => json_limits::error_for(operation, s, &msg),
         // 429: rate limited, or a standby that cannot yet answer consistently; a moment later it can.
         s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => error(
             ErrorKind::Unavailable,

@@ -44,10 +44,9 @@ pub enum ConfigError {
     CaFile { path: String, reason: String },
 }
 
-fn env(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+/// The process environment, as [`OpenBaoConfig::from_lookup`] reads it.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 impl OpenBaoConfig {
@@ -57,6 +56,22 @@ impl OpenBaoConfig {
         mesh_address: Option<&str>,
         mesh_namespace: Option<&str>,
     ) -> Result<Self, ConfigError> {
+        Self::from_lookup(&process_env, mesh_address, mesh_namespace)
+    }
+
+    /// [`from_env_for_login`](Self::from_env_for_login) over any variable source. For each setting the first
+    /// non-empty of `BAO_<X>`, then `VAULT_<X>` (what the `vault` CLI reads), then the mesh file wins; so with
+    /// both families set, `BAO_*` decides. `BAO_ADDRS` has no Vault twin (the `vault` CLI has no such variable).
+    pub fn from_lookup(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        mesh_address: Option<&str>,
+        mesh_namespace: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let env = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| lookup(n).filter(|v| !v.is_empty()))
+        };
         let addresses: Vec<String> = env(&["BAO_ADDRS"])
             .unwrap_or_default()
             .split_whitespace()
@@ -94,10 +109,21 @@ impl OpenBaoConfig {
         mesh_address: Option<&str>,
         mesh_namespace: Option<&str>,
     ) -> Result<Self, ConfigError> {
-        let token = env(&["BAO_TOKEN", "VAULT_TOKEN"]).ok_or(ConfigError::NoToken)?;
+        Self::with_token_from(&process_env, mesh_address, mesh_namespace)
+    }
+
+    fn with_token_from(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        mesh_address: Option<&str>,
+        mesh_namespace: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let token = ["BAO_TOKEN", "VAULT_TOKEN"]
+            .iter()
+            .find_map(|n| lookup(n).filter(|v| !v.is_empty()))
+            .ok_or(ConfigError::NoToken)?;
         Ok(Self {
             token,
-            ..Self::from_env_for_login(mesh_address, mesh_namespace)?
+            ..Self::from_lookup(lookup, mesh_address, mesh_namespace)?
         })
     }
 
@@ -180,6 +206,66 @@ mod tests {
             ca_cert_pem: None,
             allow_insecure_http: allow,
         }
+    }
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn vault_variables_work_alone_and_bao_variables_win_over_them() {
+        let dir = std::env::temp_dir().join(format!("meshtrust-cacert-{}", std::process::id()));
+        std::fs::write(&dir, "PEM").expect("write CA file");
+        let ca = dir.display().to_string();
+        let vault_only = lookup(&[
+            ("VAULT_ADDR", "https://vault.example:8200/"),
+            ("VAULT_TOKEN", "vault-token"),
+            ("VAULT_NAMESPACE", "team"),
+            ("VAULT_CACERT", &ca),
+        ]);
+        let c = OpenBaoConfig::with_token_from(&vault_only, Some("https://mesh"), None)
+            .expect("VAULT_* alone");
+        assert_eq!(c.address, "https://vault.example:8200");
+        assert_eq!(c.token, "vault-token");
+        assert_eq!(c.namespace.as_deref(), Some("team"));
+        assert_eq!(c.ca_cert_pem.as_deref(), Some("PEM"));
+        let both = lookup(&[
+            ("BAO_ADDR", "https://bao.example:8200"),
+            ("VAULT_ADDR", "https://vault.example:8200"),
+            ("BAO_TOKEN", "bao-token"),
+            ("VAULT_TOKEN", "vault-token"),
+            ("BAO_NAMESPACE", ""),
+            ("VAULT_NAMESPACE", "team"),
+        ]);
+        let c = OpenBaoConfig::with_token_from(&both, Some("https://mesh"), Some("mesh-ns"))
+            .expect("both");
+        assert_eq!(c.address, "https://bao.example:8200");
+        assert_eq!(c.token, "bao-token");
+        assert_eq!(
+            c.namespace.as_deref(),
+            Some("team"),
+            "an empty BAO_NAMESPACE counts as unset"
+        );
+        let none = lookup(&[]);
+        let c = OpenBaoConfig::with_token_from(
+            &lookup(&[("VAULT_TOKEN", "t")]),
+            Some("https://mesh"),
+            Some("mesh-ns"),
+        )
+        .expect("mesh file values");
+        assert_eq!(
+            (c.address.as_str(), c.namespace.as_deref()),
+            ("https://mesh", Some("mesh-ns"))
+        );
+        assert!(matches!(
+            OpenBaoConfig::with_token_from(&none, Some("https://mesh"), None),
+            Err(ConfigError::NoToken)
+        ));
+        let _ = std::fs::remove_file(&dir);
     }
 
     #[test]

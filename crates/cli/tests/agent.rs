@@ -4,110 +4,15 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
+use support::agent::{Agent, agent_identity, http_get, start_agent, start_agent_with};
 use support::{Mesh, field};
-
-struct Agent {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut raw = Vec::new();
-    if let Err(e) = stream.read_to_end(&mut raw) {
-        eprintln!("GET {path}: {e}");
-        return None;
-    }
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        text.split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string(),
-    ))
-}
-
-/// The agent's identity in its cluster: its ServiceAccount, allowed to have OpenBao review its tokens.
-async fn agent_identity(mesh: &Mesh, index: usize) {
-    mesh.env.clusters[index]
-        .create_login_service_account("istio-system", "meshtrust-agent")
-        .await
-        .expect("agent identity");
-}
-
-fn start_agent(mesh: &Mesh, index: usize) -> Agent {
-    start_agent_with(mesh, index, &mesh.file, &[])
-}
-
-fn start_agent_with(
-    mesh: &Mesh,
-    index: usize,
-    mesh_file: &std::path::Path,
-    extra: &[&str],
-) -> Agent {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let cluster = &mesh.env.clusters[index];
-    let child = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
-        .args([
-            "agent",
-            "--cluster",
-            &cluster.name,
-            "--token-request",
-            "--poll-interval",
-            "1s",
-            "--listen",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
-        .arg("--mesh")
-        .arg(mesh_file)
-        .args(extra)
-        .arg("--log-format")
-        .arg("json")
-        .arg("-v")
-        .env("BAO_ADDR", &mesh.env.bao.addr)
-        .env_remove("BAO_TOKEN")
-        .env_remove("VAULT_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start agent");
-    let agent = Agent { child, port };
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Some((200, _)) = http_get(port, "/readyz") {
-            return agent;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the agent did not become ready");
-}
 
 async fn wait_for<F, Fut>(limit: Duration, mut check: F) -> Duration
 where
@@ -238,7 +143,10 @@ async fn the_agent_repairs_drift_at_once_and_follows_openbao() {
     assert!(
         metrics.contains("meshtrust_reconciles_total ")
             && metrics
-                .contains("meshtrust_certificate_expiry_timestamp_seconds{secret=\"cacerts\"}"),
+                .contains("meshtrust_certificate_expiry_timestamp_seconds{secret=\"cacerts\"}")
+            && metrics.contains(
+                "meshtrust_certificate_expiry_timestamp_seconds{secret=\"cacerts/root\"}"
+            ),
         "{metrics}"
     );
     assert_eq!(http_get(agent.port, "/healthz").map(|r| r.0), Some(200));

@@ -339,13 +339,109 @@ async fn openbao_attacks(mesh: &Mesh, token: &str) {
             sign_body(own, json!({})),
         ),
     ];
-    for (what, path, body) in attempts {
+    for (what, path, body) in attempts.into_iter().chain(list_attacks(own, sign)) {
         let (s, answer) = call(mesh, token, "POST", path, Some(body)).await;
         assert_eq!(
             s, 403,
-            "{what} must be refused by OpenBao, got {s}: {answer}"
+            "{what} must be refused by the store, got {s}: {answer}"
         );
     }
+    for (what, body) in harmless_list_attempts(own) {
+        let (s, answer) = call(mesh, token, "POST", sign, Some(body)).await;
+        assert_harmless(what, s, &answer);
+    }
+}
+
+/// Comma-joined strings and arrays that smuggle a value the policy does not allow next to one it does. Vault
+/// (since 1.21) splits a string on commas and checks every piece, and checks every element of an array;
+/// OpenBao compares the whole value. Both must refuse.
+fn list_attacks<'a>(own: &str, sign: &'a str) -> Vec<(&'static str, &'a str, Value)> {
+    let peer = "cluster-a intermediate CA (local-mesh)";
+    vec![
+        (
+            "sign with common_name \"<own CN>,<peer CN>\"",
+            sign,
+            sign_body(own, json!({"common_name": format!("{own},{peer}")})),
+        ),
+        (
+            "sign with common_name [<own CN>, <peer CN>]",
+            sign,
+            sign_body(own, json!({"common_name": [own, peer]})),
+        ),
+        (
+            "sign with max_path_length \"0,1\"",
+            sign,
+            sign_body(own, json!({"max_path_length": "0,1"})),
+        ),
+        (
+            "sign with max_path_length [\"0\", \"1\"]",
+            sign,
+            sign_body(own, json!({"max_path_length": ["0", "1"]})),
+        ),
+        (
+            "sign with ttl \"8760h,175200h\"",
+            sign,
+            sign_body(own, json!({"ttl": "8760h,175200h"})),
+        ),
+        (
+            "sign with organization \"Istio,cluster-a\"",
+            sign,
+            sign_body(own, json!({"organization": "Istio,cluster-a"})),
+        ),
+    ]
+}
+
+/// Lists made only of allowed values: Vault's policy lets them through, so the PKI engine must refuse them or
+/// sign nothing beyond the agent's own job.
+fn harmless_list_attempts(own: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "common_name \"<own CN>,<own CN>\"",
+            sign_body(own, json!({"common_name": format!("{own},{own}")})),
+        ),
+        (
+            "common_name [<own CN>]",
+            sign_body(own, json!({"common_name": [own]})),
+        ),
+        (
+            "max_path_length [\"0\"]",
+            sign_body(own, json!({"max_path_length": ["0"]})),
+        ),
+        ("ttl [\"8760h\"]", sign_body(own, json!({"ttl": ["8760h"]}))),
+        (
+            "organization [\"Istio\", \"Istio\"]",
+            sign_body(own, json!({"organization": ["Istio", "Istio"]})),
+        ),
+    ]
+}
+
+/// Refused (403 by the policy, 400 by the PKI engine), or a certificate that is still only cluster-b's own
+/// intermediate: path length 0, no peer's name, the mesh's TTL.
+fn assert_harmless(what: &str, status: u16, answer: &Value) {
+    eprintln!("list attempt {what}: HTTP {status}");
+    if status == 403 || status == 400 {
+        return;
+    }
+    assert_eq!(status, 200, "{what}: {answer}");
+    let pem = answer["data"]["certificate"].as_str().expect("certificate");
+    let text = openssl_x509_text(pem);
+    assert!(text.contains("pathlen:0"), "{what}: {text}");
+    assert!(!text.contains("cluster-a"), "{what}: {text}");
+    let cert = meshtrust_pki::parse_certs(pem, "signed").expect("parses");
+    let days = (cert[0].facts.not_after - cert[0].facts.not_before) / 86_400;
+    assert!(days <= 366, "{what}: {days} days");
+}
+
+fn openssl_x509_text(pem: &str) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("c.pem");
+    std::fs::write(&path, pem).expect("write");
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&path)
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// resourceVersions of cluster-a's Secrets that meshtrust manages.

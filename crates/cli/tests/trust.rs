@@ -125,6 +125,50 @@ async fn renewal_reissues_under_the_same_root() {
     openssl_verify(&second);
 }
 
+/// A root with 30 days left and renewBefore 60 days: Vault cuts the intermediate to the root's end, OpenBao
+/// lets it outlive the root; on either store a second apply writes nothing, and plan, status and verify warn
+/// with the root's end date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_near_its_end_is_a_dated_warning_not_a_reissue_loop() {
+    let mesh = Mesh::start(1, "ca:\n  intermediate:\n    renewBefore: 1440h\n");
+    // The root, made before meshtrust runs, as one from an earlier year would be.
+    mesh.bao(&["secrets", "enable", "-max-lease-ttl=87600h", "pki"]);
+    let root = mesh.bao(&[
+        "write",
+        "-format=json",
+        "pki/root/generate/internal",
+        "common_name=meshtrust root CA",
+        "issuer_name=meshtrust-root-1",
+        "key_type=ec",
+        "ttl=720h",
+    ]);
+    let root: serde_json::Value = serde_json::from_str(&root).expect("root JSON");
+    let end = root["data"]["expiration"].as_i64().expect("expiration");
+    let date = meshtrust_core::duration::rfc3339(end);
+
+    let first = mesh.ok(&["apply"]);
+    assert!(first.contains(&date), "{first}");
+    let plan = mesh.json(&["plan"]);
+    assert!(
+        plan["changes"].as_array().expect("changes").is_empty(),
+        "the second run writes nothing: {plan}"
+    );
+    let warned = |v: &serde_json::Value| {
+        v["warnings"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w.as_str().is_some_and(|w| w.contains(&date)))
+        })
+    };
+    assert!(warned(&plan), "{plan}");
+    let second = mesh.ok(&["apply"]);
+    assert!(second.contains("No changes"), "{second}");
+    let verify = mesh.json(&["verify"]);
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert!(warned(&verify), "{verify}");
+    assert!(warned(&mesh.json(&["status"])));
+    assert!(mesh.ok(&["status"]).contains(&date));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_rotation_keeps_overlapping_trust_through_three_phases() {
     let mesh = Mesh::start(2, "");

@@ -5,10 +5,13 @@
 // Long functions hide their steps; split them (tests may `#[allow]` this).
 #![deny(clippy::too_many_lines)]
 
+pub mod auth_ownership;
 pub mod bao_plan;
 pub mod duration;
 pub mod facts;
+pub mod handover;
 pub mod istio;
+pub mod legacy_token;
 pub mod mesh;
 pub mod names;
 pub mod plan;
@@ -16,6 +19,7 @@ pub mod planner;
 pub mod policy;
 pub mod ports;
 pub mod remote_plan;
+pub mod root_end;
 pub mod rotation;
 pub mod rotation_plan;
 pub mod secret;

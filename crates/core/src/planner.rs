@@ -6,13 +6,13 @@
 
 use crate::duration::{Span, humanize};
 use crate::facts::{
-    CacertsFacts, CacertsState, ClusterFacts, MountFacts, Observed, root_issuer_name,
+    CacertsFacts, CacertsState, ClusterFacts, MountFacts, Observed, OpenBaoFacts, root_issuer_name,
 };
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 /// Callers name the options next to [`plan`].
 pub use crate::plan::PlanOptions;
-use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
+use crate::plan::{Action, Blocker, Change, Domain, Op, Plan, Target};
 use crate::rotation::RotationState;
 use crate::rotation_plan::{
     disjoint_roots_warning, mesh_rotation, plan_trust_facts, rotation_warnings,
@@ -25,7 +25,12 @@ pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
         CaMode::BaoPki => plan_bao_pki(mesh, observed, options, &mut plan),
         CaMode::SharedRoot => plan_shared_root(mesh, observed, options, &mut plan),
     }
-    crate::remote_plan::plan_remote_secrets(mesh, observed, &mut plan);
+    crate::remote_plan::plan_remote_secrets(mesh, observed, options.adopt, &mut plan);
+    crate::legacy_token::plan_legacy_tokens(mesh, observed, &mut plan);
+    crate::handover::block_foreign_writes(mesh, observed, &mut plan);
+    if let Some(domain) = options.only {
+        plan.restrict_to(domain);
+    }
     plan
 }
 
@@ -65,6 +70,7 @@ fn ensure_namespace(cluster: &ClusterSettings, facts: &ClusterFacts, plan: &mut 
 
 fn unmanaged_blocker(cluster: &ClusterSettings) -> Blocker {
     Blocker {
+        domain: Domain::Trust,
         target: cluster_target(cluster),
         resource: cacerts_resource(cluster),
         reason: format!("exists and is not managed by meshtrust (no {MANAGED_BY_LABEL}={MANAGED_BY_VALUE} label); meshtrust never overwrites it"),
@@ -109,6 +115,8 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
         ));
     }
     rotation_warnings(&rotation, plan);
+    plan.warnings
+        .extend(crate::root_end::root_end_warning(mesh, bao, observed.now));
     for cluster in &mesh.clusters {
         // Clusters that were not observed (an agent sees only its own) are not acted on.
         let Some(facts) = observed.clusters.get(&cluster.name) else {
@@ -119,6 +127,7 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
             mesh,
             cluster,
             rotation: &rotation,
+            openbao: bao,
         };
         pki.plan_cacerts(&facts.cacerts, options, observed.now, plan);
     }
@@ -141,6 +150,7 @@ fn plan_pki_mount(mesh: &Mesh, facts: &MountFacts, plan: &mut Plan) -> bool {
         }),
         MountFacts::Present { kind, .. } if kind != "pki" => {
             plan.blockers.push(Blocker {
+                domain: Domain::Trust,
                 target: Target::OpenBao,
                 resource: format!("mount {mount}"),
                 reason: format!("is a {kind:?} mount, not pki"),
@@ -184,6 +194,7 @@ struct PkiCluster<'a> {
     mesh: &'a Mesh,
     cluster: &'a ClusterSettings,
     rotation: &'a RotationState,
+    openbao: &'a OpenBaoFacts,
 }
 
 impl PkiCluster<'_> {
@@ -218,7 +229,10 @@ impl PkiCluster<'_> {
             CacertsFacts::Managed(state) => {
                 let current = rotation.issuer_generation(state);
                 let before = rotation.trusted_generations(state);
-                if let Some(reason) = reissue_reason(mesh, cluster, state, now, current, rotation) {
+                let root_end =
+                    crate::root_end::root_end(self.openbao, rotation.reissue_signing(current));
+                let at = Moment { now, root_end };
+                if let Some(reason) = reissue_reason(mesh, cluster, state, at, current, rotation) {
                     let signing = rotation.reissue_signing(current);
                     let after = rotation.trust_with(signing);
                     plan.warnings.extend(disjoint_roots_warning(
@@ -275,12 +289,19 @@ impl PkiCluster<'_> {
     }
 }
 
+/// The time of the observation, and the end of the root a renewal would be signed by (if OpenBao holds it).
+#[derive(Clone, Copy)]
+struct Moment {
+    now: i64,
+    root_end: Option<i64>,
+}
+
 /// Why an existing managed intermediate must be replaced, if it must.
 fn reissue_reason(
     mesh: &Mesh,
     cluster: &ClusterSettings,
     state: &CacertsState,
-    now: i64,
+    Moment { now, root_end }: Moment,
     current: Option<u32>,
     rotation: &RotationState,
 ) -> Option<String> {
@@ -310,7 +331,11 @@ fn reissue_reason(
     };
     let remaining = cert.not_after.saturating_sub(now);
     let renew_before = mesh.ca.intermediate.renew_before.seconds() as i64;
-    if remaining < renew_before {
+    // Near the root's end a renewal would end no later (see `root_end`): the root-end warning stands instead.
+    let extends = root_end.is_none_or(|end| {
+        crate::root_end::renewal_extends(cert.not_after, now, mesh.ca.intermediate.ttl, end)
+    });
+    if remaining < renew_before && extends {
         return Some(if remaining <= 0 {
             format!(
                 "the intermediate (serial {}) expired {} ago",

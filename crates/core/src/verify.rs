@@ -77,7 +77,10 @@ fn bundle_problems(
                 ),
                 "run `meshtrust apply` to renew it now",
             ));
-        } else if mesh.ca.mode == CaMode::BaoPki && remaining < renew_before {
+        } else if mesh.ca.mode == CaMode::BaoPki
+            && remaining < renew_before
+            && renewal_helps(mesh, observed, state, cert.not_after)
+        {
             out.push((
                 format!(
                     "the intermediate (serial {}) expires in {}, within renewBefore {}",
@@ -103,6 +106,34 @@ fn bundle_problems(
         }
     }
     out
+}
+
+/// False when the intermediate already ends with its root, so renewing cannot help (the root-end warning
+/// from [`warnings`] says what to do instead).
+fn renewal_helps(mesh: &Mesh, observed: &Observed, state: &CacertsState, not_after: i64) -> bool {
+    let root = state
+        .issuer_fingerprint
+        .as_deref()
+        .and_then(|fp| observed.openbao.root_by_fingerprint(fp));
+    root.is_none_or(|root| {
+        crate::root_end::renewal_extends(
+            not_after,
+            observed.now,
+            mesh.ca.intermediate.ttl,
+            root.cert.not_after,
+        )
+    })
+}
+
+/// What `verify` and `status` print as warnings: true now, but needing action before a date (a root close to
+/// its end). They do not fail `verify`.
+pub fn warnings(mesh: &Mesh, observed: &Observed) -> Vec<String> {
+    if mesh.ca.mode != CaMode::BaoPki {
+        return Vec::new();
+    }
+    crate::root_end::root_end_warning(mesh, &observed.openbao, observed.now)
+        .into_iter()
+        .collect()
 }
 
 /// Cross-cluster trust over the managed bundles, as (cluster, object, bundle).

@@ -21,4 +21,4 @@ pub use error::EngineError;
 pub use names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 pub use outcome::{AppliedChange, ApplyReport};
 pub use reader::desired_reader;
-pub use snapshot::{Snapshot, SyncedKubeconfig};
+pub use snapshot::{PeerSync, Snapshot, SyncedKubeconfig};

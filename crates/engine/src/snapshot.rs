@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use meshtrust_core::facts::{CacertsFacts, Observed};
+use meshtrust_core::mesh::Mesh;
 use meshtrust_core::ports::{KubeObject, KvEntry, SecretObject};
 use meshtrust_core::secret::SecretBytes;
 
@@ -43,6 +44,15 @@ pub struct SyncedKubeconfig<'a> {
     pub kubeconfig: &'a str,
 }
 
+/// How one peer's remote secret stands in a cluster (for the agent's metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSync {
+    pub peer: String,
+    pub stale: bool,
+    /// When the reader token the peer published expires (Unix seconds), if it published.
+    pub token_expires: Option<i64>,
+}
+
 impl Snapshot {
     /// The facts the planner compares; also what `status` and `verify` report.
     pub fn facts(&self) -> &Observed {
@@ -60,6 +70,46 @@ impl Snapshot {
             CacertsFacts::Managed(state) => state.ca_cert.as_ref().map(|c| c.not_after),
             _ => None,
         }
+    }
+
+    /// The expiry (Unix seconds) of the root that signed a cluster's managed intermediate: the chain ends there
+    /// too, whatever the intermediate says.
+    pub fn signing_root_expiry(&self, cluster: &str) -> Option<i64> {
+        match &self.facts.clusters.get(cluster)?.cacerts {
+            CacertsFacts::Managed(state) => {
+                let issuer = state.issuer_fingerprint.as_deref()?;
+                let root = self.facts.openbao.root_by_fingerprint(issuer)?;
+                Some(root.cert.not_after)
+            }
+            _ => None,
+        }
+    }
+
+    /// For each peer of the mesh file whose remote secret `cluster` holds: whether that secret lags the peer's
+    /// published entry (absent, copied from another KV version, or the peer has published nothing readable), and
+    /// when the token the peer published expires. Secrets meshtrust does not manage are left out.
+    pub fn peer_sync(&self, mesh: &Mesh, cluster: &str) -> Vec<PeerSync> {
+        let Some(facts) = self.facts.clusters.get(cluster) else {
+            return vec![];
+        };
+        mesh.clusters
+            .iter()
+            .map(|c| &c.name)
+            .filter(|peer| peer.as_str() != cluster)
+            .filter_map(|peer| {
+                let secret = facts.remote_secrets.get(peer);
+                if secret.is_some_and(|s| !s.managed) {
+                    return None;
+                }
+                let published = self.facts.openbao.published.get(peer);
+                Some(PeerSync {
+                    peer: peer.clone(),
+                    stale: published
+                        .is_none_or(|p| secret.and_then(|s| s.kv_version) != Some(p.version)),
+                    token_expires: published.map(|p| p.token_expires),
+                })
+            })
+            .collect()
     }
 
     /// Every remote secret found whose kubeconfig is readable text, by cluster and peer.

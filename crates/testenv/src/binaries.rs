@@ -6,16 +6,21 @@ use crate::TestEnvError;
 pub const K8S_VERSION: &str = "v1.34.4";
 pub const ETCD_VERSION: &str = "v3.6.5";
 pub const OPENBAO_VERSION: &str = "2.7.2";
+/// HashiCorp Vault community edition; `scripts/build-vault` builds it (patch releases do not build from the
+/// published modules, see that script).
+pub const VAULT_VERSION: &str = "1.21.0";
 /// `istio.io/istio` pseudo-version (1.31 dev); `scripts/build-istio` builds it. The proxy serves no 1.x tags.
 pub const ISTIO_VERSION: &str = "v0.0.0-20260827124520-eed52ebb66ad";
 
 /// Where the real server binaries live: `$MESHTRUST_CACHE` (default `~/.cache/meshtrust`), filled by
-/// `scripts/build-k8s` and `scripts/install-openbao`.
+/// `scripts/build-k8s`, `scripts/install-openbao` and `scripts/build-vault`.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub kube_apiserver: PathBuf,
     pub etcd: PathBuf,
     pub bao: PathBuf,
+    /// Required only when a test runs on Vault ([`crate::StoreKind::binary`]).
+    pub vault: PathBuf,
 }
 
 impl Binaries {
@@ -39,6 +44,9 @@ impl Binaries {
         let bao = std::env::var_os("MESHTRUST_BAO")
             .map(PathBuf::from)
             .unwrap_or_else(|| cache.join("bin").join(format!("bao-{OPENBAO_VERSION}")));
+        let vault = std::env::var_os("MESHTRUST_VAULT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache.join("bin").join(format!("vault-{VAULT_VERSION}")));
         require(
             &kube_apiserver,
             "kube-apiserver",
@@ -50,6 +58,7 @@ impl Binaries {
             kube_apiserver,
             etcd,
             bao,
+            vault,
         })
     }
 }

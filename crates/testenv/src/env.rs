@@ -8,7 +8,7 @@ use crate::node::{NodeLink, TestNode};
 use crate::openbao::OpenBaoServer;
 use crate::openbao_ha::OpenBaoCluster;
 use crate::ports::retry_on_port_clash;
-use crate::{Binaries, TestEnvError};
+use crate::{Binaries, StoreKind, TestEnvError};
 
 /// `cluster-a`, `cluster-b`, ... for index 0, 1, ...
 pub fn cluster_name(index: usize) -> String {
@@ -25,6 +25,7 @@ pub struct TestEnvBuilder {
     dir: Option<PathBuf>,
     persistent_openbao: bool,
     openbao_ha: bool,
+    store: Option<StoreKind>,
     /// Some: a real node per cluster, with these images (OCI layout tarballs) imported besides the pause image.
     nodes: Option<Vec<PathBuf>>,
 }
@@ -36,6 +37,12 @@ impl TestEnvBuilder {
     /// (`scripts/build-image`) imported into every node. Needs root.
     pub fn nodes(mut self, images: Vec<PathBuf>) -> Self {
         self.nodes = Some(images);
+        self
+    }
+
+    /// Runs this environment on `store` whatever `MESHTRUST_STORE` says (tests of one server's behaviour).
+    pub fn store(mut self, store: StoreKind) -> Self {
+        self.store = Some(store);
         self
     }
 
@@ -66,6 +73,10 @@ impl TestEnvBuilder {
     pub fn start(self) -> Result<TestEnv, TestEnvError> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let bins = Binaries::locate()?;
+        let store = match self.store {
+            Some(store) => store,
+            None => StoreKind::from_env()?,
+        };
         let (dir, tempdir) = match self.dir {
             Some(dir) => {
                 std::fs::create_dir_all(&dir).map_err(TestEnvError::io(&dir))?;
@@ -92,13 +103,13 @@ impl TestEnvBuilder {
         let tls_host = links.first().map(|l| l.host_ip.as_str());
         let bao = retry_on_port_clash(|| {
             if self.persistent_openbao {
-                OpenBaoServer::start_persistent(&bins, &dir)
+                OpenBaoServer::start_persistent(&bins, store, &dir)
             } else {
-                OpenBaoServer::start(&bins, &dir, tls_host)
+                OpenBaoServer::start(&bins, store, &dir, tls_host)
             }
         })?;
         let bao_ha = if self.openbao_ha {
-            Some(OpenBaoCluster::start(&bins, &dir, 3)?)
+            Some(OpenBaoCluster::start(&bins, store, &dir, 3)?)
         } else {
             None
         };
@@ -137,6 +148,7 @@ pub struct TestEnv {
     /// With [`TestEnvBuilder::nodes`]: one node per cluster, in the same order.
     pub nodes: Vec<TestNode>,
     pub clusters: Vec<TestCluster>,
+    /// The store: OpenBao, or Vault with `MESHTRUST_STORE=vault` (its `kind` says which).
     pub bao: OpenBaoServer,
     /// A 3-node OpenBao cluster, with [`TestEnvBuilder::openbao_ha`].
     pub bao_ha: Option<OpenBaoCluster>,
@@ -152,6 +164,7 @@ impl TestEnv {
             dir: None,
             persistent_openbao: false,
             openbao_ha: false,
+            store: None,
             nodes: None,
         }
     }

@@ -1,4 +1,5 @@
-//! Real servers for meshtrust's tests and for `scripts/dev-env`: one OpenBao dev server and N Kubernetes
+//! Real servers for meshtrust's tests and for `scripts/dev-env`: one OpenBao (or Vault, with
+//! `MESHTRUST_STORE=vault`) dev server and N Kubernetes
 //! "clusters" (a real kube-apiserver each, sharing one etcd under distinct prefixes), all on free loopback ports.
 //!
 //! Every process is a child that dies with its owner: it is killed when the [`TestEnv`] drops (also while a test
@@ -26,9 +27,10 @@ mod probe;
 mod process;
 mod projection;
 mod proxy;
+mod store;
 
 pub use apiserver::TestCluster;
-pub use binaries::{Binaries, ISTIO_VERSION, IstioBinaries, NodeBinaries};
+pub use binaries::{Binaries, ISTIO_VERSION, IstioBinaries, NodeBinaries, VAULT_VERSION};
 pub use env::{TestEnv, TestEnvBuilder, cluster_name};
 pub use error::TestEnvError;
 pub use istiod::{Istiod, IstiodOptions, install_istio_crds};
@@ -38,3 +40,4 @@ pub use openbao::OpenBaoServer;
 pub use openbao_ha::{OpenBaoCluster, OpenBaoNode};
 pub use ports::free_port;
 pub use proxy::{FaultProxy, ProxyMode};
+pub use store::{STORE_ENV, StoreKind};

@@ -8,13 +8,14 @@ pub fn mesh_file(env: &TestEnv) -> String {
 
 /// The same, with `extra` top-level YAML (for example a `ca:` section) inserted before `clusters:`.
 pub fn mesh_file_with(env: &TestEnv, extra: &str) -> String {
-    let mut out = String::from(
-        "# written by scripts/dev-env: a local mesh of real API servers and a real OpenBao dev server.\n\
+    let mut out = format!(
+        "# written by scripts/dev-env: a local mesh of real API servers and a real {} dev server.\n\
          # Reference: docs/mesh-file.md\n\
          apiVersion: meshtrust.dev/v1\n\
          kind: Mesh\n\
          meshID: local-mesh\n\
          openbao:\n  address: ",
+        env.bao.kind.name()
     );
     // With nodes, the address pods reach (TLS, private CA); tools on the host take BAO_ADDR from env.sh.
     match (&env.bao_ha, &env.bao.tls_addr) {

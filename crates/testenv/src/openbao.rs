@@ -5,14 +5,17 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use crate::process::ManagedProcess;
-use crate::{Binaries, TestEnvError, ports::free_port};
+use crate::{Binaries, StoreKind, TestEnvError, ports::free_port};
 
-/// A real OpenBao server on a loopback port: in dev mode (in-memory storage, unsealed, KV v2 at `secret/`, a
-/// random root token), or persistent (file storage, initialised and unsealed with one key) for tests that
-/// restart it and expect its state back.
+/// A real OpenBao (or, with `MESHTRUST_STORE=vault`, HashiCorp Vault) server on a loopback port: in dev mode
+/// (in-memory storage, unsealed, KV v2 at `secret/`, a random root token), or persistent (Raft storage,
+/// initialised and unsealed with one key) for tests that restart it and expect its state back. The two
+/// servers take the same flags, configuration and API calls here.
 pub struct OpenBaoServer {
     pub addr: String,
     pub root_token: String,
+    /// Which server this is.
+    pub kind: StoreKind,
     /// With test nodes: a second listener over TLS on the host address pods reach, `https://<ip>:<port>`,
     /// its certificate signed by a private CA ([`tls_ca_pem`](Self::tls_ca_pem), also in `openbao-ca.pem`).
     pub tls_addr: Option<String>,
@@ -22,6 +25,7 @@ pub struct OpenBaoServer {
     process: ManagedProcess,
     bin: std::path::PathBuf,
     dir: std::path::PathBuf,
+    port: u16,
     /// Persistent mode: the unseal key.
     unseal_key: Option<String>,
 }
@@ -31,32 +35,34 @@ impl OpenBaoServer {
     /// pods reach it as users run it: https with a private CA.
     pub(crate) fn start(
         bins: &Binaries,
+        kind: StoreKind,
         dir: &Path,
         tls_host: Option<&str>,
     ) -> Result<Self, TestEnvError> {
         let port = free_port().map_err(TestEnvError::io(dir))?;
-        let host = "127.0.0.1";
         let root_token: String = rand::rng()
             .sample_iter(&Alphanumeric)
             .take(24)
             .map(char::from)
             .collect();
-        let listen = format!("{host}:{port}");
+        let bin = kind.binary(bins)?;
         let tls = match tls_host {
             Some(ip) => Some(tls_listener(dir, ip)?),
             None => None,
         };
         let tls_config = tls.as_ref().map(|t| t.config.clone());
-        let process = spawn(&bins.bao, dir, &listen, &root_token, tls_config.as_deref())?;
+        let process = spawn(kind, &bin, dir, port, &root_token, tls_config.as_deref())?;
         let mut server = Self {
-            addr: format!("http://{listen}"),
+            addr: format!("http://127.0.0.1:{port}"),
+            root_token,
+            kind,
             tls_addr: tls.as_ref().map(|t| t.addr.clone()),
             tls_ca_pem: tls.map(|t| t.ca_pem),
             tls_config,
-            root_token,
             process,
-            bin: bins.bao.clone(),
+            bin,
             dir: dir.to_path_buf(),
+            port,
             unseal_key: None,
         };
         server.wait_ready()?;
@@ -65,29 +71,31 @@ impl OpenBaoServer {
 
     /// A persistent server: integrated storage under `dir`, initialised with one unseal key, KV v2 mounted at
     /// `secret/` like the dev server's.
-    pub(crate) fn start_persistent(bins: &Binaries, dir: &Path) -> Result<Self, TestEnvError> {
+    pub(crate) fn start_persistent(
+        bins: &Binaries,
+        kind: StoreKind,
+        dir: &Path,
+    ) -> Result<Self, TestEnvError> {
         let port = free_port().map_err(TestEnvError::io(dir))?;
         let addr = format!("http://127.0.0.1:{port}");
-        let config = dir.join("openbao.hcl");
-        // OpenBao 2.x keeps state in integrated storage (raft), which needs a cluster address too.
+        // Integrated storage (raft) needs a cluster address too.
         let cluster_port = free_port().map_err(TestEnvError::io(dir))?;
-        let data = dir.join("openbao-data");
+        let data = dir.join(format!("{}-data", kind.slug()));
         std::fs::create_dir_all(&data).map_err(TestEnvError::io(&data))?;
-        let hcl = format!(
-            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node1\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = 1\n}}\napi_addr = \"{addr}\"\ncluster_addr = \"http://127.0.0.1:{cluster_port}\"\n",
-            data.display()
-        );
-        std::fs::write(&config, hcl).map_err(TestEnvError::io(&config))?;
-        let process = spawn_persistent(&bins.bao, dir)?;
+        write_raft_config(kind, dir, &data, "node1", port, cluster_port, "")?;
+        let bin = kind.binary(bins)?;
+        let process = spawn_persistent(kind, &bin, dir)?;
         let mut server = Self {
             addr: addr.clone(),
             root_token: String::new(),
+            kind,
             tls_addr: None,
             tls_ca_pem: None,
             tls_config: None,
             process,
-            bin: bins.bao.clone(),
+            bin,
             dir: dir.to_path_buf(),
+            port,
             unseal_key: None,
         };
         let seal_status = format!("{addr}/v1/sys/seal-status");
@@ -110,7 +118,8 @@ impl OpenBaoServer {
         }
         let init = init.ok_or_else(|| {
             TestEnvError::Kube(format!(
-                "OpenBao init failed; see {}",
+                "{} init failed; see {}",
+                kind.name(),
                 server.process.log.display()
             ))
         })?;
@@ -154,7 +163,8 @@ impl OpenBaoServer {
             std::thread::sleep(Duration::from_millis(200));
         }
         Err(TestEnvError::Kube(format!(
-            "OpenBao {method} {path} kept failing; see {}",
+            "{} {method} {path} kept failing; see {}",
+            self.kind.name(),
             self.process.log.display()
         )))
     }
@@ -165,7 +175,7 @@ impl OpenBaoServer {
             return self.restart_empty();
         }
         self.process.stop();
-        self.process = spawn_persistent(&self.bin, &self.dir)?;
+        self.process = spawn_persistent(self.kind, &self.bin, &self.dir)?;
         let seal_status = format!("{}/v1/sys/seal-status", self.addr);
         self.process.wait_ready(Duration::from_secs(30), || {
             crate::probe::http_ok(None, &seal_status)
@@ -185,11 +195,11 @@ impl OpenBaoServer {
     /// Starts a fresh dev server on the same address and token. Dev mode keeps no state across restarts.
     pub fn restart_empty(&mut self) -> Result<(), TestEnvError> {
         self.process.stop();
-        let listen = self.addr.trim_start_matches("http://").to_string();
         self.process = spawn(
+            self.kind,
             &self.bin,
             &self.dir,
-            &listen,
+            self.port,
             &self.root_token,
             self.tls_config.as_deref(),
         )?;
@@ -203,27 +213,58 @@ impl OpenBaoServer {
         })
     }
 
-    /// A `bao` CLI command aimed at this server, for tests that use the CLI as an independent checker.
+    /// A `bao` (or `vault`) CLI command aimed at this server, for tests that use the CLI as an independent
+    /// checker. Both CLIs take the same commands.
     pub fn cli(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::new(&self.bin);
-        cmd.env("BAO_ADDR", &self.addr)
-            .env("BAO_TOKEN", &self.root_token);
-        cmd
+        StoreKind::cli(&self.bin, &self.addr, &self.root_token)
     }
 }
 
-pub(crate) fn spawn_persistent(bin: &Path, dir: &Path) -> Result<ManagedProcess, TestEnvError> {
+/// A Raft node's configuration, `<slug>.hcl` in `dir`. `disable_mlock` is explicit because Vault refuses to
+/// start Raft storage without it (OpenBao accepts it too); `raft_extra` goes into the storage stanza.
+pub(crate) fn write_raft_config(
+    kind: StoreKind,
+    dir: &Path,
+    data: &Path,
+    node_id: &str,
+    port: u16,
+    cluster_port: u16,
+    raft_extra: &str,
+) -> Result<(), TestEnvError> {
+    let addr = format!("http://127.0.0.1:{port}");
+    let hcl = format!(
+        "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"{node_id}\"\n{raft_extra}}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = 1\n}}\napi_addr = \"{addr}\"\ncluster_addr = \"http://127.0.0.1:{cluster_port}\"\ndisable_mlock = true\n",
+        data.display()
+    );
+    let config = dir.join(format!("{}.hcl", kind.slug()));
+    std::fs::write(&config, hcl).map_err(TestEnvError::io(&config))
+}
+
+pub(crate) fn spawn_persistent(
+    kind: StoreKind,
+    bin: &Path,
+    dir: &Path,
+) -> Result<ManagedProcess, TestEnvError> {
     let args = vec![
         "server".to_string(),
-        format!("-config={}", dir.join("openbao.hcl").display()),
+        format!(
+            "-config={}",
+            dir.join(format!("{}.hcl", kind.slug())).display()
+        ),
     ];
-    ManagedProcess::spawn("openbao", bin, &args, dir.join("openbao.log"))
+    ManagedProcess::spawn(
+        kind.slug(),
+        bin,
+        &args,
+        dir.join(format!("{}.log", kind.slug())),
+    )
 }
 
 fn spawn(
+    kind: StoreKind,
     bin: &Path,
     dir: &Path,
-    listen: &str,
+    port: u16,
     token: &str,
     extra_config: Option<&Path>,
 ) -> Result<ManagedProcess, TestEnvError> {
@@ -231,12 +272,17 @@ fn spawn(
         "server".to_string(),
         "-dev".to_string(),
         format!("-dev-root-token-id={token}"),
-        format!("-dev-listen-address={listen}"),
+        format!("-dev-listen-address=127.0.0.1:{port}"),
         "-dev-no-store-token".to_string(),
     ];
     // Dev mode merges a config file's listeners with its own.
     args.extend(extra_config.map(|c| format!("-config={}", c.display())));
-    ManagedProcess::spawn("openbao", bin, &args, dir.join("openbao.log"))
+    ManagedProcess::spawn(
+        kind.slug(),
+        bin,
+        &args,
+        dir.join(format!("{}.log", kind.slug())),
+    )
 }
 
 struct TlsListener {

@@ -22,20 +22,35 @@ pub async fn run(global: &Global, _args: StatusArgs) -> Result<ExitCode, CliErro
     let rows = rows(mesh, &observation);
     let roots = &observation.facts().openbao.roots;
     let rotation = rotation(mesh, observation.facts());
+    let warnings = meshtrust_core::verify::warnings(mesh, observation.facts());
+    let now = observation.facts().now;
+    // Which server answers (OpenBao, Vault community or Enterprise): one unauthenticated request.
+    let server = match ctx.bao.server().await {
+        Ok(server) => server.to_string(),
+        Err(_) => "OpenBao".to_string(),
+    };
     emit(
         global.output,
         &json!({ "mesh": mesh.mesh_id, "roots": roots, "rotation": rotation.as_ref().map(|r| json!({
             "phase": r.phase, "trust": r.trust, "waitingFor": r.waiting, "dwellLeftSeconds": r.dwell_left,
-        })), "clusters": rows }),
+        })), "clusters": rows, "warnings": warnings, "server": server }),
         || {
-            let mut out = format!("mesh {} — OpenBao {}\n", mesh.mesh_id, ctx.bao.address());
+            let mut out = format!(
+                "mesh {} — {server} at {}\n",
+                mesh.mesh_id,
+                ctx.bao.address()
+            );
             for r in roots {
                 out.push_str(&format!(
-                    "  root {} sha256 {} (key internal: {})\n",
+                    "  root {} sha256 {} (key internal: {}), ends {}\n",
                     r.issuer_name(),
                     r.cert.fingerprint,
-                    r.key_internal
+                    r.key_internal,
+                    meshtrust_core::duration::when(r.cert.not_after, now)
                 ));
+            }
+            for w in &warnings {
+                out.push_str(&format!("  WARN {w}\n"));
             }
             if let Some(r) = &rotation {
                 out.push_str(&format!(

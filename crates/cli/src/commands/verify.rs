@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use meshtrust_core::facts::CacertsFacts;
-use meshtrust_core::verify::{Finding, verify_remote_secrets, verify_trust};
+use meshtrust_core::verify::{Finding, verify_remote_secrets, verify_trust, warnings};
 use meshtrust_engine::Snapshot;
 use serde::Serialize;
 use serde_json::json;
@@ -144,12 +144,16 @@ pub async fn run(global: &Global, _args: VerifyArgs) -> Result<ExitCode, CliErro
     findings.extend(verify_remote_secrets(mesh, observation.facts()));
     findings.extend(reachability(mesh, &observation).await);
     let rows = rows(mesh, &observation);
+    let warnings = warnings(mesh, observation.facts());
     let ok = findings.is_empty();
     emit(
         global.output,
-        &json!({ "ok": ok, "clusters": rows, "findings": findings }),
+        &json!({ "ok": ok, "clusters": rows, "findings": findings, "warnings": warnings }),
         || {
             let mut out = table(&rows, observation.facts().now);
+            for w in &warnings {
+                out.push_str(&format!("\nWARN {w}\n"));
+            }
             if ok {
                 out.push_str("\nOK: same roots everywhere, every chain verifies, every key matches, every peer's remote secret is current and can read its cluster.\n");
             } else {

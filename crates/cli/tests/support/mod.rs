@@ -2,6 +2,9 @@
 //! `meshtrust` binary run with the environment's OpenBao credentials.
 #![allow(dead_code)]
 
+pub mod agent;
+pub mod header_proxy;
+pub mod helm;
 pub mod istio;
 pub mod node;
 
@@ -10,7 +13,7 @@ use std::process::Output;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use meshtrust_testenv::{TestEnv, mesh_file_with};
+use meshtrust_testenv::{StoreKind, TestEnv, mesh_file_with};
 
 pub struct Mesh {
     pub env: TestEnv,
@@ -22,6 +25,18 @@ impl Mesh {
         Self::from_env(
             TestEnv::builder()
                 .clusters(clusters)
+                .start()
+                .expect("test environment"),
+            extra,
+        )
+    }
+
+    /// On `store` whatever `MESHTRUST_STORE` says: for tests of one server's own behaviour.
+    pub fn start_on(store: StoreKind, clusters: usize, extra: &str) -> Mesh {
+        Self::from_env(
+            TestEnv::builder()
+                .clusters(clusters)
+                .store(store)
                 .start()
                 .expect("test environment"),
             extra,
@@ -50,7 +65,12 @@ impl Mesh {
 
     /// Runs `meshtrust <args> --mesh <file>`.
     pub fn meshtrust(&self, args: &[&str]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        self.meshtrust_from(std::path::Path::new(env!("CARGO_BIN_EXE_meshtrust")), args)
+    }
+
+    /// Runs `<binary> <args> --mesh <file>`: another release's meshtrust (upgrade tests).
+    pub fn meshtrust_from(&self, binary: &std::path::Path, args: &[&str]) -> Output {
+        std::process::Command::new(binary)
             .args(args)
             .arg("--mesh")
             .arg(&self.file)

@@ -1,4 +1,5 @@
-//! The long-running half of `scripts/dev-env up`: starts OpenBao and N clusters, writes `env.sh`, kubeconfigs and
+//! The long-running half of `scripts/dev-env up`: starts the store (OpenBao, or Vault with `--store vault`) and
+//! N clusters, writes `env.sh`, kubeconfigs and
 //! `mesh.yaml` into DIR, then waits for SIGTERM/SIGINT and stops everything it started.
 //! `helm-values` serves `scripts/dev-env istio`: the values of one Flux HelmRelease from `render gitops`.
 #![forbid(unsafe_code)]
@@ -6,11 +7,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use meshtrust_testenv::{TestEnv, mesh_file};
+use meshtrust_testenv::{StoreKind, TestEnv, mesh_file};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha] [--nodes [--node-image TAR]...]\n       meshtrust-devenv helm-values RELEASE CLUSTER < rendered.yaml"
+        "usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha] [--store openbao|vault] [--nodes [--node-image TAR]...]\n       meshtrust-devenv helm-values RELEASE CLUSTER < rendered.yaml"
     );
     ExitCode::from(2)
 }
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
     let mut dir: Option<PathBuf> = None;
     let mut ha = false;
     let mut nodes: Option<Vec<PathBuf>> = None;
+    let mut store = StoreKind::OpenBao;
     let mut it = args.iter().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--openbao-ha" {
@@ -51,11 +53,17 @@ fn main() -> ExitCode {
                 }
             },
             ("--dir", Some(d)) => dir = Some(PathBuf::from(d)),
+            ("--store", Some(s)) if s == "openbao" => store = StoreKind::OpenBao,
+            ("--store", Some(s)) if s == "vault" => store = StoreKind::Vault,
+            ("--store", Some(s)) => {
+                eprintln!("--store takes openbao or vault, got {s:?}");
+                return ExitCode::from(2);
+            }
             _ => return usage(),
         }
     }
     let Some(dir) = dir else { return usage() };
-    match serve(clusters, dir, ha, nodes) {
+    match serve(clusters, dir, ha, store, nodes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshtrust-devenv: {e}");
@@ -68,9 +76,10 @@ fn serve(
     clusters: usize,
     dir: PathBuf,
     ha: bool,
+    store: StoreKind,
     nodes: Option<Vec<PathBuf>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut builder = TestEnv::builder().clusters(clusters).dir(&dir);
+    let mut builder = TestEnv::builder().clusters(clusters).dir(&dir).store(store);
     if ha {
         builder = builder.openbao_ha();
     }
@@ -91,9 +100,13 @@ fn serve(
             String::new(),
         ),
     };
+    let bin = store.binary(&meshtrust_testenv::Binaries::locate()?)?;
+    // Both variable families, so `bao`, `vault` and meshtrust all find the store whichever it is.
     let env_sh = format!(
-        "# written by scripts/dev-env; source it to talk to the local OpenBao\nexport BAO_ADDR={addr}\n{addrs}export BAO_TOKEN={token}\nexport VAULT_ADDR=$BAO_ADDR\nexport VAULT_TOKEN=$BAO_TOKEN\nalias bao={}\n",
-        meshtrust_testenv::Binaries::locate()?.bao.display(),
+        "# written by scripts/dev-env; source it to talk to the local {name}\nexport MESHTRUST_STORE={slug}\nexport BAO_ADDR={addr}\n{addrs}export BAO_TOKEN={token}\nexport VAULT_ADDR=$BAO_ADDR\nexport VAULT_TOKEN=$BAO_TOKEN\nalias bao={bin}\nalias vault={bin}\n",
+        name = store.name(),
+        slug = store.slug(),
+        bin = bin.display(),
     );
     std::fs::write(dir.join("env.sh"), env_sh)?;
     std::fs::write(dir.join("mesh.yaml"), mesh_file(&env))?;
