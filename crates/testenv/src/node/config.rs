@@ -52,7 +52,8 @@ pub(crate) fn cni(pod_subnet: &str) -> String {
 
 /// kubelet 1.34 on cgroup v1 (`failCgroupV1: false`), cgroupfs under its own root, the API server's CA for
 /// client certificates (`kubectl logs/exec/port-forward` go through the API server with its client
-/// certificate), and eviction thresholds that ignore the shared disk's fill level.
+/// certificate), and small absolute eviction thresholds: the disk is the machine's, shared with builds, and a
+/// percentage of it evicted the agents here once it was nearly full.
 pub(crate) fn kubelet(node_dir: &Path, cgroup_root: &str, ca_file: &Path) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
@@ -74,7 +75,7 @@ resolvConf: {resolv}
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {{memory.available: "50Mi", nodefs.available: "1%", imagefs.available: "1%"}}
+evictionHard: {{memory.available: "50Mi", nodefs.available: "100Mi", imagefs.available: "100Mi"}}
 protectKernelDefaults: false
 "#,
         ca = ca_file.display(),

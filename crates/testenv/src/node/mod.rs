@@ -167,6 +167,18 @@ impl Drop for TestNode {
             c.stop();
         }
         remove_cgroups(&self.cgroup_root);
+        remove_state(&self.dir.join("var-lib"));
+    }
+}
+
+/// Removes the node's container state (unpacked images, containers' layers), retried while the last
+/// processes of the killed pid namespace still exit; the logs stay.
+fn remove_state(dir: &Path) {
+    let start = Instant::now();
+    while dir.exists() && start.elapsed() < Duration::from_secs(10) {
+        if std::fs::remove_dir_all(dir).is_err() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
