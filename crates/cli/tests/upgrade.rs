@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meshtrust_core::ports::OpenBao;
+use meshtrust_testenv::StoreKind;
 use support::Mesh;
 use support::agent::{Agent, agent_identity, start_agent_binary};
 
@@ -107,7 +108,8 @@ async fn sample(mesh: &Mesh, bao: &meshtrust_bao::OpenBaoClient, index: usize) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_of_the_previous_and_this_release_run_side_by_side() {
     let previous = previous_release();
-    let mesh = Mesh::start(2, LIFETIMES);
+    // On OpenBao whatever MESHTRUST_STORE says: the previous release predates Vault support.
+    let mesh = Mesh::start_on(StoreKind::OpenBao, 2, LIFETIMES);
     // The state as the previous release writes it.
     ok(&mesh, &previous, &["apply"]);
     let bao = support::root_openbao(&mesh);
