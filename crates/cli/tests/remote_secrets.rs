@@ -262,7 +262,8 @@ async fn removing_a_cluster_removes_its_remote_secrets_and_nothing_else() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_remote_secret_meshtrust_does_not_own_is_never_touched() {
+async fn a_remote_secret_meshtrust_does_not_own_is_never_touched_and_adopt_takes_it_over_in_place()
+{
     let mesh = Mesh::start(2, "");
     let client = mesh.env.clusters[0].client().await.expect("client");
     let ns: k8s_openapi::api::core::v1::Namespace =
@@ -290,6 +291,27 @@ async fn a_remote_secret_meshtrust_does_not_own_is_never_touched() {
     );
     let still = &remote_secrets(&mesh, 0).await["istio-remote-secret-cluster-b"];
     assert_eq!(field(still, "cluster-b"), "made by istioctl");
+
+    // --adopt rewrites it in place (same object, never absent, so istiod never drops the peer).
+    let plan = mesh.ok(&["plan", "--adopt"]);
+    assert!(
+        plan.contains("--adopt: taking over cluster-b's remote secret in place"),
+        "{plan}"
+    );
+    mesh.ok(&["apply", "--adopt"]);
+    let adopted = &remote_secrets(&mesh, 0).await["istio-remote-secret-cluster-b"];
+    assert_eq!(
+        adopted.metadata.uid, still.metadata.uid,
+        "the same Secret, updated in place"
+    );
+    assert!(
+        field(adopted, "cluster-b").contains("kind: Config"),
+        "meshtrust's kubeconfig"
+    );
+    assert_eq!(
+        adopted.metadata.labels.as_ref().expect("labels")["app.kubernetes.io/managed-by"],
+        "meshtrust"
+    );
 }
 
 /// An agent-scoped engine (only cluster-a connected, OpenBao configuration left alone, peers remembered across

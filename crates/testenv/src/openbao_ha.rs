@@ -66,6 +66,7 @@ impl OpenBaoCluster {
             cluster.unseal(i)?;
         }
         cluster.wait_for_leader(Duration::from_secs(60))?;
+        cluster.wait_for_voters()?;
         let mount = format!("{leader}/v1/sys/mounts/secret");
         let token = cluster.root_token.clone();
         retry(
@@ -165,6 +166,38 @@ impl OpenBaoCluster {
         }
     }
 
+    /// Vault: waits until autopilot counts every node as a healthy voter. Vault's Raft joins a node as a non-voter
+    /// and promotes it only after `server_stabilization_time` (10 s): killing the leader before that leaves
+    /// no quorum, and no node is ever elected. A restarted node must be caught up again the same way.
+    fn wait_for_voters(&self) -> Result<(), TestEnvError> {
+        if self.kind != StoreKind::Vault {
+            // OpenBao's elections were measured without it; keep its timings as they were.
+            return Ok(());
+        }
+        let size = self.nodes.len();
+        retry_for(
+            Duration::from_secs(60),
+            "every node a healthy voter",
+            || {
+                let state = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.process.is_some())
+                    .find_map(|n| {
+                        http_json(
+                            "GET",
+                            &format!("{}/v1/sys/storage/raft/autopilot/state", n.addr),
+                            Some(&self.root_token),
+                            "",
+                        )
+                    })?;
+                let data = state.get("data").unwrap_or(&state);
+                let voters = data["voters"].as_array().map_or(0, Vec::len);
+                (data["healthy"].as_bool() == Some(true) && voters == size).then_some(())
+            },
+        )
+    }
+
     /// SIGKILLs node `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut p) = self.nodes[i].process.take() {
@@ -176,7 +209,8 @@ impl OpenBaoCluster {
     pub fn restart(&mut self, i: usize) -> Result<(), TestEnvError> {
         self.kill(i);
         self.spawn(i)?;
-        self.unseal(i)
+        self.unseal(i)?;
+        self.wait_for_voters()
     }
 
     pub fn pids(&self) -> Vec<u32> {
@@ -218,14 +252,25 @@ impl OpenBaoNode {
 }
 
 /// Retries a bootstrap step for up to 30 s: listeners answer before Raft is ready.
-fn retry<T>(mut step: impl FnMut() -> Option<T>, what: &str) -> Result<T, TestEnvError> {
+fn retry<T>(step: impl FnMut() -> Option<T>, what: &str) -> Result<T, TestEnvError> {
+    retry_for(Duration::from_secs(30), what, step)
+}
+
+fn retry_for<T>(
+    limit: Duration,
+    what: &str,
+    mut step: impl FnMut() -> Option<T>,
+) -> Result<T, TestEnvError> {
     let start = Instant::now();
     loop {
         if let Some(v) = step() {
             return Ok(v);
         }
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err(err(format!("store HA: {what} kept failing for 30 s")));
+        if start.elapsed() > limit {
+            return Err(err(format!(
+                "store HA: {what} kept failing for {} s",
+                limit.as_secs()
+            )));
         }
         std::thread::sleep(Duration::from_millis(200));
     }

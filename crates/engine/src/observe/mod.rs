@@ -1,6 +1,7 @@
 //! Reading the actual state into an immutable [`Snapshot`]: OpenBao (its configuration, the roots or the shared
 //! root, the change index) and every connected cluster (its `cacerts`, reader identity and remote secrets).
 
+mod claims;
 mod cluster;
 mod openbao;
 mod trust_facts;
@@ -18,6 +19,7 @@ use crate::EngineError;
 use crate::published::{PublishedCache, Wrote, departed, marker_version, read_entries};
 use crate::snapshot::Snapshot;
 
+pub(crate) use cluster::is_legacy_token;
 pub(crate) use openbao::observe_roots;
 pub(crate) use trust_facts::served_roots;
 
