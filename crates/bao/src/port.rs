@@ -271,24 +271,7 @@ impl OpenBao for OpenBaoClient {
     }
 
     async fn kv_list(&self, mount: &str, folder: &str) -> PortResult<Vec<String>> {
-        let api = format!("{mount}/metadata/{folder}");
-        let op = format!("LIST {api}");
-        let response = self.call(list(), &api, None).await?;
-        if response.status == StatusCode::NOT_FOUND {
-            return Ok(vec![]);
-        }
-        let body = check(&op, response)?;
-        let keys = body
-            .pointer("/data/keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| wrong_shape(&op, "/data/keys"))?;
-        keys.iter()
-            .map(|k| {
-                k.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| wrong_shape(&op, "/data/keys/*"))
-            })
-            .collect()
+        self.list_keys(&format!("{mount}/metadata/{folder}")).await
     }
 
     async fn kv_list_metadata(
@@ -439,16 +422,6 @@ impl OpenBao for OpenBaoClient {
         .map(|_| ())
     }
 
-    async fn describe_auth(&self, path: &str, description: &str) -> PortResult<()> {
-        self.call_ok(
-            Method::POST,
-            &format!("sys/auth/{path}/tune"),
-            Some(&json!({ "description": description })),
-        )
-        .await
-        .map(|_| ())
-    }
-
     async fn disable_auth(&self, path: &str) -> PortResult<()> {
         self.call_ok(Method::DELETE, &format!("sys/auth/{path}"), None)
             .await
@@ -547,6 +520,19 @@ impl OpenBao for OpenBaoClient {
         }))
     }
 
+    async fn kubernetes_auth_roles(&self, mount: &str) -> PortResult<Vec<String>> {
+        self.list_keys(&format!("auth/{mount}/role")).await
+    }
+
+    async fn delete_kubernetes_auth_role(&self, mount: &str, role: &str) -> PortResult<()> {
+        let path = format!("auth/{mount}/role/{role}");
+        let response = self.call(Method::DELETE, &path, None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        check(&format!("DELETE {path}"), response).map(|_| ())
+    }
+
     async fn write_kubernetes_auth_role(
         &self,
         mount: &str,
@@ -629,6 +615,27 @@ impl OpenBaoClient {
     }
 
     /// The `data` of a plain read; `None` when absent.
+    /// The keys a LIST of `api` answers; empty when OpenBao has nothing there (404).
+    async fn list_keys(&self, api: &str) -> PortResult<Vec<String>> {
+        let op = format!("LIST {api}");
+        let response = self.call(list(), api, None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(vec![]);
+        }
+        let body = check(&op, response)?;
+        let keys = body
+            .pointer("/data/keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| wrong_shape(&op, "/data/keys"))?;
+        keys.iter()
+            .map(|k| {
+                k.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| wrong_shape(&op, "/data/keys/*"))
+            })
+            .collect()
+    }
+
     async fn read_data(&self, path: &str) -> PortResult<Option<Value>> {
         let response = self.call(Method::GET, path, None).await?;
         if response.status == StatusCode::NOT_FOUND {

@@ -142,12 +142,33 @@ pub struct PoliciesArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
-    /// Take over an existing istio-system/cacerts that meshtrust does not manage.
+    /// Take over, in place, an existing istio-system/cacerts and istio-remote-secret-* that meshtrust does not
+    /// manage (made by hand, istioctl or another controller already handed over).
     #[arg(long)]
     pub adopt: bool,
     /// Only OpenBao's side (namespace, mounts, root, auth, policies); the agents do the clusters.
     #[arg(long)]
     pub openbao_only: bool,
+    /// Only one domain (with OpenBao's configuration): `ca` (roots and cacerts) or `remote-secrets` (reader
+    /// identities, published kubeconfigs, istio-remote-secret-*). A migration moves one while the other waits
+    /// for a hand-over; the other domain's blockers do not stop it.
+    #[arg(long, value_enum, conflicts_with = "openbao_only")]
+    pub only: Option<OnlyDomain>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnlyDomain {
+    Ca,
+    RemoteSecrets,
+}
+
+impl OnlyDomain {
+    pub fn domain(self) -> meshtrust_core::plan::Domain {
+        match self {
+            OnlyDomain::Ca => meshtrust_core::plan::Domain::Trust,
+            OnlyDomain::RemoteSecrets => meshtrust_core::plan::Domain::RemoteSecrets,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -278,6 +299,11 @@ pub struct AgentArgs {
     /// A full reconcile at least this often (renewals).
     #[arg(long, default_value = "5m", value_parser = positive_duration)]
     pub resync_interval: Duration,
+    /// Re-read every peer's published entry (and, during a root rotation, its trust facts) this often even
+    /// when the change marker named none: the bound on how long a lost or forged hint delays a change. On
+    /// OpenBao a listing of versions narrows it to the entries that changed.
+    #[arg(long, default_value = "1h", value_parser = positive_duration)]
+    pub full_reread_interval: Duration,
     /// Give up on an OpenBao request after this long (then back off and keep the last good state).
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub openbao_timeout: Duration,

@@ -416,55 +416,189 @@ fn auth_descriptions(mesh: &Mesh) -> serde_json::Map<String, Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_auth_mount_from_an_earlier_release_is_marked_and_goes_when_its_cluster_leaves() {
-    let mesh = Mesh::start(2, "");
-    // An earlier release mounted cluster-b's auth without a description; a person mounted cluster-a's.
-    mesh.bao(&["auth", "enable", "-path=kubernetes_cluster_b", "kubernetes"]);
+/// Seed 000's Kubernetes auth for cluster `index`, made by hand before meshtrust: mount `kubernetes_<cluster>`
+/// without a description, configured with a reviewer token, and the Vault Secrets Operator's role and policy
+/// (the seed's own `bao` commands).
+async fn seed_000_auth(mesh: &Mesh, index: usize) {
+    let cluster = &mesh.env.clusters[index];
+    let mount = format!("kubernetes_{}", cluster.name.replace('-', "_"));
+    let client = cluster.client().await.expect("client");
+    support::create_namespace(&client, "vault-secrets-operator").await;
+    cluster
+        .create_login_service_account("vault-secrets-operator", "vault-secrets-operator")
+        .await
+        .expect("VSO service account");
+    let reviewer = cluster
+        .request_token("vault-secrets-operator", "vault-secrets-operator")
+        .await
+        .expect("reviewer token");
+    mesh.bao(&["auth", "enable", &format!("-path={mount}"), "kubernetes"]);
+    let ca = mesh.env.dir().join(format!("{mount}-ca.pem"));
+    std::fs::write(&ca, &cluster.ca_pem).expect("CA file");
     mesh.bao(&[
-        "auth",
-        "enable",
-        "-path=kubernetes_cluster_a",
-        "-description=team login",
-        "kubernetes",
+        "write",
+        &format!("auth/{mount}/config"),
+        &format!("kubernetes_host={}", cluster.server),
+        &format!("kubernetes_ca_cert=@{}", ca.display()),
+        &format!("token_reviewer_jwt={reviewer}"),
     ]);
+    let policy = mesh.env.dir().join("vso.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/data/istio/remote-secrets/*\" {\n  capabilities = [\"read\"]\n}\n",
+    )
+    .expect("policy file");
+    mesh.bao(&[
+        "policy",
+        "write",
+        "vault-secrets-operator",
+        policy.to_str().expect("path"),
+    ]);
+    mesh.bao(&[
+        "write",
+        &format!("auth/{mount}/role/vault-secrets-operator"),
+        "bound_service_account_names=vault-secrets-operator",
+        "bound_service_account_namespaces=vault-secrets-operator",
+        "policies=vault-secrets-operator",
+        "ttl=24h",
+    ]);
+}
+
+/// The status of logging in as ServiceAccount `namespace/name` with `role` at cluster `index`'s mount.
+async fn login_status(mesh: &Mesh, index: usize, namespace: &str, name: &str, role: &str) -> u16 {
+    let cluster = &mesh.env.clusters[index];
+    let jwt = cluster.request_token(namespace, name).await.expect("token");
+    let mount = format!("kubernetes_{}", cluster.name.replace('-', "_"));
+    let body = json!({"role": role, "jwt": jwt});
+    call(
+        mesh,
+        None,
+        None,
+        "POST",
+        &format!("auth/{mount}/login"),
+        Some(body),
+    )
+    .await
+    .0
+}
+
+fn roles(mesh: &Mesh, mount: &str) -> Vec<String> {
+    let out = mesh.bao(&["list", "-format=json", &format!("auth/{mount}/role")]);
+    serde_json::from_str(&out).expect("role list")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000s_shared_auth_mounts_get_meshtrusts_role_and_lose_only_it() {
+    let mesh = Mesh::start(2, "");
+    for index in 0..2 {
+        seed_000_auth(&mesh, index).await;
+    }
+    let text = mesh.ok(&["plan"]);
+    assert!(
+        text.contains(
+            "NOTE: auth/kubernetes_cluster_a (cluster cluster-a) was not made by meshtrust"
+        ) && text.contains("vault-secrets-operator"),
+        "plan says what it found and leaves: {text}"
+    );
     let plan = mesh.json(&["plan"]);
-    let marks: Vec<&Value> = plan["changes"]
+    let touched: Vec<&Value> = plan["changes"]
         .as_array()
         .expect("changes")
         .iter()
-        .filter(|c| c["action"]["type"] == "markAuthMount")
+        .filter(|c| {
+            c["resource"]
+                .as_str()
+                .is_some_and(|r| r.contains("kubernetes_cluster"))
+        })
         .collect();
-    assert_eq!(marks.len(), 1, "{plan}");
-    assert_eq!(marks[0]["resource"], "auth mount auth/kubernetes_cluster_b");
+    assert_eq!(touched.len(), 2, "only meshtrust's two roles: {plan}");
+    assert!(
+        touched
+            .iter()
+            .all(|c| c["action"]["type"] == "writeAgentRole"),
+        "{plan}"
+    );
     mesh.ok(&["apply"]);
+
+    // The seed's mounts are as they were, with meshtrust's role beside VSO's; both log in.
     let described = auth_descriptions(&mesh);
+    assert_eq!(described["kubernetes_cluster_a/"], "", "not renamed");
+    let config: Value = serde_json::from_str(&mesh.bao(&[
+        "read",
+        "-format=json",
+        "auth/kubernetes_cluster_a/config",
+    ]))
+    .expect("config");
     assert_eq!(
-        described["kubernetes_cluster_b/"],
-        "meshtrust: Kubernetes auth of cluster cluster-b"
+        config["data"]["token_reviewer_jwt_set"], true,
+        "config not rewritten: {config}"
     );
     assert_eq!(
-        described["kubernetes_cluster_a/"], "team login",
-        "not ours to rename"
+        roles(&mesh, "kubernetes_cluster_a"),
+        ["meshtrust-agent", "vault-secrets-operator"]
     );
+    for index in 0..2 {
+        agent_token(&mesh, index, None).await;
+        let vso = login_status(
+            &mesh,
+            index,
+            "vault-secrets-operator",
+            "vault-secrets-operator",
+            "vault-secrets-operator",
+        )
+        .await;
+        assert_eq!(vso, 200, "VSO still logs in at cluster {index}");
+    }
     assert_eq!(
         mesh.json(&["apply"])["applied"],
         json!([]),
         "a second apply writes nothing"
     );
 
+    // cluster-b leaves the mesh file: only meshtrust's role goes; the seed's mount and VSO's login stay.
     let text = std::fs::read_to_string(&mesh.file).expect("mesh");
     let start = text.find("  - name: cluster-b").expect("cluster-b block");
     std::fs::write(&mesh.file, &text[..start]).expect("mesh without cluster-b");
-    mesh.ok(&["apply"]);
-    let described = auth_descriptions(&mesh);
+    let plan = mesh.ok(&["plan"]);
     assert!(
-        !described.contains_key("kubernetes_cluster_b/"),
-        "{described:?}"
+        plan.contains("- auth/kubernetes_cluster_b/role/meshtrust-agent"),
+        "{plan}"
     );
     assert!(
-        described.contains_key("kubernetes_cluster_a/"),
-        "{described:?}"
+        plan.contains("NOTE: auth/kubernetes_cluster_b (cluster cluster-b) stays"),
+        "{plan}"
+    );
+    mesh.ok(&["apply"]);
+    assert!(auth_descriptions(&mesh).contains_key("kubernetes_cluster_b/"));
+    assert_eq!(
+        roles(&mesh, "kubernetes_cluster_b"),
+        ["vault-secrets-operator"]
+    );
+    let vso = login_status(
+        &mesh,
+        1,
+        "vault-secrets-operator",
+        "vault-secrets-operator",
+        "vault-secrets-operator",
+    )
+    .await;
+    assert_eq!(
+        vso, 200,
+        "VSO still logs in at the departed cluster's mount"
+    );
+    let agent = login_status(
+        &mesh,
+        1,
+        "istio-system",
+        "meshtrust-agent",
+        "meshtrust-agent",
+    )
+    .await;
+    assert_eq!(agent, 400, "the departed agent's role is gone");
+    assert_eq!(
+        mesh.json(&["apply"])["applied"],
+        json!([]),
+        "nothing left to remove"
     );
 }
 

@@ -1,11 +1,14 @@
 //! Planning OpenBao's side of the mesh: the namespace, the KV mount, one Kubernetes auth mount per cluster
 //! with its config and the agent's role, and meshtrust's policies. Anything edited by hand shows up as drift.
 
+use crate::auth_ownership::{
+    foreign_mount_note, made_by_meshtrust, plan_departed_mount, unconfigured_foreign_mount_warning,
+};
 use crate::facts::{
     AuthFacts, BaoConfigFacts, ClusterFacts, MountFacts, Observed, RoleFacts, RootIssuerFacts,
 };
 use crate::mesh::{CaMode, ClusterSettings, Mesh};
-use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
+use crate::plan::{Action, Blocker, Change, Domain, Op, Plan, Target};
 use crate::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
 
 pub const AGENT_ROLE: &str = "meshtrust-agent";
@@ -91,6 +94,7 @@ fn plan_namespace_and_kv(mesh: &Mesh, config: &BaoConfigFacts, plan: &mut Plan) 
             Action::EnableKvMount { mount: kv.clone() },
         )),
         Some(MountFacts::Present { kind, .. }) if kind != "kv" => plan.blockers.push(Blocker {
+            domain: Domain::OpenBaoConfig,
             target: Target::OpenBao,
             resource: format!("mount {kv}"),
             reason: format!("is a {kind:?} mount, not kv"),
@@ -117,22 +121,21 @@ fn plan_auth(mesh: &Mesh, observed: &Observed, cluster: &ClusterSettings, plan: 
                 mount: mount.clone(),
             },
         )),
-        // Only an empty description is claimed: one somebody else wrote says the mount is not ours to remove.
-        Some("kubernetes") if auth.description.is_empty() => plan.changes.push(change(
-            Op::Update,
-            format!("auth mount auth/{mount}"),
-            format!("meshtrust's description for cluster {}", cluster.name),
-            "it has no description (made before meshtrust described its mounts), so it would stay behind \
-             when the cluster leaves the mesh file"
-                .into(),
-            Action::MarkAuthMount {
-                cluster: cluster.name.clone(),
-                mount: mount.clone(),
-            },
-        )),
+        Some("kubernetes") if !made_by_meshtrust(auth) => {
+            // Another tool's mount (seed 000's, shared with VSO and cert-manager): only meshtrust's role is
+            // added; the mount and its config stay theirs.
+            plan.notes.push(foreign_mount_note(cluster, auth));
+            if auth.kubernetes_host.is_none() {
+                plan.warnings
+                    .push(unconfigured_foreign_mount_warning(cluster));
+            }
+            plan_role(mesh, cluster, auth, desired_role(mesh, cluster), plan);
+            return;
+        }
         Some("kubernetes") => {}
         Some(other) => {
             plan.blockers.push(Blocker {
+                domain: Domain::OpenBaoConfig,
                 target: Target::OpenBao,
                 resource: format!("auth mount auth/{mount}"),
                 reason: format!("is a {other:?} auth method, not kubernetes"),
@@ -252,20 +255,11 @@ fn plan_role(
     ));
 }
 
-/// A cluster that left the mesh file loses its OpenBao access: the auth mount meshtrust made for it (and with
-/// it the agent's role) and its agent policy.
+/// A cluster that left the mesh file loses its OpenBao access: the auth mount meshtrust made for it (or only its
+/// agent role, from a mount that is not meshtrust's alone) and its agent policy.
 fn plan_departed(mesh: &Mesh, config: &BaoConfigFacts, plan: &mut Plan) {
-    for (mount, cluster) in &config.departed_auth {
-        plan.changes.push(change(
-            Op::Delete,
-            format!("auth/{mount}"),
-            "the Kubernetes auth mount and its agent role".into(),
-            format!("{cluster} is no longer in the mesh file; its agent must not log in any more"),
-            Action::DisableAuthMount {
-                cluster: cluster.clone(),
-                mount: mount.clone(),
-            },
-        ));
+    for (mount, departed) in &config.departed_auth {
+        plan_departed_mount(mount, departed, plan);
     }
     for name in &config.departed_policies {
         plan.changes.push(change(

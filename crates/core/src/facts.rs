@@ -120,8 +120,9 @@ pub struct BaoConfigFacts {
     pub auth: BTreeMap<String, AuthFacts>,
     /// Policy name → its text, `None` if absent.
     pub policies: BTreeMap<String, Option<String>>,
-    /// Auth mounts meshtrust made (by their description) for clusters no longer in the mesh file: mount → cluster.
-    pub departed_auth: BTreeMap<String, String>,
+    /// Auth mounts the mesh file no longer uses that hold a mount or role meshtrust made for a cluster that
+    /// left: mount → what is in it.
+    pub departed_auth: BTreeMap<String, crate::auth_ownership::DepartedAuth>,
     /// Agent policies of clusters no longer in the mesh file.
     pub departed_policies: Vec<String>,
 }
@@ -135,6 +136,9 @@ pub struct AuthFacts {
     pub kubernetes_host: Option<String>,
     pub kubernetes_ca_cert: Option<String>,
     pub role: Option<RoleFacts>,
+    /// The mount's roles besides meshtrust's agent role (other tools' logins); `None` when they could not be
+    /// listed.
+    pub other_roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -196,6 +200,10 @@ pub struct ClusterFacts {
     pub remote_secrets: BTreeMap<String, RemoteSecretFacts>,
     /// Hash of the server and CA this cluster's kubeconfig should carry (computed by the engine).
     pub desired_config_hash: String,
+    /// Secrets in the Istio namespace that another controller (ESO, VSO, cert-manager) writes or wrote, by name.
+    pub claims: BTreeMap<String, crate::handover::ForeignClaim>,
+    /// istioctl's never-expiring reader token Secret is in the Istio namespace.
+    pub legacy_reader_token: bool,
 }
 
 /// Everything observed in one run.

@@ -5,10 +5,13 @@
 // Long functions hide their steps; split them (tests may `#[allow]` this).
 #![deny(clippy::too_many_lines)]
 
+pub mod auth_ownership;
 pub mod bao_plan;
 pub mod duration;
 pub mod facts;
+pub mod handover;
 pub mod istio;
+pub mod legacy_token;
 pub mod mesh;
 pub mod names;
 pub mod plan;

@@ -47,14 +47,15 @@ pub enum Action {
         cluster: String,
         mount: String,
     },
-    /// Give a mesh cluster's auth mount meshtrust's description, so that it is recognised and removed when the
-    /// cluster leaves the mesh file (mounts made before meshtrust described them have none).
-    MarkAuthMount {
+    /// A departed cluster's auth mount goes, with its role: its agent can no longer log in. Only a mount
+    /// meshtrust made that holds no other tool's role.
+    DisableAuthMount {
         cluster: String,
         mount: String,
     },
-    /// A departed cluster's auth mount goes, with its role: its agent can no longer log in.
-    DisableAuthMount {
+    /// A departed cluster's agent role goes from a mount meshtrust keeps (another tool's, or one holding
+    /// other tools' roles).
+    DeleteAgentRole {
         cluster: String,
         mount: String,
     },
@@ -133,6 +134,10 @@ pub enum Action {
         cluster: String,
         facts: crate::trust_facts::TrustFacts,
     },
+    /// Delete istioctl's long-lived reader token Secret once every peer uses meshtrust's bound token.
+    DeleteLegacyReaderToken {
+        cluster: String,
+    },
     /// Remove a cluster that left the mesh from the index and KV.
     UnpublishRemoteSecret {
         cluster: String,
@@ -140,7 +145,8 @@ pub enum Action {
 }
 
 /// Which applier carries out an action; mirrors the planners (`bao_plan`, `planner`, `remote_plan`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Domain {
     /// OpenBao's namespace, mounts, Kubernetes auth and policies.
     OpenBaoConfig,
@@ -156,8 +162,8 @@ impl Action {
             Action::CreateBaoNamespace { .. }
             | Action::EnableKvMount { .. }
             | Action::EnableAuthMount { .. }
-            | Action::MarkAuthMount { .. }
             | Action::DisableAuthMount { .. }
+            | Action::DeleteAgentRole { .. }
             | Action::DeletePolicy { .. }
             | Action::ConfigureAuth { .. }
             | Action::WriteAgentRole { .. }
@@ -175,6 +181,7 @@ impl Action {
             | Action::PublishRemoteSecret { .. }
             | Action::SyncRemoteSecret { .. }
             | Action::DeleteRemoteSecret { .. }
+            | Action::DeleteLegacyReaderToken { .. }
             | Action::UnpublishRemoteSecret { .. } => Domain::RemoteSecrets,
         }
     }
@@ -226,6 +233,8 @@ pub struct Change {
 /// meshtrust does not manage). It fails `apply` until resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Blocker {
+    /// The domain whose changes it holds back (`plan --only` leaves other domains' blockers out).
+    pub domain: Domain,
     pub target: Target,
     pub resource: String,
     pub reason: String,
@@ -235,8 +244,10 @@ pub struct Blocker {
 /// How the planner is asked to plan (the planner and the rotation planning both read it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlanOptions {
-    /// Take over a `cacerts` that meshtrust does not manage.
+    /// Take over a `cacerts` or remote secret that meshtrust does not manage, in place.
     pub adopt: bool,
+    /// Plan only this domain (and OpenBao's configuration): `--only ca` / `--only remote-secrets`.
+    pub only: Option<Domain>,
     /// Drop older roots as soon as every cluster signs with the newest, without `ca.rootRotation.phaseDwell`:
     /// `ca rotate-root`, where the operator paces the phases.
     pub skip_dwell: bool,
@@ -247,9 +258,22 @@ pub struct Plan {
     pub changes: Vec<Change>,
     pub blockers: Vec<Blocker>,
     pub warnings: Vec<String>,
+    /// What meshtrust found and leaves as it is (another tool's auth mount and roles): said, not changed.
+    pub notes: Vec<String>,
 }
 
 impl Plan {
+    /// Keeps only `domain`'s changes and blockers, and what every domain builds on (OpenBao's configuration,
+    /// the Istio namespace): `plan --only`/`apply --only`, so that a migration can move one domain while
+    /// another waits for a hand-over.
+    pub fn restrict_to(&mut self, domain: Domain) {
+        let keep = |d: Domain| d == domain || d == Domain::OpenBaoConfig;
+        self.changes.retain(|c| {
+            keep(c.action.domain()) || matches!(c.action, Action::CreateNamespace { .. })
+        });
+        self.blockers.retain(|b| keep(b.domain));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.blockers.is_empty()
     }
@@ -286,6 +310,9 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for w in &self.warnings {
             writeln!(f, "WARNING: {w}")?;
+        }
+        for n in &self.notes {
+            writeln!(f, "NOTE: {n}")?;
         }
         if self.is_empty() {
             return writeln!(

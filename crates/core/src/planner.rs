@@ -12,7 +12,7 @@ use crate::mesh::{CaMode, ClusterSettings, Mesh};
 use crate::names::{CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 /// Callers name the options next to [`plan`].
 pub use crate::plan::PlanOptions;
-use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
+use crate::plan::{Action, Blocker, Change, Domain, Op, Plan, Target};
 use crate::rotation::RotationState;
 use crate::rotation_plan::{
     disjoint_roots_warning, mesh_rotation, plan_trust_facts, rotation_warnings,
@@ -25,7 +25,12 @@ pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
         CaMode::BaoPki => plan_bao_pki(mesh, observed, options, &mut plan),
         CaMode::SharedRoot => plan_shared_root(mesh, observed, options, &mut plan),
     }
-    crate::remote_plan::plan_remote_secrets(mesh, observed, &mut plan);
+    crate::remote_plan::plan_remote_secrets(mesh, observed, options.adopt, &mut plan);
+    crate::legacy_token::plan_legacy_tokens(mesh, observed, &mut plan);
+    crate::handover::block_foreign_writes(mesh, observed, &mut plan);
+    if let Some(domain) = options.only {
+        plan.restrict_to(domain);
+    }
     plan
 }
 
@@ -65,6 +70,7 @@ fn ensure_namespace(cluster: &ClusterSettings, facts: &ClusterFacts, plan: &mut 
 
 fn unmanaged_blocker(cluster: &ClusterSettings) -> Blocker {
     Blocker {
+        domain: Domain::Trust,
         target: cluster_target(cluster),
         resource: cacerts_resource(cluster),
         reason: format!("exists and is not managed by meshtrust (no {MANAGED_BY_LABEL}={MANAGED_BY_VALUE} label); meshtrust never overwrites it"),
@@ -144,6 +150,7 @@ fn plan_pki_mount(mesh: &Mesh, facts: &MountFacts, plan: &mut Plan) -> bool {
         }),
         MountFacts::Present { kind, .. } if kind != "pki" => {
             plan.blockers.push(Blocker {
+                domain: Domain::Trust,
                 target: Target::OpenBao,
                 resource: format!("mount {mount}"),
                 reason: format!("is a {kind:?} mount, not pki"),

@@ -270,11 +270,11 @@ fn admin_sys_rules(mesh: &Mesh, out: &mut String) {
         rule(
             out,
             &format!(
-                "cluster {}: its mount's description (marks a mount made by an older release)",
+                "cluster {}: list the mount's roles (other tools' roles keep a mount meshtrust made)",
                 c.name
             ),
-            &format!("sys/auth/{m}/tune"),
-            &["read", "update"],
+            &format!("auth/{m}/role"),
+            &["list"],
         );
         rule(
             out,
@@ -284,9 +284,10 @@ fn admin_sys_rules(mesh: &Mesh, out: &mut String) {
         );
         rule(
             out,
+            // delete: removing a cluster from a mount meshtrust keeps removes only this role.
             &format!("cluster {}: the agent's role", c.name),
             &format!("auth/{m}/role/meshtrust-agent"),
-            &["create", "read", "update"],
+            &["create", "read", "update", "delete"],
         );
     }
     rule(

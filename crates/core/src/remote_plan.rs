@@ -8,7 +8,7 @@ use crate::duration::humanize;
 use crate::facts::{ClusterFacts, ObjectState, Observed};
 use crate::istio::remote_secret_name;
 use crate::mesh::{ClusterSettings, Mesh};
-use crate::plan::{Action, Blocker, Change, Op, Plan, Target};
+use crate::plan::{Action, Blocker, Change, Domain, Op, Plan, Target};
 
 fn cluster_target(name: &str) -> Target {
     Target::Cluster {
@@ -16,7 +16,8 @@ fn cluster_target(name: &str) -> Target {
     }
 }
 
-pub fn plan_remote_secrets(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
+/// `adopt` (`apply --adopt`): take over remote secrets istioctl or a secrets operator wrote, in place.
+pub fn plan_remote_secrets(mesh: &Mesh, observed: &Observed, adopt: bool, plan: &mut Plan) {
     let mut publishing: Vec<&str> = Vec::new();
     for cluster in &mesh.clusters {
         let Some(facts) = observed.clusters.get(&cluster.name) else {
@@ -31,7 +32,11 @@ pub fn plan_remote_secrets(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
         let Some(facts) = observed.clusters.get(&cluster.name) else {
             continue;
         };
-        plan_peer_secrets(mesh, observed, cluster, facts, &publishing, plan);
+        let peers = Peers {
+            publishing: &publishing,
+            adopt,
+        };
+        plan_peer_secrets(mesh, observed, cluster, facts, &peers, plan);
         plan_stale_secrets(mesh, observed, cluster, facts, &publishing, plan);
     }
     plan_unpublish(mesh, observed, plan);
@@ -128,15 +133,22 @@ fn plan_publish(
     true
 }
 
+/// What the peer-secret planning needs besides the observation: who publishes in this plan, and `--adopt`.
+struct Peers<'a> {
+    publishing: &'a [&'a str],
+    adopt: bool,
+}
+
 /// Every peer's remote secret in this cluster, copied from what the peer published.
 fn plan_peer_secrets(
     mesh: &Mesh,
     observed: &Observed,
     cluster: &ClusterSettings,
     facts: &ClusterFacts,
-    publishing: &[&str],
+    peers: &Peers<'_>,
     plan: &mut Plan,
 ) {
+    let publishing = peers.publishing;
     for peer in mesh.clusters.iter().filter(|p| p.name != cluster.name) {
         let published = observed.openbao.published.get(&peer.name);
         let fresh = publishing.contains(&peer.name.as_str());
@@ -149,12 +161,19 @@ fn plan_peer_secrets(
             remote_secret_name(&peer.name)
         );
         let reason = match facts.remote_secrets.get(&peer.name) {
+            // Rewritten in place, never deleted first: istiod keeps the peer throughout (an identical cluster
+            // ID with a new kubeconfig swaps its client).
+            Some(existing) if !existing.managed && peers.adopt => Some(format!(
+                "--adopt: taking over {}'s remote secret in place (made by istioctl or a secrets operator)",
+                peer.name
+            )),
             Some(existing) if !existing.managed => {
                 plan.blockers.push(Blocker {
+                    domain: Domain::RemoteSecrets,
                     target: cluster_target(&cluster.name),
                     resource,
-                    reason: "exists and is not managed by meshtrust (made by istioctl?); meshtrust never overwrites it".into(),
-                    fix: format!("delete it once meshtrust may manage peer {} (kubectl -n {} delete secret {})", peer.name, cluster.istio_namespace, remote_secret_name(&peer.name)),
+                    reason: "exists and is not managed by meshtrust (made by istioctl or a secrets operator); meshtrust never overwrites it".into(),
+                    fix: "rerun with --adopt to let meshtrust take it over in place (never delete it first: istiod would drop the peer until it is back)".into(),
                 });
                 continue;
             }

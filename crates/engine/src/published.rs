@@ -161,9 +161,9 @@ pub(crate) async fn read_entries(
         .await
 }
 
-/// Names with a published entry that the mesh file does not list (the admin removes them). Names that are not
-/// cluster names are left alone and reported.
-pub(crate) async fn departed(
+/// The names with a published entry (one listing of `<kvPath>/`). Names that are not cluster names are left
+/// out and reported.
+pub(crate) async fn published_names(
     bao: &dyn OpenBao,
     mesh: &Mesh,
 ) -> Result<BTreeSet<String>, EngineError> {
@@ -177,9 +177,18 @@ pub(crate) async fn departed(
             if !ok {
                 tracing::warn!(key = %k.escape_debug(), "ignoring a published entry whose name is not a cluster name");
             }
-            ok && mesh.cluster(k).is_none()
+            ok
         })
         .collect())
+}
+
+/// Of the `listed` names with a published entry, those the mesh file does not list (the admin removes them).
+pub(crate) fn departed(mesh: &Mesh, listed: &BTreeSet<String>) -> BTreeSet<String> {
+    listed
+        .iter()
+        .filter(|k| mesh.cluster(k).is_none())
+        .cloned()
+        .collect()
 }
 
 /// The version a check-and-set write must name: 0 for a new entry, the current version otherwise — also when

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use meshtrust_core::ports::{
-    BoundToken, Cluster, ErrorKind, KubeObject, ObjectKind, PortError, PortResult, SecretObject,
-    System,
+    BoundToken, Cluster, CustomKind, ErrorKind, KubeObject, ObjectKind, PortError, PortResult,
+    SecretObject, System,
 };
 use meshtrust_core::secret::SecretBytes;
 
@@ -21,6 +21,8 @@ pub struct ClusterState {
     /// ConfigMaps' data by (namespace, name): tests play istiod writing `istio-ca-root-cert`.
     pub config_maps: BTreeMap<(String, String), BTreeMap<String, String>>,
     pub objects: BTreeMap<(ObjectKind, Option<String>, String), KubeObject>,
+    /// Other controllers' custom objects (an `ExternalSecret` ...) by (plural, namespace), as JSON.
+    pub custom_objects: BTreeMap<(String, String), Vec<serde_json::Value>>,
     resource_version: u64,
     tokens_issued: u64,
 }
@@ -140,6 +142,22 @@ impl Cluster for FakeCluster {
         self.call(format!("get_secret {namespace}/{name}"), |s, _| {
             Ok(s.secret(namespace, name).cloned())
         })
+    }
+
+    async fn list_custom_objects(
+        &self,
+        kind: &CustomKind,
+        namespace: &str,
+    ) -> PortResult<Vec<serde_json::Value>> {
+        self.call(
+            format!("list_custom_objects {}/{namespace}", kind.plural),
+            |s, _| {
+                Ok(s.custom_objects
+                    .get(&(kind.plural.to_string(), namespace.to_string()))
+                    .cloned()
+                    .unwrap_or_default())
+            },
+        )
     }
 
     async fn get_config_map(

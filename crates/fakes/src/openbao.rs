@@ -417,20 +417,6 @@ impl OpenBao for FakeOpenBao {
         })
     }
 
-    async fn describe_auth(&self, path: &str, description: &str) -> PortResult<()> {
-        self.call(format!("describe_auth {path}"), |s, op| {
-            if !s.auth_mounts.contains_key(path) {
-                return Err(err(
-                    ErrorKind::Invalid,
-                    op,
-                    "no auth method mounted at this path",
-                ));
-            }
-            s.auth_descriptions.insert(path.into(), description.into());
-            Ok(())
-        })
-    }
-
     async fn kubernetes_auth_config(
         &self,
         mount: &str,
@@ -455,6 +441,26 @@ impl OpenBao for FakeOpenBao {
         self.call(format!("kubernetes_auth_role {mount} {role}"), |s, _| {
             Ok(s.roles.get(&(mount.into(), role.into())).cloned())
         })
+    }
+
+    async fn kubernetes_auth_roles(&self, mount: &str) -> PortResult<Vec<String>> {
+        self.call(format!("kubernetes_auth_roles {mount}"), |s, _| {
+            Ok(s.roles
+                .keys()
+                .filter(|(m, _)| m == mount)
+                .map(|(_, role)| role.clone())
+                .collect())
+        })
+    }
+
+    async fn delete_kubernetes_auth_role(&self, mount: &str, role: &str) -> PortResult<()> {
+        self.call(
+            format!("delete_kubernetes_auth_role {mount} {role}"),
+            |s, _| {
+                s.roles.remove(&(mount.into(), role.into()));
+                Ok(())
+            },
+        )
     }
 
     async fn write_kubernetes_auth_role(

@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use meshtrust_core::ports::{
-    BoundToken, Cluster, ErrorKind, KubeObject, ObjectBody, ObjectKind, PortError, PortResult,
-    SecretObject, System,
+    BoundToken, Cluster, CustomKind, ErrorKind, KubeObject, ObjectBody, ObjectKind, OwnerRef,
+    PortError, PortResult, SecretObject, System,
 };
 use meshtrust_core::secret::SecretBytes;
 
@@ -61,6 +61,16 @@ fn to_object(secret: Secret) -> SecretObject {
             .collect(),
         type_: secret.type_,
         resource_version: meta.resource_version,
+        owner_references: meta
+            .owner_references
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| OwnerRef {
+                api_version: o.api_version,
+                kind: o.kind,
+                name: o.name,
+            })
+            .collect(),
     }
 }
 
@@ -136,6 +146,37 @@ impl Cluster for KubeCluster {
             .await
             .map(|s| s.map(to_object))
             .map_err(|e| self.error(&format!("get Secret {namespace}/{name}"), e))
+    }
+
+    async fn list_custom_objects(
+        &self,
+        kind: &CustomKind,
+        namespace: &str,
+    ) -> PortResult<Vec<serde_json::Value>> {
+        let gvk = kube::api::GroupVersionKind::gvk(kind.group, kind.version, kind.kind);
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, kind.plural);
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
+        let operation = format!("list {}.{} in {namespace}", kind.plural, kind.group);
+        match api.list(&ListParams::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .map(|o| {
+                    serde_json::to_value(o).map_err(|e| {
+                        PortError::new(
+                            System::Cluster(self.name.clone()),
+                            ErrorKind::Invalid,
+                            &operation,
+                            e.to_string(),
+                        )
+                    })
+                })
+                .collect(),
+            // The kind is not installed: nothing of that controller's here.
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(vec![]),
+            Err(e) => Err(self.error(&operation, e)),
+        }
     }
 
     async fn get_config_map(

@@ -1,7 +1,7 @@
 //! The meshtrust agent's Kubernetes manifests for one cluster. Pure data.
 
 use meshtrust_core::istio;
-use meshtrust_core::mesh::{ClusterSettings, Mesh};
+use meshtrust_core::mesh::{ClusterSettings, Mesh, ReaderIdentity};
 use meshtrust_core::names::{
     AGENT_NAME, CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MESH_CONFIG_MAP, remote_secret_name,
 };
@@ -38,7 +38,11 @@ pub fn agent_manifests(
     let mut objects =
         vec![json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, true)})];
     objects.extend(agent_rbac(mesh, cluster, &labels));
-    objects.extend(reader_identity(cluster));
+    // On a mesh whose Istio charts made the reader identity, those objects are theirs (Helm's): writing them
+    // here would take them over, and the chart would take them back.
+    if mesh.remote_secrets.reader_identity == ReaderIdentity::Meshtrust {
+        objects.extend(reader_identity(cluster));
+    }
     objects.extend([
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(MESH_CONFIG_MAP, true), "data": {"mesh.yaml": mesh_file}}),
         json!({
@@ -123,6 +127,20 @@ pub fn agent_role_rules(mesh: &Mesh, cluster: &ClusterSettings) -> Vec<RbacRule>
             &["get"],
             &["istio-ca-root-cert".to_string()],
         ),
+        // Whether another controller still writes a Secret it would write (ESO, VSO, cert-manager): read only.
+        rule(
+            &["external-secrets.io"],
+            &["externalsecrets"],
+            &["list"],
+            &[],
+        ),
+        rule(
+            &["secrets.hashicorp.com"],
+            &["vaultstaticsecrets"],
+            &["list"],
+            &[],
+        ),
+        rule(&["cert-manager.io"], &["certificates"], &["list"], &[]),
     ]
 }
 

@@ -2,7 +2,7 @@
 //! istio-base → istiod → east-west gateway. ArgoCD Applications ordered by sync waves (seed 000), or Flux
 //! Kustomizations and HelmReleases chained with `dependsOn` (seed 001). Pure data.
 
-use meshtrust_core::mesh::{ClusterSettings, Mesh};
+use meshtrust_core::mesh::{ClusterSettings, Mesh, ReaderIdentity};
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,12 +63,18 @@ pub fn istiod_values(mesh: &Mesh, cluster: &ClusterSettings) -> Value {
             "meshID": mesh.mesh_id,
             "multiCluster": {"clusterName": cluster.name},
             "network": cluster.network,
-            // meshtrust owns the reader identity (same names); the chart must not claim it for Helm.
-            "enableReaderRBAC": false,
+            "enableReaderRBAC": istio_charts_make_reader(mesh),
         },
         "env": {"ISTIO_MULTIROOT_MESH": "true"},
         "meshConfig": {"defaultConfig": {"proxyMetadata": {"PROXY_CONFIG_XDS_AGENT": "true"}}},
     })
+}
+
+/// Whether Istio's charts install the reader identity: only when the mesh file leaves it to them (a mesh that
+/// runs already, whose charts made it). Otherwise meshtrust owns it (same names), and the charts must not
+/// claim it for Helm, which would refuse to adopt it.
+fn istio_charts_make_reader(mesh: &Mesh) -> bool {
+    mesh.remote_secrets.reader_identity == ReaderIdentity::Istio
 }
 
 /// The east-west gateway chart's values (Istio's multi-network setup). `networkGateway` alone sets the
@@ -159,19 +165,29 @@ fn agent_source(mesh: &Mesh, cluster: &ClusterSettings, options: &RenderOptions)
     match &options.agent_chart {
         None => Source::Git("meshtrust-agent"),
         Some(chart) => Source::Chart(Chart {
+            values: agent_chart_values(mesh, cluster, &chart.mesh_text),
             repo_url: chart.repo_url.clone(),
             flux_repo: "meshtrust",
             chart: "meshtrust-agent",
             version: chart.version.clone(),
             namespace: mesh.agent.namespace.clone(),
-            values: json!({
-                "cluster": cluster.name,
-                "istioNamespace": cluster.istio_namespace,
-                "serviceAccount": {"name": mesh.agent.service_account},
-                "mesh": chart.mesh_text,
-            }),
         }),
     }
+}
+
+/// The agent chart's values for one cluster. Where Istio's charts own the reader identity, the agent chart
+/// must not install it as well (Helm would refuse objects another release owns).
+fn agent_chart_values(mesh: &Mesh, cluster: &ClusterSettings, mesh_text: &str) -> Value {
+    let mut values = json!({
+        "cluster": cluster.name,
+        "istioNamespace": cluster.istio_namespace,
+        "serviceAccount": {"name": mesh.agent.service_account},
+        "mesh": mesh_text,
+    });
+    if istio_charts_make_reader(mesh) {
+        values["readerIdentity"] = json!({"create": false});
+    }
+    values
 }
 
 fn steps(mesh: &Mesh, cluster: &ClusterSettings, options: &RenderOptions) -> Vec<Step> {
@@ -188,8 +204,7 @@ fn steps(mesh: &Mesh, cluster: &ClusterSettings, options: &RenderOptions) -> Vec
             name: "istio-base",
             source: Source::Chart(Chart::istio(
                 "base",
-                // The reader ServiceAccount is meshtrust's, not the chart's (Helm would refuse to adopt it).
-                json!({"defaultRevision": "default", "global": {"enableReaderRBAC": false}}),
+                json!({"defaultRevision": "default", "global": {"enableReaderRBAC": istio_charts_make_reader(mesh)}}),
                 cluster,
                 options,
             )),
@@ -363,6 +378,54 @@ mod tests {
     fn mesh() -> Mesh {
         let text = "apiVersion: meshtrust.dev/v1\nkind: Mesh\nmeshID: mesh1\nclusters:\n  - name: cluster-a\n    kubeconfig: a\n    network: network1\n  - name: cluster-b\n    kubeconfig: b\n    network: network2\n";
         Mesh::from_yaml(text, "mesh.yaml", PathBuf::from("/")).expect("mesh")
+    }
+
+    #[test]
+    fn on_a_running_mesh_istios_charts_keep_the_reader_identity_and_meshtrusts_files_leave_it_out()
+    {
+        let text = "apiVersion: meshtrust.dev/v1\nkind: Mesh\nremoteSecrets:\n  readerIdentity: istio\nclusters:\n  - name: cluster-a\n    kubeconfig: a\n";
+        let mesh = Mesh::from_yaml(text, "mesh.yaml", PathBuf::from("/")).expect("mesh");
+        let cluster = &mesh.clusters[0];
+        assert_eq!(
+            istiod_values(&mesh, cluster)["global"]["enableReaderRBAC"],
+            true
+        );
+        let options = RenderOptions {
+            agent_chart: Some(AgentChart {
+                repo_url: "oci://example/charts".into(),
+                version: "0.1.0".into(),
+                mesh_text: text.into(),
+            }),
+            ..RenderOptions::default()
+        };
+        let rendered = gitops(&mesh, Flavor::Flux, &options);
+        let agent = rendered
+            .iter()
+            .find(|r| r.object["metadata"]["name"] == "meshtrust-agent-cluster-a")
+            .expect("agent release");
+        assert_eq!(
+            agent.object["spec"]["values"]["readerIdentity"]["create"],
+            false
+        );
+        let files = crate::agent::agent_manifests(&mesh, cluster, text, "meshtrust:dev");
+        assert!(
+            !files
+                .iter()
+                .any(|o| o["metadata"]["name"] == "istio-reader-service-account"),
+            "render agent leaves Istio's reader identity out"
+        );
+        // A new mesh: meshtrust owns it, and Istio's charts are told not to make it.
+        let fresh = super::tests::mesh();
+        assert_eq!(
+            istiod_values(&fresh, &fresh.clusters[0])["global"]["enableReaderRBAC"],
+            false
+        );
+        let files = crate::agent::agent_manifests(&fresh, &fresh.clusters[0], "", "meshtrust:dev");
+        assert!(
+            files
+                .iter()
+                .any(|o| o["metadata"]["name"] == "istio-reader-service-account")
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> 
             &now,
             PlanOptions {
                 adopt: args.adopt,
+                only: args.only.map(|o| o.domain()),
                 ..Default::default()
             },
             &mut |plan| progress.planned(plan.changes.len()),

@@ -18,6 +18,7 @@ pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> 
             now(),
             PlanOptions {
                 adopt: args.adopt,
+                only: args.only.map(|o| o.domain()),
                 ..Default::default()
             },
         )

@@ -161,6 +161,19 @@ pub struct RemoteSecretSettings {
     pub token_ttl: Span,
     /// Publish a fresh token when less than this is left.
     pub refresh_before: Span,
+    /// Who installs the reader identity peers read this cluster with.
+    pub reader_identity: ReaderIdentity,
+}
+
+/// Who installs `istio-reader-service-account` and Istio's reader ClusterRole and binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReaderIdentity {
+    /// meshtrust's deploy files (`render agent`, the chart), with Istio's charts told not to (a new mesh).
+    Meshtrust,
+    /// Istio's own charts, as on a mesh that runs already (both seeds): meshtrust's deploy files leave it out
+    /// and Istio's chart values keep it, so neither takes the other's objects (the engine only uses them).
+    Istio,
 }
 
 /// A validated mesh file with every default filled in.

@@ -1,8 +1,8 @@
 //! The `remoteSecrets` section: where remote secrets are published and how long their tokens live.
 
-use super::RemoteSecretSettings;
 use super::check::{Checker, is_mount_path};
 use super::schema::RawRemoteSecrets;
+use super::{ReaderIdentity, RemoteSecretSettings};
 use crate::duration::Span;
 
 pub(super) fn validate(raw: RawRemoteSecrets, c: &mut Checker) -> RemoteSecretSettings {
@@ -17,10 +17,27 @@ pub(super) fn validate(raw: RawRemoteSecrets, c: &mut Checker) -> RemoteSecretSe
             raw.refresh_before.as_deref(),
             "8h",
         ),
+        reader_identity: reader_identity(raw.reader_identity.as_deref(), c),
     };
     check_lifetimes(&remote_secrets, c);
     check_paths(&remote_secrets, c);
     remote_secrets
+}
+
+fn reader_identity(value: Option<&str>, c: &mut Checker) -> ReaderIdentity {
+    match value {
+        None | Some("meshtrust") => ReaderIdentity::Meshtrust,
+        Some("istio") => ReaderIdentity::Istio,
+        Some(other) => {
+            c.problem(
+                "remoteSecrets.readerIdentity",
+                format!(
+                    "{other:?} is not an owner; use \"meshtrust\" (default) or \"istio\" (Istio's charts install it, as on a mesh that runs already)"
+                ),
+            );
+            ReaderIdentity::Meshtrust
+        }
+    }
 }
 
 fn check_lifetimes(remote_secrets: &RemoteSecretSettings, c: &mut Checker) {

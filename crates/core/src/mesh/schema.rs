@@ -37,6 +37,7 @@ pub(super) struct RawRemoteSecrets {
     pub(super) index_path: Option<String>,
     pub(super) token_ttl: Option<String>,
     pub(super) refresh_before: Option<String>,
+    pub(super) reader_identity: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

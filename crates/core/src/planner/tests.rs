@@ -70,6 +70,8 @@ fn intermediate(
         reader: settled_reader(),
         remote_secrets: BTreeMap::new(),
         desired_config_hash: String::new(),
+        claims: BTreeMap::new(),
+        legacy_reader_token: false,
     }
 }
 
@@ -81,6 +83,8 @@ fn with_cacerts(cacerts: CacertsFacts) -> ClusterFacts {
         reader: settled_reader(),
         remote_secrets: BTreeMap::new(),
         desired_config_hash: String::new(),
+        claims: BTreeMap::new(),
+        legacy_reader_token: false,
     }
 }
 
@@ -133,6 +137,7 @@ fn settled(mesh: &Mesh, observed: &Observed) -> BaoConfigFacts {
                 kubernetes_host: Some(crate::bao_plan::desired_host(c, &api.server)),
                 kubernetes_ca_cert: api.ca_pem,
                 role: Some(desired_role(mesh, c)),
+                other_roles: Some(vec![]),
             },
         );
         config.policies.insert(
@@ -395,6 +400,70 @@ fn unmanaged_cacerts_blocks_unless_adopted() {
 }
 
 #[test]
+fn a_cacerts_another_controller_still_writes_blocks_even_with_adopt_and_names_it() {
+    use crate::handover::{ClaimState, Controller, ForeignClaim};
+    let mut eso = with_cacerts(CacertsFacts::Unmanaged);
+    let claim = |state| ForeignClaim {
+        controller: Controller::ExternalSecrets,
+        object: Some("istio-cacerts".into()),
+        owner_reference: true,
+        state,
+    };
+    eso.claims.insert("cacerts".into(), claim(ClaimState::Live));
+    let mut obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", eso),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let adopt = PlanOptions {
+        adopt: true,
+        ..Default::default()
+    };
+    for options in [PlanOptions::default(), adopt] {
+        let p = plan_for(&mesh(""), &obs, options);
+        assert!(p.changes.is_empty(), "{p}");
+        assert_eq!(p.blockers.len(), 1, "{p}");
+        assert!(
+            p.blockers[0]
+                .reason
+                .contains("ExternalSecret istio-system/istio-cacerts"),
+            "{p}"
+        );
+        assert!(p.blockers[0].fix.contains("--cascade=orphan"), "{p}");
+    }
+    // Handed over: the ExternalSecret is gone and only its marks are left; --adopt takes it.
+    let facts = obs.clusters.get_mut("cluster-a").expect("a");
+    facts
+        .claims
+        .insert("cacerts".into(), claim(ClaimState::Gone));
+    let p = plan_for(&mesh(""), &obs, adopt);
+    assert!(
+        matches!(
+            p.changes[0].action,
+            Action::IssueIntermediate { adopt: true, .. }
+        ),
+        "{p}"
+    );
+    assert!(p.notes[0].contains("left behind"), "{p}");
+    // A managed cacerts another controller started writing again blocks its renewal, so nothing flaps.
+    let mut renewing = intermediate("cluster-a", 1, &[1], -2);
+    renewing
+        .claims
+        .insert("cacerts".into(), claim(ClaimState::Unknown));
+    let obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", renewing),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let p = plan_for(&mesh(""), &obs, PlanOptions::default());
+    assert!(p.changes.is_empty() && p.blockers.len() == 1, "{p}");
+}
+
+#[test]
 fn a_new_cacerts_warns_once_that_a_running_istiod_needs_one_restart() {
     let obs = observed(
         vec![root(1)],
@@ -629,7 +698,7 @@ fn empty_openbao_config_is_created_in_order_and_settled_config_plans_nothing() {
 }
 
 #[test]
-fn an_undescribed_auth_mount_is_marked_and_one_described_by_someone_else_is_left_alone() {
+fn another_tools_auth_mount_gets_meshtrusts_role_and_keeps_its_own_config() {
     let mesh = mesh("");
     let mut obs = observed(
         vec![root(1)],
@@ -640,21 +709,78 @@ fn an_undescribed_auth_mount_is_marked_and_one_described_by_someone_else_is_left
     );
     obs.openbao.config = settled(&mesh, &obs);
     settle_remote_secrets(&mut obs);
-    // cluster-a's mount was made by an earlier release (no description); cluster-b's by a person.
+    // seed 000: cluster-a's mount made by hand without a description, VSO's role in it, TokenReview elsewhere
+    // and no meshtrust role yet; cluster-b's described by a person and never configured.
     let auth = &mut obs.openbao.config.auth;
-    auth.get_mut("cluster-a").expect("a").description = String::new();
-    auth.get_mut("cluster-b").expect("b").description = "team k8s login".into();
+    let a = auth.get_mut("cluster-a").expect("a");
+    a.description = String::new();
+    a.kubernetes_host = Some("https://seed-lb:6443".into());
+    a.role = None;
+    a.other_roles = Some(vec!["vault-secrets-operator".into()]);
+    let b = auth.get_mut("cluster-b").expect("b");
+    b.description = "team k8s login".into();
+    b.kubernetes_host = None;
     let p = plan(&mesh, &obs, PlanOptions::default());
     assert_eq!(
         actions(&p),
-        vec![&Action::MarkAuthMount {
+        vec![&Action::WriteAgentRole {
             cluster: "cluster-a".into(),
             mount: "kubernetes_cluster_a".into(),
         }],
+        "only meshtrust's role is added; no config is rewritten, no mount described: {p}"
+    );
+    assert_eq!(p.notes.len(), 2, "{p}");
+    assert!(p.notes[0].contains("vault-secrets-operator"), "{p}");
+    assert!(p.notes[0].contains("removes only meshtrust-agent"), "{p}");
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("auth/kubernetes_cluster_b") && w.contains("no config")),
         "{p}"
     );
-    assert!(p.changes[0].action.needs_openbao_admin());
-    assert!(p.changes[0].reason.contains("no description"), "{p}");
+}
+
+#[test]
+fn a_departed_cluster_loses_only_what_meshtrust_made() {
+    use crate::auth_ownership::DepartedAuth;
+    let mesh = mesh("");
+    let mut obs = settled_observation(&mesh);
+    let departed = |made: bool, others: &[&str]| DepartedAuth {
+        cluster: "cluster-c".into(),
+        made_by_meshtrust: made,
+        agent_role: true,
+        other_roles: Some(others.iter().map(|s| s.to_string()).collect()),
+    };
+    let config = &mut obs.openbao.config;
+    config.departed_auth.insert(
+        "kubernetes_cluster_c".into(),
+        departed(false, &["vault-secrets-operator"]),
+    );
+    config
+        .departed_auth
+        .insert("kubernetes_cluster_d".into(), departed(true, &[]));
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert_eq!(
+        actions(&p),
+        vec![
+            &Action::DeleteAgentRole {
+                cluster: "cluster-c".into(),
+                mount: "kubernetes_cluster_c".into(),
+            },
+            &Action::DisableAuthMount {
+                cluster: "cluster-c".into(),
+                mount: "kubernetes_cluster_d".into(),
+            },
+        ],
+        "{p}"
+    );
+    assert!(p.changes.iter().all(|c| c.action.needs_openbao_admin()));
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("auth/kubernetes_cluster_c") && n.contains("stays")),
+        "{p}"
+    );
 }
 
 #[test]
@@ -878,4 +1004,94 @@ fn missing_reader_identity_is_created_but_istios_own_is_left_alone() {
         ]
     );
     assert!(p.changes[1].reason.contains("void"));
+}
+
+#[test]
+fn istioctls_long_lived_token_goes_only_once_every_peer_uses_a_bound_token() {
+    let mesh = mesh("");
+    let mut obs = settled_observation(&mesh);
+    obs.clusters
+        .get_mut("cluster-a")
+        .expect("a")
+        .legacy_reader_token = true;
+    // cluster-b still holds istioctl's remote secret for cluster-a: the token stays, and plan says why.
+    let b = obs.clusters.get_mut("cluster-b").expect("b");
+    b.remote_secrets
+        .get_mut("cluster-a")
+        .expect("a's secret")
+        .managed = false;
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert!(
+        !actions(&p)
+            .iter()
+            .any(|a| matches!(a, Action::DeleteLegacyReaderToken { .. })),
+        "{p}"
+    );
+    assert!(
+        p.notes.iter().any(|n| n.contains("waiting for cluster-b")),
+        "{p}"
+    );
+    // Adopted and synced from what cluster-a published: the token goes.
+    let b = obs.clusters.get_mut("cluster-b").expect("b");
+    b.remote_secrets
+        .get_mut("cluster-a")
+        .expect("a's secret")
+        .managed = true;
+    let p = plan(&mesh, &obs, PlanOptions::default());
+    assert_eq!(
+        actions(&p),
+        vec![&Action::DeleteLegacyReaderToken {
+            cluster: "cluster-a".into()
+        }],
+        "{p}"
+    );
+    assert!(
+        p.changes[0]
+            .resource
+            .contains("istio-reader-service-account-istio-remote-secret-token")
+    );
+}
+
+#[test]
+fn only_one_domain_moves_while_the_other_waits_for_its_hand_over() {
+    use crate::handover::{ClaimState, Controller, ForeignClaim};
+    use crate::plan::Domain;
+    let mesh = mesh("");
+    let mut obs = settled_observation(&mesh);
+    let a = obs.clusters.get_mut("cluster-a").expect("a");
+    a.cacerts = CacertsFacts::Unmanaged;
+    a.claims.insert(
+        "cacerts".into(),
+        ForeignClaim {
+            controller: Controller::CertManager,
+            object: Some("istiod-ca".into()),
+            owner_reference: false,
+            state: ClaimState::Live,
+        },
+    );
+    a.remote_secrets
+        .get_mut("cluster-b")
+        .expect("b's secret")
+        .managed = false;
+    let options = |only| PlanOptions {
+        adopt: true,
+        only,
+        ..Default::default()
+    };
+    let all = plan(&mesh, &obs, options(None));
+    assert_eq!(all.blockers.len(), 1, "{all}");
+    let remote = plan(&mesh, &obs, options(Some(Domain::RemoteSecrets)));
+    assert!(remote.blockers.is_empty(), "{remote}");
+    assert!(
+        matches!(actions(&remote)[..], [Action::SyncRemoteSecret { .. }]),
+        "{remote}"
+    );
+    let ca = plan(&mesh, &obs, options(Some(Domain::Trust)));
+    assert!(ca.changes.is_empty() && ca.blockers.len() == 1, "{ca}");
+    assert!(
+        ca.blockers[0]
+            .reason
+            .contains("Certificate istio-system/istiod-ca"),
+        "{ca}"
+    );
 }

@@ -95,6 +95,23 @@ pub struct BoundToken {
     pub expires: i64,
 }
 
+/// An ownerReference on an object: who the garbage collector deletes it with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OwnerRef {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// A kind of custom object another controller reads (an `ExternalSecret`, a `Certificate` ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CustomKind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+}
+
 /// A Kubernetes Secret, reduced to what meshtrust reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SecretObject {
@@ -106,6 +123,9 @@ pub struct SecretObject {
     pub type_: Option<String>,
     /// Set on objects read from the cluster; writes use it as a precondition.
     pub resource_version: Option<String>,
+    /// Read only, and a replace drops them: meshtrust writes only Secrets no live controller owns
+    /// (`handover`), and a reference to a gone owner would have the garbage collector delete the Secret.
+    pub owner_references: Vec<OwnerRef>,
 }
 
 #[async_trait]
@@ -153,6 +173,13 @@ pub trait Cluster: Send + Sync {
     ) -> PortResult<Option<KubeObject>>;
     /// Creates (no resourceVersion) or replaces conditionally (with one); the kind comes from the body.
     async fn put_object(&self, object: &KubeObject) -> PortResult<()>;
+    /// Every object of a custom kind in `namespace`, as the API server returns it (JSON); empty when the kind is
+    /// not installed.
+    async fn list_custom_objects(
+        &self,
+        kind: &CustomKind,
+        namespace: &str,
+    ) -> PortResult<Vec<serde_json::Value>>;
     /// Deletes, conditional on the resourceVersion.
     async fn delete_secret(
         &self,

@@ -126,8 +126,6 @@ pub trait OpenBao: Send + Sync {
     async fn auth_mount(&self, path: &str) -> PortResult<Option<String>>;
     /// Mounts an auth method; `description` is how meshtrust later recognises what it made.
     async fn enable_auth(&self, path: &str, kind: &str, description: &str) -> PortResult<()>;
-    /// Sets an auth mount's description: how meshtrust marks a mount that an earlier release made without one.
-    async fn describe_auth(&self, path: &str, description: &str) -> PortResult<()>;
     /// Unmounts an auth method and everything in it (its roles, its tokens' logins).
     async fn disable_auth(&self, path: &str) -> PortResult<()>;
     /// The names of every ACL policy.
@@ -147,6 +145,10 @@ pub trait OpenBao: Send + Sync {
     ) -> PortResult<()>;
     /// A role of the Kubernetes auth method at `auth/<mount>`; `None` when absent.
     async fn kubernetes_auth_role(&self, mount: &str, role: &str) -> PortResult<Option<RoleFacts>>;
+    /// The names of every role of the Kubernetes auth method at `auth/<mount>` (empty when it has none).
+    async fn kubernetes_auth_roles(&self, mount: &str) -> PortResult<Vec<String>>;
+    /// Deletes one role of the Kubernetes auth method at `auth/<mount>`; an absent role is not an error.
+    async fn delete_kubernetes_auth_role(&self, mount: &str, role: &str) -> PortResult<()>;
     async fn write_kubernetes_auth_role(
         &self,
         mount: &str,

@@ -110,7 +110,6 @@ const CONFIG_CONCURRENCY: usize = 16;
 fn config_key(action: &Action) -> Option<String> {
     match action {
         Action::EnableAuthMount { mount, .. }
-        | Action::MarkAuthMount { mount, .. }
         | Action::ConfigureAuth { mount, .. }
         | Action::WriteAgentRole { mount, .. } => Some(format!("auth/{mount}")),
         // The admin policy is a barrier: the changes after it may need the rules it adds for the token

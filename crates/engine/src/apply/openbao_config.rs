@@ -6,7 +6,7 @@ use meshtrust_core::bao_plan::{AGENT_ROLE, desired_host, desired_role, policy_ro
 use meshtrust_core::names::auth_mount_description;
 use meshtrust_core::plan::Action;
 use meshtrust_core::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
-use meshtrust_core::ports::KubernetesAuthConfig;
+use meshtrust_core::ports::{ErrorKind, KubernetesAuthConfig, PortError, System};
 
 use super::{RunState, Targets};
 use crate::EngineError;
@@ -35,9 +35,12 @@ pub(super) async fn apply(
             Ok(format!("mounted KV v2 at {mount}/"))
         }
         Action::DisableAuthMount { cluster, mount } => {
-            bao.disable_auth(mount).await?;
+            disable_auth_mount(targets, cluster, mount).await
+        }
+        Action::DeleteAgentRole { cluster, mount } => {
+            bao.delete_kubernetes_auth_role(mount, AGENT_ROLE).await?;
             Ok(format!(
-                "disabled auth/{mount}/: {cluster}'s agent can no longer log in"
+                "deleted role {AGENT_ROLE} from auth/{mount}/ (the mount stays): {cluster}'s agent can no longer log in"
             ))
         }
         Action::DeletePolicy { name } => {
@@ -53,13 +56,6 @@ pub(super) async fn apply(
                 return Err(e.into());
             }
             Ok(format!("enabled Kubernetes auth at auth/{mount}/"))
-        }
-        Action::MarkAuthMount { cluster, mount } => {
-            bao.describe_auth(mount, &auth_mount_description(cluster))
-                .await?;
-            Ok(format!(
-                "described auth/{mount}/ as {cluster}'s: it goes when {cluster} leaves the mesh file"
-            ))
         }
         Action::ConfigureAuth { cluster, mount } => {
             configure_auth(targets, run, cluster, mount).await
@@ -83,6 +79,30 @@ pub(super) async fn apply(
             "{other:?} is not an OpenBao configuration change"
         ))),
     }
+}
+
+/// Unmounts a departed cluster's auth mount meshtrust made, unless another tool added a role since the plan was
+/// made: that is a lost race, and the next plan removes only meshtrust's role.
+async fn disable_auth_mount(
+    targets: &Targets<'_>,
+    cluster: &str,
+    mount: &str,
+) -> Result<String, EngineError> {
+    let roles = targets.bao.kubernetes_auth_roles(mount).await?;
+    let others: Vec<&String> = roles.iter().filter(|r| *r != AGENT_ROLE).collect();
+    if !others.is_empty() {
+        return Err(PortError::new(
+            System::OpenBao,
+            ErrorKind::Conflict,
+            format!("DELETE sys/auth/{mount}"),
+            format!("role(s) {others:?} appeared in the mount since the plan; it stays"),
+        )
+        .into());
+    }
+    targets.bao.disable_auth(mount).await?;
+    Ok(format!(
+        "disabled auth/{mount}/: {cluster}'s agent can no longer log in"
+    ))
 }
 
 async fn configure_auth(

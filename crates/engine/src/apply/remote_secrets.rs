@@ -8,6 +8,7 @@ use meshtrust_core::istio::{
     CLUSTER_ANNOTATION, MULTICLUSTER_LABEL, READER_SERVICE_ACCOUNT, reader_kubeconfig,
     remote_secret_name,
 };
+use meshtrust_core::legacy_token::legacy_token_secret_name;
 use meshtrust_core::mesh::ClusterSettings;
 use meshtrust_core::plan::Action;
 use meshtrust_core::ports::SecretObject;
@@ -16,6 +17,7 @@ use meshtrust_core::secret::SecretBytes;
 use super::{RunState, Targets};
 use crate::EngineError;
 use crate::names::{KV_VERSION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::observe::is_legacy_token;
 use crate::published::{
     Wrote, bump_marker, config_hash, current_version, entry_data, fetch, kubeconfig_path,
 };
@@ -67,6 +69,9 @@ pub(super) async fn apply(
                 .delete_secret(&settings.istio_namespace, &existing.name, &rv)
                 .await?;
             Ok(format!("deleted {}", existing.name))
+        }
+        Action::DeleteLegacyReaderToken { cluster } => {
+            delete_legacy_token(targets, targets.settings(cluster)?).await
         }
         Action::UnpublishRemoteSecret { cluster } => {
             targets
@@ -171,6 +176,28 @@ async fn sync(
     Ok(format!("{} from KV version {version}", secret.name))
 }
 
+/// Deletes istioctl's long-lived reader token Secret, read again just before so that only that Secret, as the
+/// API server keeps it, goes (conditional on its resourceVersion).
+async fn delete_legacy_token(
+    targets: &Targets<'_>,
+    settings: &ClusterSettings,
+) -> Result<String, EngineError> {
+    let cluster = targets.cluster(&settings.name)?;
+    let name = legacy_token_secret_name();
+    let found = cluster.get_secret(&settings.istio_namespace, &name).await?;
+    if !is_legacy_token(found.as_ref()) {
+        return Ok(format!("{name} is already gone"));
+    }
+    let rv = found.and_then(|s| s.resource_version).unwrap_or_default();
+    cluster
+        .delete_secret(&settings.istio_namespace, &name, &rv)
+        .await?;
+    Ok(format!(
+        "deleted {name}: istioctl's never-expiring token for {} no longer authenticates",
+        settings.name
+    ))
+}
+
 /// The Secret istiod reads for `peer`: istioctl's name, label, annotation and data key, plus meshtrust's marks.
 pub(crate) fn remote_secret(
     settings: &ClusterSettings,
@@ -184,6 +211,8 @@ pub(crate) fn remote_secret(
         name: remote_secret_name(peer),
         ..Default::default()
     });
+    // Handed over (the plan blocks while another controller owns it): its leftover marks go.
+    meshtrust_core::handover::strip_marks(&mut secret);
     secret
         .labels
         .insert(MULTICLUSTER_LABEL.into(), "true".into());

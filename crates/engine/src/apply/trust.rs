@@ -295,6 +295,8 @@ async fn write_cacerts(
         name: CACERTS.into(),
         ..Default::default()
     });
+    // Handed over (the plan blocks while another controller owns it): its leftover marks go.
+    meshtrust_core::handover::strip_marks(&mut secret);
     secret
         .labels
         .insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());

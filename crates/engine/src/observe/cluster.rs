@@ -8,6 +8,7 @@ use meshtrust_core::facts::{
     CacertsFacts, ClusterApiFacts, ClusterFacts, ObjectState, ReaderFacts, RemoteSecretFacts,
 };
 use meshtrust_core::istio::{MULTICLUSTER_LABEL, READER_SERVICE_ACCOUNT, reader_cluster_role_name};
+use meshtrust_core::legacy_token::legacy_token_secret_name;
 use meshtrust_core::mesh::ClusterSettings;
 use meshtrust_core::ports::{Cluster, KubeObject, ObjectKind, SecretObject};
 use meshtrust_pki::cacerts::inspect;
@@ -39,6 +40,8 @@ pub(crate) fn api_only(cluster: &dyn Cluster, settings: &ClusterSettings) -> Clu
             reader: ReaderFacts::default(),
             remote_secrets: BTreeMap::new(),
             desired_config_hash: desired_config_hash(cluster, settings),
+            claims: BTreeMap::new(),
+            legacy_reader_token: false,
         },
         cacerts: None,
         reader: ReaderObjects::default(),
@@ -84,6 +87,19 @@ pub(crate) async fn observe_cluster(
     } else {
         BTreeMap::new()
     };
+    let claims =
+        super::claims::observe_claims(cluster, cacerts.iter().chain(remote_secrets.values()))
+            .await?;
+    let legacy_reader_token = if namespace_exists {
+        is_legacy_token(
+            cluster
+                .get_secret(&settings.istio_namespace, &legacy_token_secret_name())
+                .await?
+                .as_ref(),
+        )
+    } else {
+        false
+    };
     let remote_facts = remote_secrets
         .iter()
         .map(|(peer, s)| (peer.clone(), remote_secret_facts(s)))
@@ -95,6 +111,8 @@ pub(crate) async fn observe_cluster(
         reader: reader_facts,
         remote_secrets: remote_facts,
         desired_config_hash: desired_config_hash(cluster, settings),
+        claims,
+        legacy_reader_token,
     };
     Ok(ClusterFound {
         name: settings.name.clone(),
@@ -102,6 +120,18 @@ pub(crate) async fn observe_cluster(
         cacerts,
         reader,
         remote_secrets,
+    })
+}
+
+/// istioctl's token Secret for the reader ServiceAccount, as the API server keeps it (not one of meshtrust's).
+pub(crate) fn is_legacy_token(secret: Option<&SecretObject>) -> bool {
+    secret.is_some_and(|s| {
+        s.type_.as_deref() == Some("kubernetes.io/service-account-token")
+            && s.annotations
+                .get("kubernetes.io/service-account.name")
+                .map(String::as_str)
+                == Some(READER_SERVICE_ACCOUNT)
+            && !is_managed(&s.labels)
     })
 }
 

@@ -1,15 +1,16 @@
 //! Observing OpenBao: meshtrust's configuration (namespace, KV mount, auth mounts and roles, policies) and the
 //! CA (the PKI mount's `meshtrust-root-N` issuers, or the shared-root bundle in KV).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use meshtrust_core::auth_ownership::DepartedAuth;
 use meshtrust_core::bao_plan::AGENT_ROLE;
 use meshtrust_core::facts::{AuthFacts, BaoConfigFacts, MountFacts, RootIssuerFacts};
 use meshtrust_core::mesh::{CaMode, Mesh};
 use meshtrust_core::names::auth_mount_cluster;
 use meshtrust_core::policy::{ADMIN_POLICY, agent_policy_cluster, agent_policy_name};
-use meshtrust_core::ports::AuthMountInfo;
 use meshtrust_core::ports::OpenBao;
+use meshtrust_core::ports::{AuthMountInfo, ErrorKind};
 use meshtrust_pki::parse_certs;
 
 use futures::{StreamExt, TryStreamExt};
@@ -83,27 +84,88 @@ async fn observe_auth(
             auth.kubernetes_ca_cert = some(config.kubernetes_ca_cert);
         }
         auth.role = bao.kubernetes_auth_role(mount, AGENT_ROLE).await?;
+        auth.other_roles = other_roles(bao, mount).await?;
     }
     Ok(auth)
 }
 
-/// Kubernetes auth mounts meshtrust made (its description names the cluster) for clusters the mesh file no
-/// longer lists, unless the mesh file still uses the path for another cluster.
-fn departed_auth(
+/// The mount's roles besides meshtrust's; `None` when the token may not list them (an admin policy from a
+/// release before meshtrust listed roles): then nothing is removed on their account.
+async fn other_roles(bao: &dyn OpenBao, mount: &str) -> Result<Option<Vec<String>>, EngineError> {
+    match bao.kubernetes_auth_roles(mount).await {
+        Ok(roles) => Ok(Some(
+            roles.into_iter().filter(|r| r != AGENT_ROLE).collect(),
+        )),
+        Err(e) if e.kind == ErrorKind::Denied => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Kubernetes auth mounts the mesh file no longer uses that hold what meshtrust made for a cluster that left:
+/// a mount it made (its description names the cluster), or its agent role in somebody else's mount.
+async fn departed_auth(
     mesh: &Mesh,
+    bao: &dyn OpenBao,
     mounted: &BTreeMap<String, AuthMountInfo>,
-) -> BTreeMap<String, String> {
-    mounted
-        .iter()
-        .filter(|(path, info)| {
-            info.kind == "kubernetes" && !mesh.clusters.iter().any(|c| &c.auth_mount == *path)
-        })
-        .filter_map(|(path, info)| {
-            let cluster = auth_mount_cluster(&info.description)?;
-            (is_cluster_name(cluster) && mesh.cluster(cluster).is_none())
-                .then(|| (path.clone(), cluster.to_string()))
-        })
-        .collect()
+) -> Result<BTreeMap<String, DepartedAuth>, EngineError> {
+    let unused = mounted.iter().filter(|(path, info)| {
+        info.kind == "kubernetes" && !mesh.clusters.iter().any(|c| &c.auth_mount == *path)
+    });
+    let mut departed = BTreeMap::new();
+    for (path, info) in unused {
+        if let Some(cluster) = auth_mount_cluster(&info.description) {
+            if !is_cluster_name(cluster) || mesh.cluster(cluster).is_some() {
+                continue;
+            }
+            let roles = match bao.kubernetes_auth_roles(path).await {
+                Ok(roles) => Some(roles),
+                Err(e) if e.kind == ErrorKind::Denied => None,
+                Err(e) => return Err(e.into()),
+            };
+            departed.insert(
+                path.clone(),
+                DepartedAuth {
+                    cluster: cluster.to_string(),
+                    made_by_meshtrust: true,
+                    // Unknown roles: assume the agent's is there, so only it is deleted.
+                    agent_role: roles
+                        .as_ref()
+                        .is_none_or(|r| r.iter().any(|n| n == AGENT_ROLE)),
+                    other_roles: roles.map(|r| r.into_iter().filter(|n| n != AGENT_ROLE).collect()),
+                },
+            );
+        } else if let Some(cluster) = foreign_agent_role_cluster(bao, path).await? {
+            departed.insert(
+                path.clone(),
+                DepartedAuth {
+                    cluster,
+                    made_by_meshtrust: false,
+                    agent_role: true,
+                    other_roles: other_roles(bao, path).await?,
+                },
+            );
+        }
+    }
+    Ok(departed)
+}
+
+/// The cluster whose agent meshtrust's role in somebody else's mount let in, if the role is there. A token that
+/// may not read it never had meshtrust write it (the admin policy grants the role only on mesh clusters'
+/// mounts), so a denial means none of meshtrust's.
+async fn foreign_agent_role_cluster(
+    bao: &dyn OpenBao,
+    mount: &str,
+) -> Result<Option<String>, EngineError> {
+    let role = match bao.kubernetes_auth_role(mount, AGENT_ROLE).await {
+        Ok(role) => role,
+        Err(e) if e.kind == ErrorKind::Denied => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(role.and_then(|r| {
+        r.policies
+            .iter()
+            .find_map(|p| agent_policy_cluster(p).map(str::to_string))
+    }))
 }
 
 /// OpenBao's namespace, KV mount, auth mounts with their config and agent role, and meshtrust's policies.
@@ -121,14 +183,14 @@ pub(crate) async fn observe_config(
     }
     config.kv_mount = Some(mount_facts(bao.mount(&mesh.openbao.kv_mount).await?));
     let mounted = bao.auth_mounts().await?;
-    config.departed_auth = departed_auth(mesh, &mounted);
-    config.departed_policies = bao
-        .list_policies()
-        .await?
-        .into_iter()
+    config.departed_auth = departed_auth(mesh, bao, &mounted).await?;
+    let listed_policies: BTreeSet<String> = bao.list_policies().await?.into_iter().collect();
+    config.departed_policies = listed_policies
+        .iter()
         .filter(|p| {
             agent_policy_cluster(p).is_some_and(|c| is_cluster_name(c) && mesh.cluster(c).is_none())
         })
+        .cloned()
         .collect();
     config.auth = futures::stream::iter(&mesh.clusters)
         .map(|cluster| {
@@ -146,9 +208,15 @@ pub(crate) async fn observe_config(
         .iter()
         .map(|c| agent_policy_name(&c.name))
         .chain([ADMIN_POLICY.to_string()]);
+    // A policy the listing does not show is absent: only listed ones are read (none in a new mesh).
+    let listed_policies = &listed_policies;
     config.policies = futures::stream::iter(names)
         .map(|name| async move {
-            let text = bao.read_policy(&name).await?;
+            let text = if listed_policies.contains(&name) {
+                bao.read_policy(&name).await?
+            } else {
+                None
+            };
             Ok::<_, EngineError>((name, text))
         })
         .buffer_unordered(READ_CONCURRENCY)
