@@ -303,6 +303,10 @@ fn openbao_leader_killed_while_agents_work_and_an_admin_applies() {
         .unwrap_or(3);
     for round in 1..=rounds {
         let ha = env.bao_ha.as_ref().expect("HA");
+        // A node that joined (or rejoined) moments ago may not vote yet: killing the leader then leaves no
+        // quorum (seen on both stores under load).
+        ha.wait_for_voters(Duration::from_secs(60))
+            .expect("every node votes");
         let leader = ha.wait_for_leader(Duration::from_secs(30)).expect("leader");
         let addrs = ha.addrs().join(" ");
         // Agent a is configured with the leader itself (it must fail over), agent b with another node.
