@@ -38,6 +38,9 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     /// A full reconcile at least this often, so renewals happen even when nothing changes.
     pub resync_interval: Duration,
+    /// Every peer re-read at least this often even if the marker named none: a lost or forged hint delays an
+    /// update by at most this long.
+    pub full_reread_interval: Duration,
     /// OpenBao without a token; the agent logs in for its own.
     pub openbao: OpenBaoClient,
     /// A round that runs longer is abandoned, counted as a failure and retried with backoff.
@@ -53,10 +56,6 @@ pub enum AgentError {
     #[error(transparent)]
     Listen(#[from] crate::ListenError),
 }
-
-/// How often an agent re-reads every peer's published entry even if the marker named none: a lost or
-/// forged hint delays an update by at most this long.
-const PEER_REREAD_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// `meshtrust_certificate_expiry_timestamp{secret=...}` of the root that signed the cluster's intermediate.
 const ROOT_EXPIRY_LABEL: &str = "cacerts/root";
@@ -371,7 +370,7 @@ impl Agent {
             .is_none_or(|t| t.elapsed() >= self.config.resync_interval);
         let peers_due = self
             .last_peer_read
-            .is_none_or(|t| t.elapsed() >= PEER_REREAD_INTERVAL);
+            .is_none_or(|t| t.elapsed() >= self.config.full_reread_interval);
         let engine = match self.bao().await {
             Ok(bao) => self.engine(bao),
             Err(e) => return self.note_failure(&e),

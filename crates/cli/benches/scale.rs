@@ -63,6 +63,16 @@ pub struct Row {
     pub propagation_p99_s: f64,
     /// `meshtrust apply --openbao-only` for the mesh file of this many peers plus the real cluster.
     pub apply_openbao_only_seconds: Option<f64>,
+    /// The OpenBao requests that apply made.
+    #[serde(default)]
+    pub apply_openbao_only_requests: Option<u64>,
+    /// OpenBao requests of the cold start, of one publication (per agent), and of one periodic full re-read.
+    #[serde(default)]
+    pub sync_requests: Option<usize>,
+    #[serde(default)]
+    pub requests_per_publication: Option<f64>,
+    #[serde(default)]
+    pub full_reread_requests: Option<usize>,
     /// Why the row could not be measured, if it could not.
     pub error: Option<String>,
 }
@@ -94,7 +104,7 @@ pub async fn setup(count: usize) -> Result<(TestEnv, PathBuf, CountingProxy), St
 /// fails.
 async fn setup_timed(
     count: usize,
-    apply: &mut Option<f64>,
+    apply: &mut Option<agent::Applied>,
 ) -> Result<(TestEnv, PathBuf, CountingProxy), String> {
     let env = TestEnv::builder()
         .clusters(1)
@@ -104,7 +114,7 @@ async fn setup_timed(
     let mesh = env.dir().join(format!("mesh-{count}.yaml"));
     std::fs::write(&mesh, peers::mesh_file(&env.clusters[0].kubeconfig, count))
         .map_err(|e| e.to_string())?;
-    *apply = Some(agent::apply_openbao_only(&env, &mesh)?.as_secs_f64());
+    *apply = Some(agent::apply_openbao_only(&env, &mesh).await?);
     let bao = peers::root_client(&env.bao.addr, &env.bao.root_token);
     peers::publish_all(&bao, count).await?;
     Ok((env, mesh, proxy))
@@ -123,14 +133,25 @@ impl Row {
             propagation_p50_s: f64::NAN,
             propagation_p99_s: f64::NAN,
             apply_openbao_only_seconds: None,
+            apply_openbao_only_requests: None,
+            sync_requests: None,
+            requests_per_publication: None,
+            full_reread_requests: None,
             error: None,
         }
+    }
+
+    fn applied(&mut self, applied: &agent::Applied) {
+        self.apply_openbao_only_seconds = Some(applied.seconds);
+        self.apply_openbao_only_requests = applied.requests;
     }
 
     fn record(&mut self, run: Result<agent::AgentRun, String>) {
         match run {
             Ok(run) => {
                 self.sync_seconds = run.sync.as_secs_f64();
+                self.sync_requests = Some(run.sync_requests);
+                self.requests_per_publication = Some(run.requests_per_publication);
                 self.rss_mib = run.idle.rss_mib;
                 self.idle_requests_per_poll = run.idle.requests_per_poll();
                 self.idle_response_bytes_per_poll = run.idle.bytes_per_poll();
@@ -146,7 +167,11 @@ impl Row {
 /// after it, on the same servers. Each row starts its agent cold.
 async fn scale_rows(count: usize, settings: &Settings, rotated: bool) -> Vec<Row> {
     let mut row = Row::new(count, None);
-    let setup = setup_timed(count, &mut row.apply_openbao_only_seconds).await;
+    let mut applied = None;
+    let setup = setup_timed(count, &mut applied).await;
+    if let Some(applied) = &applied {
+        row.applied(applied);
+    }
     let (env, mesh, proxy) = match setup {
         Ok(s) => s,
         Err(e) => {
@@ -154,11 +179,18 @@ async fn scale_rows(count: usize, settings: &Settings, rotated: bool) -> Vec<Row
             return vec![row];
         }
     };
+    // `MESHTRUST_SCALE_APPLY_ONLY=1`: only the admin's apply, for working on its time.
+    if std::env::var_os("MESHTRUST_SCALE_APPLY_ONLY").is_some() {
+        return vec![row];
+    }
     let mut agent = None;
     match agent::run(&env, &mesh, &proxy, count, settings, 1000).await {
         Ok((run, guard)) => {
             row.record(Ok(run));
-            agent = Some(guard);
+            // One periodic full re-read, counted with an agent that does one every 20 s.
+            guard.stop();
+            row.full_reread_requests = Some(agent::full_reread(&env, &mesh, &proxy).await);
+            agent = Some(agent::start(&env, &mesh, &proxy.addr));
         }
         Err(e) => row.error = Some(e),
     }
@@ -185,9 +217,9 @@ async fn rotated_rows(
     let limit = settings.sync_limit;
     let mut rows = Vec::new();
     let roots = match rotation::start(env, mesh).await {
-        Ok((roots, apply)) => {
+        Ok((roots, applied)) => {
             let mut row = Row::new(count, Some(rotation::Stage::UnderWay));
-            row.apply_openbao_only_seconds = Some(apply.as_secs_f64());
+            row.applied(&applied);
             rows.push(row);
             roots
         }
@@ -207,8 +239,8 @@ async fn rotated_rows(
             rotation::publish(&bao, count, &roots, stage).await?;
             rotation::wait_for_agent(&bao, stage, limit).await?;
             if stage == rotation::Stage::Settled {
-                let apply = agent::apply_openbao_only(env, mesh)?;
-                rows[index].apply_openbao_only_seconds = Some(apply.as_secs_f64());
+                let applied = agent::apply_openbao_only(env, mesh).await?;
+                rows[index].applied(&applied);
             }
             Ok::<_, String>(())
         }
@@ -236,7 +268,7 @@ fn print_rows(rows: &[Row]) {
         "\nmeshtrust agent at scale (one real cluster, simulated peers in a real OpenBao, release build)\n"
     );
     println!(
-        "{:>6} {:>10} {:>9} {:>8} {:>10} {:>12} {:>9} {:>9} {:>12}",
+        "{:>6} {:>10} {:>9} {:>8} {:>10} {:>12} {:>9} {:>9} {:>12} {:>10}",
         "peers",
         "rotation",
         "sync s",
@@ -245,14 +277,18 @@ fn print_rows(rows: &[Row]) {
         "bytes/poll",
         "p50 s",
         "p99 s",
-        "apply -ob s"
+        "apply -ob s",
+        "apply req"
     );
     for r in rows {
         let apply = r
             .apply_openbao_only_seconds
             .map_or("-".into(), |s| format!("{s:.2}"));
+        let requests = r
+            .apply_openbao_only_requests
+            .map_or("-".into(), |n| n.to_string());
         println!(
-            "{:>6} {:>10} {:>9.2} {:>8.1} {:>10.2} {:>12.0} {:>9.2} {:>9.2} {:>12}",
+            "{:>6} {:>10} {:>9.2} {:>8.1} {:>10.2} {:>12.0} {:>9.2} {:>9.2} {:>12} {:>10}",
             r.peers,
             r.rotation.as_deref().unwrap_or("none"),
             r.sync_seconds,
@@ -261,11 +297,29 @@ fn print_rows(rows: &[Row]) {
             r.idle_response_bytes_per_poll,
             r.propagation_p50_s,
             r.propagation_p99_s,
-            apply
+            apply,
+            requests
         );
         if let Some(e) = &r.error {
             println!("       {} peers: {e}", r.peers);
         }
+    }
+    println!("\nOpenBao requests of one agent, by cause\n");
+    println!(
+        "{:>6} {:>10} {:>11} {:>15} {:>15}",
+        "peers", "rotation", "cold sync", "a publication", "full re-read"
+    );
+    let n = |v: Option<usize>| v.map_or("-".to_string(), |v| v.to_string());
+    for r in rows {
+        println!(
+            "{:>6} {:>10} {:>11} {:>15} {:>15}",
+            r.peers,
+            r.rotation.as_deref().unwrap_or("none"),
+            n(r.sync_requests),
+            r.requests_per_publication
+                .map_or("-".to_string(), |v| format!("{v:.1}")),
+            n(r.full_reread_requests),
+        );
     }
 }
 

@@ -299,6 +299,11 @@ pub struct AgentArgs {
     /// A full reconcile at least this often (renewals).
     #[arg(long, default_value = "5m", value_parser = positive_duration)]
     pub resync_interval: Duration,
+    /// Re-read every peer's published entry (and, during a root rotation, its trust facts) this often even
+    /// when the change marker named none: the bound on how long a lost or forged hint delays a change. On
+    /// OpenBao a listing of versions narrows it to the entries that changed.
+    #[arg(long, default_value = "1h", value_parser = positive_duration)]
+    pub full_reread_interval: Duration,
     /// Give up on an OpenBao request after this long (then back off and keep the last good state).
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub openbao_timeout: Duration,

@@ -368,3 +368,143 @@ async fn an_idle_poll_costs_the_same_few_requests_at_3_and_30_peers() {
     assert_eq!(at_3, at_30, "constant in the number of peers");
     assert!(at_30 <= 6, "a handful of requests: {at_30}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_other_controllers_still_write_block_the_plan_by_name_and_one_domain_moves_at_a_time()
+ {
+    let mesh = Mesh::start(2, "");
+    let client = mesh.env.clusters[0].client().await.expect("client");
+    support::create_namespace(&client, "istio-system").await;
+    support::create_objects(
+        &client,
+        &[
+            support::crd("cert-manager.io", "v1", "Certificate", "certificates"),
+            support::crd(
+                "external-secrets.io",
+                "v1",
+                "ExternalSecret",
+                "externalsecrets",
+            ),
+        ],
+        false,
+    )
+    .await;
+    // Seed 000's cacerts as cert-manager leaves it (its Secret type, keys and annotations; no ownerReference by
+    // default), and a remote secret ESO syncs (its labels, annotation and controller ownerReference).
+    support::create_when_served(
+        &client,
+        &[
+            json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                "metadata": {"name": "istiod-ca", "namespace": "istio-system"},
+                "spec": {"secretName": "cacerts", "isCA": true, "commonName": "cluster-a intermediate"}}),
+            json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "metadata": {"name": "peer-cluster-b", "namespace": "istio-system"},
+                "spec": {"target": {"name": "istio-remote-secret-cluster-b"}}}),
+        ],
+    )
+    .await;
+    let es_uid = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        "istio-system",
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"),
+            "externalsecrets",
+        ),
+    )
+    .get("peer-cluster-b")
+    .await
+    .expect("ExternalSecret")
+    .metadata
+    .uid
+    .expect("uid");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "istio-system");
+    let cert_manager: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cacerts", "labels": {"controller.cert-manager.io/fao": "true"},
+            "annotations": {"cert-manager.io/certificate-name": "istiod-ca", "cert-manager.io/issuer-name": "openbao",
+                "cert-manager.io/issuer-kind": "ClusterIssuer", "cert-manager.io/issuer-group": "cert-manager.io"}},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": "cert", "tls.key": "key", "ca.crt": "ca"}
+    }))
+    .expect("cacerts");
+    let eso: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "istio-remote-secret-cluster-b",
+            "labels": {"istio/multiCluster": "true", "reconcile.external-secrets.io/managed": "true",
+                "reconcile.external-secrets.io/created-by": "0f3c"},
+            "annotations": {"reconcile.external-secrets.io/data-hash": "9a1b"},
+            "ownerReferences": [{"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "name": "peer-cluster-b", "uid": es_uid, "controller": true, "blockOwnerDeletion": true}]},
+        "stringData": {"cluster-b": "synced by ESO"}
+    }))
+    .expect("remote secret");
+    let pp = PostParams::default();
+    let cacerts = secrets.create(&pp, &cert_manager).await.expect("cacerts");
+    let synced = secrets.create(&pp, &eso).await.expect("remote secret");
+
+    let plan = mesh.ok(&["plan", "--adopt"]);
+    assert!(
+        plan.contains("BLOCKED cluster cluster-a Secret istio-system/cacerts: is written by cert-manager (Certificate istio-system/istiod-ca targets it)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("BLOCKED cluster cluster-a Secret istio-system/istio-remote-secret-cluster-b: is written by External Secrets Operator (ExternalSecret istio-system/peer-cluster-b targets it)")
+            && plan.contains("kubectl -n istio-system delete externalsecret peer-cluster-b --cascade=orphan"),
+        "{plan}"
+    );
+    assert!(!mesh.meshtrust(&["apply", "--adopt"]).status.success());
+    let rv = |s: &Secret| s.metadata.resource_version.clone();
+    let now = |name: &'static str| {
+        let secrets = secrets.clone();
+        async move { secrets.get(name).await.expect("secret") }
+    };
+    assert_eq!(
+        rv(&now("cacerts").await),
+        rv(&cacerts),
+        "nothing written while blocked"
+    );
+    assert_eq!(rv(&now("istio-remote-secret-cluster-b").await), rv(&synced));
+
+    // Remote secrets first: ESO's object goes (this API server has no garbage collector, so the Secret keeps
+    // its then dangling ownerReference, which an orphaning delete would have removed), cert-manager's stays.
+    kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        "istio-system",
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"),
+            "externalsecrets",
+        ),
+    )
+    .delete("peer-cluster-b", &Default::default())
+    .await
+    .expect("delete ExternalSecret");
+    mesh.ok(&["apply", "--adopt", "--only", "remote-secrets"]);
+    let adopted = now("istio-remote-secret-cluster-b").await;
+    assert_eq!(
+        adopted.metadata.uid, synced.metadata.uid,
+        "taken over in place"
+    );
+    assert!(field(&adopted, "cluster-b").contains("kind: Config"));
+    let labels = adopted.metadata.labels.clone().unwrap_or_default();
+    assert!(
+        !labels
+            .keys()
+            .any(|k| k.starts_with("reconcile.external-secrets.io")),
+        "{labels:?}"
+    );
+    assert!(
+        adopted
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert_eq!(
+        rv(&now("cacerts").await),
+        rv(&cacerts),
+        "cert-manager's cacerts untouched"
+    );
+    let plan = mesh.ok(&["plan", "--adopt", "--only", "ca"]);
+    assert!(
+        plan.contains("Certificate istio-system/istiod-ca"),
+        "{plan}"
+    );
+}

@@ -263,12 +263,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Keeps only `domain`'s changes and blockers, and OpenBao's configuration, which every domain builds on:
-    /// `plan --only`/`apply --only`, so that a migration can move one domain while another waits for a
-    /// hand-over.
+    /// Keeps only `domain`'s changes and blockers, and what every domain builds on (OpenBao's configuration,
+    /// the Istio namespace): `plan --only`/`apply --only`, so that a migration can move one domain while
+    /// another waits for a hand-over.
     pub fn restrict_to(&mut self, domain: Domain) {
         let keep = |d: Domain| d == domain || d == Domain::OpenBaoConfig;
-        self.changes.retain(|c| keep(c.action.domain()));
+        self.changes.retain(|c| {
+            keep(c.action.domain()) || matches!(c.action, Action::CreateNamespace { .. })
+        });
         self.blockers.retain(|b| keep(b.domain));
     }
 

@@ -40,8 +40,34 @@ impl Guard {
     }
 }
 
+/// What one `apply --openbao-only` took: wall time and the requests OpenBao handled meanwhile.
+pub struct Applied {
+    pub seconds: f64,
+    pub requests: Option<u64>,
+}
+
+/// The requests OpenBao has handled so far, from its own telemetry (`vault_core_handle_request_count` in
+/// `sys/metrics`; reading it is not counted). Counted there rather than through a proxy, so that the apply
+/// is timed talking to OpenBao directly.
+pub async fn bao_requests(env: &TestEnv) -> Option<u64> {
+    let text = reqwest::Client::new()
+        .get(format!("{}/v1/sys/metrics?format=prometheus", env.bao.addr))
+        .header("X-Vault-Token", &env.bao.root_token)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("vault_core_handle_request_count "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .map(|n| n as u64)
+}
+
 /// `meshtrust apply --openbao-only` for the mesh file: the admin configuring OpenBao for every cluster.
-pub fn apply_openbao_only(env: &TestEnv, mesh: &Path) -> Result<Duration, String> {
+pub async fn apply_openbao_only(env: &TestEnv, mesh: &Path) -> Result<Applied, String> {
+    let before = bao_requests(env).await;
     let start = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
         .args(["apply", "--openbao-only", "--mesh"])
@@ -61,11 +87,20 @@ pub fn apply_openbao_only(env: &TestEnv, mesh: &Path) -> Result<Duration, String
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(took)
+    let after = bao_requests(env).await;
+    Ok(Applied {
+        seconds: took.as_secs_f64(),
+        requests: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
+    })
 }
 
 /// Starts the agent for cluster-a with its defaults (poll interval included), OpenBao reached via `bao_addr`.
 pub fn start(env: &TestEnv, mesh: &Path, bao_addr: &str) -> Guard {
+    start_with(env, mesh, bao_addr, &[])
+}
+
+/// As [`start`], with `extra` flags.
+pub fn start_with(env: &TestEnv, mesh: &Path, bao_addr: &str, extra: &[&str]) -> Guard {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -79,6 +114,7 @@ pub fn start(env: &TestEnv, mesh: &Path, bao_addr: &str) -> Guard {
         .arg(&env.clusters[0].kubeconfig)
         .arg("--mesh")
         .arg(mesh)
+        .args(extra)
         .env("BAO_ADDR", bao_addr)
         .env_remove("BAO_TOKEN")
         .env_remove("VAULT_TOKEN")
@@ -92,6 +128,10 @@ pub fn start(env: &TestEnv, mesh: &Path, bao_addr: &str) -> Guard {
 /// What one agent run measured.
 pub struct AgentRun {
     pub sync: Duration,
+    /// OpenBao requests from the cold start until every remote secret existed.
+    pub sync_requests: usize,
+    /// OpenBao requests one publication cost the agent (beyond its idle polls), averaged over the samples.
+    pub requests_per_publication: f64,
     pub idle: Idle,
     pub propagation: Vec<Duration>,
 }
@@ -119,6 +159,7 @@ pub async fn run(
 ) -> Result<(AgentRun, Guard), String> {
     let client = prepare(env).await?;
     cluster::delete_remote_secrets(&client, "istio-system").await?;
+    proxy.reset();
     let start = Instant::now();
     let agent = start_checked(env, mesh, &proxy.addr)?;
     cluster::wait_for_count(&client, "istio-system", count, settings.sync_limit)
@@ -131,7 +172,9 @@ pub async fn run(
             )
         })?;
     let sync = start.elapsed();
+    let sync_requests = proxy.hits().len();
     let idle = measure::idle(agent.pid(), proxy, settings.idle_window).await;
+    proxy.reset();
     let bao = peers::root_client(&env.bao.addr, &env.bao.root_token);
     let propagation = measure::propagation(
         &bao,
@@ -146,9 +189,16 @@ pub async fn run(
         },
     )
     .await?;
+    let (polls, requests, _) = crate::proxy::polls(&proxy.hits(), Duration::from_millis(500));
+    // Each publication is one poll group holding the round it started; the other groups are idle polls.
+    let idle_polls = polls.saturating_sub(propagation.len());
+    let requests_per_publication =
+        requests.saturating_sub(idle_polls) as f64 / propagation.len().max(1) as f64;
     Ok((
         AgentRun {
             sync,
+            sync_requests,
+            requests_per_publication,
             idle,
             propagation,
         },
@@ -166,4 +216,17 @@ fn start_checked(env: &TestEnv, mesh: &Path, addr: &str) -> Result<Guard, String
         ));
     }
     Ok(agent)
+}
+
+/// The OpenBao requests of one periodic full re-read: an agent with `--full-reread-interval 20s`, counted over a
+/// window holding exactly one re-read besides its idle polls (which cost one request each).
+pub async fn full_reread(env: &TestEnv, mesh: &Path, proxy: &crate::proxy::CountingProxy) -> usize {
+    let agent = start_with(env, mesh, &proxy.addr, &["--full-reread-interval", "20s"]);
+    // The cold start's own full read ends well within this.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.reset();
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    let (polls, requests, _) = crate::proxy::polls(&proxy.hits(), Duration::from_millis(500));
+    agent.stop();
+    requests.saturating_sub(polls.saturating_sub(1))
 }

@@ -50,14 +50,14 @@ fn load_mesh(path: &Path) -> Result<Mesh, String> {
 
 /// Generates root 2 as `ca rotate-root --start` does (then the admin's `apply --openbao-only`, timed, writes
 /// the policies that let agents sign with it) and bumps the marker naming no cluster.
-pub async fn start(env: &TestEnv, mesh_path: &Path) -> Result<(Roots, Duration), String> {
+pub async fn start(env: &TestEnv, mesh_path: &Path) -> Result<(Roots, agent::Applied), String> {
     let mesh = load_mesh(mesh_path)?;
     let bao = peers::root_client(&env.bao.addr, &env.bao.root_token);
     let pki = &mesh.openbao.pki_mount;
     bao.generate_root(pki, &meshtrust_engine::root_request(&mesh, 2))
         .await
         .map_err(|e| e.to_string())?;
-    let apply = agent::apply_openbao_only(env, mesh_path)?;
+    let applied = agent::apply_openbao_only(env, mesh_path).await?;
     peers::bump_marker(&bao, "", false).await?;
     let mut fingerprints = Vec::new();
     for name in ["meshtrust-root-1", "meshtrust-root-2"] {
@@ -75,7 +75,7 @@ pub async fn start(env: &TestEnv, mesh_path: &Path) -> Result<(Roots, Duration),
     }
     let new = fingerprints.pop().unwrap_or_default();
     let old = fingerprints.pop().unwrap_or_default();
-    Ok((Roots { old, new }, apply))
+    Ok((Roots { old, new }, applied))
 }
 
 /// What every simulated peer publishes at `stage`, `since` being when it reached it.
@@ -94,6 +94,7 @@ fn peer_facts(roots: &Roots, stage: Stage, since: i64) -> TrustFacts {
             trusts_since: mark(since),
             signs_since: None,
             settled_since: None,
+            ..TrustFacts::default()
         },
         // Signing with the new root for longer than the dwell already: the real cluster is the last to move.
         Stage::Settled => TrustFacts {
@@ -103,6 +104,7 @@ fn peer_facts(roots: &Roots, stage: Stage, since: i64) -> TrustFacts {
             trusts_since: mark(since - 3600),
             signs_since: mark(since - 3600),
             settled_since: mark(since),
+            ..TrustFacts::default()
         },
     }
 }

@@ -67,6 +67,7 @@ pub async fn run(global: &Global, args: AgentArgs) -> Result<ExitCode, CliError>
     let config = AgentConfig {
         poll_interval: args.poll_interval,
         resync_interval: args.resync_interval,
+        full_reread_interval: args.full_reread_interval,
         round_deadline: args.round_timeout,
         mesh,
         cluster: args.cluster,

@@ -6,7 +6,7 @@ mod cluster;
 mod openbao;
 mod trust_facts;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use meshtrust_core::facts::{BaoConfigFacts, MountFacts, Observed, OpenBaoFacts};
@@ -16,7 +16,9 @@ use meshtrust_core::ports::{Cluster, OpenBao};
 use futures::StreamExt;
 
 use crate::EngineError;
-use crate::published::{PublishedCache, Wrote, departed, marker_version, read_entries};
+use crate::published::{
+    PublishedCache, Wrote, departed, marker_version, published_names, read_entries,
+};
 use crate::snapshot::Snapshot;
 
 pub(crate) use cluster::is_legacy_token;
@@ -89,9 +91,18 @@ pub async fn observe(
     if !namespace_missing {
         // The marker first: a change published after this read is seen by the next poll.
         snapshot.index_version = marker_version(bao, mesh).await?;
-        observe_published(mesh, bao, cache, &mut snapshot).await?;
-        if with_config {
-            snapshot.facts.openbao.departed = departed(bao, mesh).await?;
+        // The admin lists the entries (for those that departed) and reads only the listed ones; an agent may not
+        // list, and reads through its cache. `apply --openbao-only` needs none of them.
+        let listed = if with_config {
+            Some(published_names(bao, mesh).await?)
+        } else {
+            None
+        };
+        if reads != Reads::OpenBaoOnly {
+            observe_published(mesh, bao, cache, listed.as_ref(), &mut snapshot).await?;
+        }
+        if let Some(listed) = &listed {
+            snapshot.facts.openbao.departed = departed(mesh, listed);
         }
         openbao::observe_ca(mesh, bao, &mut snapshot).await?;
         if snapshot.facts.openbao.roots.len() > 1 {
@@ -125,11 +136,13 @@ pub async fn observe(
     Ok(snapshot)
 }
 
-/// The mesh clusters' published entries: all of them, or through the cache only those that may have changed.
+/// The mesh clusters' published entries: all of them (those `listed`, when the folder was listed), or through
+/// the cache only those that may have changed.
 async fn observe_published(
     mesh: &Mesh,
     bao: &dyn OpenBao,
     cache: Option<&PublishedCache>,
+    listed: Option<&BTreeSet<String>>,
     snapshot: &mut Snapshot,
 ) -> Result<(), EngineError> {
     let names: Vec<String> = match cache {
@@ -139,7 +152,12 @@ async fn observe_published(
                 .await;
             cache.to_read(mesh)
         }
-        None => mesh.clusters.iter().map(|c| c.name.clone()).collect(),
+        None => mesh
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|n| listed.is_none_or(|l| l.contains(n)))
+            .collect(),
     };
     let read = read_entries(bao, mesh, names).await?;
     snapshot.facts.openbao.published = match cache {

@@ -1,7 +1,7 @@
 //! Observing OpenBao: meshtrust's configuration (namespace, KV mount, auth mounts and roles, policies) and the
 //! CA (the PKI mount's `meshtrust-root-N` issuers, or the shared-root bundle in KV).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use meshtrust_core::auth_ownership::DepartedAuth;
 use meshtrust_core::bao_plan::AGENT_ROLE;
@@ -184,13 +184,13 @@ pub(crate) async fn observe_config(
     config.kv_mount = Some(mount_facts(bao.mount(&mesh.openbao.kv_mount).await?));
     let mounted = bao.auth_mounts().await?;
     config.departed_auth = departed_auth(mesh, bao, &mounted).await?;
-    config.departed_policies = bao
-        .list_policies()
-        .await?
-        .into_iter()
+    let listed_policies: BTreeSet<String> = bao.list_policies().await?.into_iter().collect();
+    config.departed_policies = listed_policies
+        .iter()
         .filter(|p| {
             agent_policy_cluster(p).is_some_and(|c| is_cluster_name(c) && mesh.cluster(c).is_none())
         })
+        .cloned()
         .collect();
     config.auth = futures::stream::iter(&mesh.clusters)
         .map(|cluster| {
@@ -208,9 +208,15 @@ pub(crate) async fn observe_config(
         .iter()
         .map(|c| agent_policy_name(&c.name))
         .chain([ADMIN_POLICY.to_string()]);
+    // A policy the listing does not show is absent: only listed ones are read (none in a new mesh).
+    let listed_policies = &listed_policies;
     config.policies = futures::stream::iter(names)
         .map(|name| async move {
-            let text = bao.read_policy(&name).await?;
+            let text = if listed_policies.contains(&name) {
+                bao.read_policy(&name).await?
+            } else {
+                None
+            };
             Ok::<_, EngineError>((name, text))
         })
         .buffer_unordered(READ_CONCURRENCY)
