@@ -94,6 +94,7 @@ fn peer_facts(roots: &Roots, stage: Stage, since: i64) -> TrustFacts {
             trusts_since: mark(since),
             signs_since: None,
             settled_since: None,
+            ..TrustFacts::default()
         },
         // Signing with the new root for longer than the dwell already: the real cluster is the last to move.
         Stage::Settled => TrustFacts {
@@ -103,6 +104,7 @@ fn peer_facts(roots: &Roots, stage: Stage, since: i64) -> TrustFacts {
             trusts_since: mark(since - 3600),
             signs_since: mark(since - 3600),
             settled_since: mark(since),
+            ..TrustFacts::default()
         },
     }
 }
