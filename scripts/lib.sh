@@ -31,6 +31,8 @@ ensure_servers() {
   step "helm (built from its Go module once; cold a few minutes)" "$REPO_ROOT/scripts/build-helm"
   step "istiod and Istio's CRDs (built from the istio.io/istio module once; cold ~4 min)" "$REPO_ROOT/scripts/build-istio" all
   step "promtool (built from the Prometheus module once; cold ~4 min)" "$REPO_ROOT/scripts/build-promtool"
+  step "meshtrust's previous release (built from git history once, for the upgrade test; cold ~8 min)" \
+    "$REPO_ROOT/scripts/build-previous-release"
 }
 
 # Builds the meshtrust CLI and the dev-environment supervisor.

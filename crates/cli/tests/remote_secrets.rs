@@ -369,43 +369,6 @@ async fn an_idle_poll_costs_the_same_few_requests_at_3_and_30_peers() {
     assert!(at_30 <= 6, "a handful of requests: {at_30}");
 }
 
-/// A minimal CustomResourceDefinition for another controller's kind (its schema left open): enough for the
-/// API server to serve and list the objects meshtrust looks for. The controllers themselves are not run here.
-fn crd(group: &str, version: &str, kind: &str, plural: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
-        "spec": {"group": group, "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
-            "versions": [{"name": version, "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
-    })
-}
-
-/// Creates `objects`, retrying while the API server's discovery does not know a just-created kind yet.
-async fn create_when_served(client: &Client, objects: &[serde_json::Value]) {
-    for _ in 0..100 {
-        let known = kube::discovery::Discovery::new(client.clone())
-            .run()
-            .await
-            .expect("discovery");
-        let all_known = objects.iter().all(|o| {
-            let api_version = o["apiVersion"].as_str().unwrap_or_default();
-            known.groups().any(|g| {
-                g.recommended_resources()
-                    .iter()
-                    .any(|(r, _)| r.api_version == api_version && o["kind"] == r.kind.as_str())
-            })
-        });
-        if all_known {
-            support::create_objects(client, objects, false).await;
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the API server never served the custom kinds");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_other_controllers_still_write_block_the_plan_by_name_and_one_domain_moves_at_a_time()
  {
@@ -415,8 +378,8 @@ async fn secrets_other_controllers_still_write_block_the_plan_by_name_and_one_do
     support::create_objects(
         &client,
         &[
-            crd("cert-manager.io", "v1", "Certificate", "certificates"),
-            crd(
+            support::crd("cert-manager.io", "v1", "Certificate", "certificates"),
+            support::crd(
                 "external-secrets.io",
                 "v1",
                 "ExternalSecret",
@@ -428,7 +391,7 @@ async fn secrets_other_controllers_still_write_block_the_plan_by_name_and_one_do
     .await;
     // Seed 000's cacerts as cert-manager leaves it (its Secret type, keys and annotations; no ownerReference by
     // default), and a remote secret ESO syncs (its labels, annotation and controller ownerReference).
-    create_when_served(
+    support::create_when_served(
         &client,
         &[
             json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",

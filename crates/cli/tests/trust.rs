@@ -399,3 +399,150 @@ fn openssl_x509_text(pem: &str) -> String {
         .expect("openssl");
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// The seed 001 bootstrap job's bundle: a 4096-bit RSA root for 10 years, made outside the store.
+fn seed_001_bundle(dir: &std::path::Path) -> (String, String) {
+    let (key, cert) = (dir.join("seed-key.pem"), dir.join("seed-root.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:4096", "-sha256", "-days", "3650", "-nodes",
+        ])
+        .args([
+            "-subj",
+            "/O=Istio/CN=Root CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ])
+        .args([
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("pem");
+    (read(&cert), read(&key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_001s_cacerts_is_handed_over_from_eso_in_place_with_the_same_root() {
+    let mesh = Mesh::start(1, "ca:\n  mode: shared-root\n");
+    let (root, key) = seed_001_bundle(mesh.env.dir());
+    let dir = mesh.env.dir();
+    std::fs::write(dir.join("r.pem"), &root).expect("write");
+    std::fs::write(dir.join("k.pem"), &key).expect("write");
+    let at = |f: &str| format!("@{}", dir.join(f).display());
+    mesh.bao(&[
+        "kv",
+        "put",
+        "secret/istio/ca",
+        &format!("root-cert.pem={}", at("r.pem")),
+        &format!("cert-chain.pem={}", at("r.pem")),
+        &format!("key.pem={}", at("k.pem")),
+    ]);
+    // What ESO's ExternalSecret istio-system/istio-cacerts leaves: the root as the signing CA, its marks and its
+    // controller ownerReference.
+    let client = mesh.env.clusters[0].client().await.expect("client");
+    support::create_namespace(&client, "istio-system").await;
+    support::create_objects(
+        &client,
+        &[support::crd(
+            "external-secrets.io",
+            "v1",
+            "ExternalSecret",
+            "externalsecrets",
+        )],
+        false,
+    )
+    .await;
+    support::create_when_served(
+        &client,
+        &[
+            json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": {"name": "istio-cacerts", "namespace": "istio-system"},
+            "spec": {"target": {"name": "cacerts"}}}),
+        ],
+    )
+    .await;
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"),
+        "externalsecrets",
+    );
+    let es: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), "istio-system", &resource);
+    let uid = es
+        .get("istio-cacerts")
+        .await
+        .expect("es")
+        .metadata
+        .uid
+        .expect("uid");
+    let synced: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cacerts",
+            "labels": {"reconcile.external-secrets.io/managed": "true", "reconcile.external-secrets.io/created-by": "7c1d"},
+            "annotations": {"reconcile.external-secrets.io/data-hash": "e3b0"},
+            "ownerReferences": [{"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "name": "istio-cacerts", "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+        "stringData": {"ca-cert.pem": root, "ca-key.pem": key, "root-cert.pem": root, "cert-chain.pem": root}
+    }))
+    .expect("cacerts");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "istio-system");
+    let before = secrets
+        .create(&PostParams::default(), &synced)
+        .await
+        .expect("cacerts");
+
+    let plan = mesh.ok(&["plan", "--adopt"]);
+    assert!(
+        plan.contains("is written by External Secrets Operator (ExternalSecret istio-system/istio-cacerts targets it)"),
+        "{plan}"
+    );
+    assert!(!mesh.meshtrust(&["apply", "--adopt"]).status.success());
+    let still = mesh.cacerts(0).await;
+    assert_eq!(
+        still.metadata.resource_version, before.metadata.resource_version,
+        "nothing flaps"
+    );
+
+    // The hand-over the guide gives (no garbage collector here, so a plain delete stands for the orphaning one).
+    es.delete("istio-cacerts", &Default::default())
+        .await
+        .expect("delete");
+    mesh.ok(&["apply", "--adopt"]);
+    let adopted = mesh.cacerts(0).await;
+    assert_eq!(
+        adopted.metadata.uid, before.metadata.uid,
+        "taken over in place"
+    );
+    assert_eq!(
+        field(&adopted, "root-cert.pem"),
+        root,
+        "the root every proxy trusts is kept"
+    );
+    assert_eq!(field(&adopted, "ca-cert.pem"), root);
+    let labels = adopted.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "meshtrust");
+    assert!(
+        !labels
+            .keys()
+            .any(|k| k.starts_with("reconcile.external-secrets.io")),
+        "{labels:?}"
+    );
+    assert!(
+        adopted
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert!(mesh.ok(&["verify"]).contains("OK"));
+    assert_eq!(mesh.json(&["apply"])["applied"], json!([]), "settled");
+}

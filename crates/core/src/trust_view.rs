@@ -4,6 +4,7 @@
 
 use crate::facts::{CacertsFacts, CacertsState, Observed};
 use crate::mesh::Mesh;
+use crate::names::FORMAT_VERSION;
 use crate::trust_facts::{Mark, TrustFacts};
 
 /// A mark for `root` that keeps its earlier time when it already concerned that root.
@@ -54,6 +55,8 @@ pub fn desired_facts(
         trusted_roots,
         signing_root,
         served_roots: served.cloned(),
+        format_version: FORMAT_VERSION,
+        unknown: previous.map(|p| p.unknown.clone()).unwrap_or_default(),
     }
 }
 

@@ -289,6 +289,43 @@ pub async fn create_objects(client: &kube::Client, objects: &[serde_json::Value]
     }
 }
 
+/// A minimal CustomResourceDefinition for another controller's kind (its schema left open): enough for the
+/// API server to serve and list the objects meshtrust looks for. The controllers themselves are not run here.
+pub fn crd(group: &str, version: &str, kind: &str, plural: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
+            "versions": [{"name": version, "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    })
+}
+
+/// Creates `objects`, retrying while the API server's discovery does not know a just-created kind yet.
+pub async fn create_when_served(client: &kube::Client, objects: &[serde_json::Value]) {
+    for _ in 0..100 {
+        let known = kube::discovery::Discovery::new(client.clone())
+            .run()
+            .await
+            .expect("discovery");
+        let all_known = objects.iter().all(|o| {
+            let api_version = o["apiVersion"].as_str().unwrap_or_default();
+            known.groups().any(|g| {
+                g.recommended_resources()
+                    .iter()
+                    .any(|(r, _)| r.api_version == api_version && o["kind"] == r.kind.as_str())
+            })
+        });
+        if all_known {
+            create_objects(client, objects, false).await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the API server never served the custom kinds");
+}
+
 /// Creates a namespace, as the deploy files' prerequisite (`kubectl create namespace`).
 pub async fn create_namespace(client: &kube::Client, name: &str) {
     let ns: k8s_openapi::api::core::v1::Namespace =
