@@ -110,7 +110,8 @@ fn peer_facts(roots: &Roots, stage: Stage, since: i64) -> TrustFacts {
 }
 
 /// Every peer publishes its trust facts (check-and-set, a bounded number at a time, as many agents would at
-/// once), then one marker bump names the last of them: more than the marker keeps, so agents re-read all.
+/// once) and bumps the change marker naming itself, as its agent does. A thousand bumps are more than the marker
+/// keeps, so the real agent sees a gap and re-reads every trust fact (narrowed by the listing of versions).
 pub async fn publish(
     bao: &OpenBaoClient,
     count: usize,
@@ -140,8 +141,10 @@ pub async fn publish(
         .buffer_unordered(16)
         .try_collect::<()>()
         .await?;
-    if count > 0 {
-        peers::bump_marker(bao, &peers::name(count - 1), true).await?;
+    // One bump per publisher, one after the other (concurrent bumps would only retry each other's
+    // check-and-set).
+    for i in 0..count {
+        peers::bump_marker(bao, &peers::name(i), true).await?;
     }
     Ok(())
 }
