@@ -37,6 +37,9 @@ pub struct Mark {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrustFacts {
+    /// [`crate::names::FORMAT_VERSION`] of the writer; 0 when absent (written before formats were versioned).
+    #[serde(default)]
+    pub format_version: u32,
     /// Fingerprints of the roots in the cluster's `cacerts` `root-cert.pem`, in file order.
     pub trusted_roots: Vec<String>,
     /// Fingerprint of the root that signed the cluster's intermediate.
@@ -54,6 +57,9 @@ pub struct TrustFacts {
     /// OpenBao handed back from an older snapshot from one written after a root it does not mention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<i64>,
+    /// Fields a newer release wrote that this one does not know: kept as they are when the entry is rewritten.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 impl TrustFacts {

@@ -4,6 +4,7 @@
 
 use crate::facts::{CacertsFacts, CacertsState, Observed};
 use crate::mesh::Mesh;
+use crate::names::FORMAT_VERSION;
 use crate::trust_facts::{Mark, TrustFacts};
 
 impl Observed {
@@ -77,6 +78,8 @@ pub fn desired_facts(
         signing_root,
         served_roots: served.cloned(),
         published_at: Some(now),
+        format_version: FORMAT_VERSION,
+        unknown: previous.map(|p| p.unknown.clone()).unwrap_or_default(),
     }
 }
 
@@ -238,11 +241,6 @@ fn direct_signs_since(
 /// skew): the intermediate began signing that much later, and a dwell counted from notBefore would be 30 s
 /// short (a dwell under 30 s would be skipped).
 const SIGNING_BACKDATE: i64 = 30;
-
-/// How old a cluster's published trust facts may grow while they are read (a rotation or a recovery is under
-/// way) before its agent writes them again unchanged: a peer that doubts an entry OpenBao may have handed back
-/// from an older snapshot gets a fresh one within this time.
-pub const TRUST_FACTS_REFRESH: i64 = 600;
 
 #[cfg(test)]
 mod tests;

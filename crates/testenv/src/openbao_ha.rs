@@ -66,7 +66,6 @@ impl OpenBaoCluster {
             cluster.unseal(i)?;
         }
         cluster.wait_for_leader(Duration::from_secs(60))?;
-        cluster.wait_for_voters()?;
         let mount = format!("{leader}/v1/sys/mounts/secret");
         let token = cluster.root_token.clone();
         retry(
@@ -166,36 +165,29 @@ impl OpenBaoCluster {
         }
     }
 
-    /// Vault: waits until autopilot counts every node as a healthy voter. Vault's Raft joins a node as a non-voter
-    /// and promotes it only after `server_stabilization_time` (10 s): killing the leader before that leaves
-    /// no quorum, and no node is ever elected. A restarted node must be caught up again the same way.
-    fn wait_for_voters(&self) -> Result<(), TestEnvError> {
-        if self.kind != StoreKind::Vault {
-            // OpenBao's elections were measured without it; keep its timings as they were.
-            return Ok(());
-        }
+    /// Waits until autopilot counts every running node as a healthy voter. Raft (Vault's and OpenBao's) joins
+    /// a node as a non-voter and promotes it only after `server_stabilization_time` (10 s), and a restarted
+    /// node must catch up again: a leader killed before that leaves no quorum, and no node is ever elected.
+    /// Tests that kill the leader call this first.
+    pub fn wait_for_voters(&self, limit: Duration) -> Result<(), TestEnvError> {
         let size = self.nodes.len();
-        retry_for(
-            Duration::from_secs(60),
-            "every node a healthy voter",
-            || {
-                let state = self
-                    .nodes
-                    .iter()
-                    .filter(|n| n.process.is_some())
-                    .find_map(|n| {
-                        http_json(
-                            "GET",
-                            &format!("{}/v1/sys/storage/raft/autopilot/state", n.addr),
-                            Some(&self.root_token),
-                            "",
-                        )
-                    })?;
-                let data = state.get("data").unwrap_or(&state);
-                let voters = data["voters"].as_array().map_or(0, Vec::len);
-                (data["healthy"].as_bool() == Some(true) && voters == size).then_some(())
-            },
-        )
+        retry_for(limit, "every node a healthy voter", || {
+            let state = self
+                .nodes
+                .iter()
+                .filter(|n| n.process.is_some())
+                .find_map(|n| {
+                    http_json(
+                        "GET",
+                        &format!("{}/v1/sys/storage/raft/autopilot/state", n.addr),
+                        Some(&self.root_token),
+                        "",
+                    )
+                })?;
+            let data = state.get("data").unwrap_or(&state);
+            let voters = data["voters"].as_array().map_or(0, Vec::len);
+            (data["healthy"].as_bool() == Some(true) && voters == size).then_some(())
+        })
     }
 
     /// SIGKILLs node `i`.
@@ -209,8 +201,7 @@ impl OpenBaoCluster {
     pub fn restart(&mut self, i: usize) -> Result<(), TestEnvError> {
         self.kill(i);
         self.spawn(i)?;
-        self.unseal(i)?;
-        self.wait_for_voters()
+        self.unseal(i)
     }
 
     pub fn pids(&self) -> Vec<u32> {

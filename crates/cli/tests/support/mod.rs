@@ -7,6 +7,7 @@ pub mod agent_process;
 pub mod header_proxy;
 pub mod helm;
 pub mod istio;
+pub mod node;
 pub mod trust_sampler;
 
 use std::path::PathBuf;

@@ -1207,6 +1207,7 @@ fn trust_facts_from_before_a_foreign_root_are_not_believed() {
         }),
         settled_since: None,
         published_at: Some(NOW - 5 * DAY),
+        ..TrustFacts::default()
     };
     obs.trust.read = true;
     obs.trust.published.insert(

@@ -15,8 +15,8 @@ use meshtrust_pki::{PrivateKeyPem, generate_key, intermediate_csr, parse_certs};
 use super::{RunState, Targets};
 use crate::EngineError;
 use crate::names::{
-    CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROOTS_ANNOTATION, SERIAL_ANNOTATION,
-    root_issuer_name,
+    CACERTS, FORMAT_ANNOTATION, FORMAT_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    ROOTS_ANNOTATION, SERIAL_ANNOTATION, root_issuer_name,
 };
 use crate::observe::observe_roots;
 
@@ -390,6 +390,9 @@ async fn write_cacerts(
     secret
         .annotations
         .insert(ROOTS_ANNOTATION.into(), state.trusted_roots.join(","));
+    secret
+        .annotations
+        .insert(FORMAT_ANNOTATION.into(), FORMAT_VERSION.to_string());
     secret.data = data;
     // An existing Secret (also one taken over with --adopt) keeps its type: Kubernetes refuses to change it.
     let cluster = targets.cluster(&settings.name)?;
