@@ -35,6 +35,15 @@ ensure_servers() {
     "$REPO_ROOT/scripts/build-previous-release"
 }
 
+# What a test node needs besides the servers (scripts/dev-env up --nodes and the node tests): containerd, runc,
+# the CNI plugins and iptables from Debian's packages, the kubelet, kube-proxy, controller manager, scheduler
+# and kubectl, and the pause image (cached; a warm run takes a second).
+ensure_node() {
+  "$REPO_ROOT/scripts/install-node-packages"
+  "$REPO_ROOT/scripts/build-k8s" node
+  "$REPO_ROOT/scripts/build-image" pause >/dev/null
+}
+
 # Builds the meshtrust CLI and the dev-environment supervisor.
 build_binaries() {
   step "meshtrust and meshtrust-devenv (cargo build; cold ~5 min)" \

@@ -328,6 +328,14 @@ pub struct RenderAgentArgs {
     pub out: Option<PathBuf>,
     #[arg(long, default_value = concat!("ghcr.io/meshtrust/meshtrust:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
+    /// PEM file of the CA that signed OpenBao's TLS certificate: shipped as ConfigMap meshtrust-openbao-ca and
+    /// given to the agent as BAO_CACERT.
+    #[arg(long, value_name = "FILE")]
+    pub openbao_cacert: Option<PathBuf>,
+    /// An OpenBao HA node (repeat for each): the agent gets them as BAO_ADDRS and moves on to the next on a
+    /// connection error.
+    #[arg(long = "openbao-addr", value_name = "URL")]
+    pub openbao_addrs: Vec<String>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod header_proxy;
 pub mod helm;
 pub mod istio;
+pub mod node;
 
 use std::path::PathBuf;
 use std::process::Output;
