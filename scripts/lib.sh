@@ -31,6 +31,17 @@ ensure_servers() {
   step "helm (built from its Go module once; cold a few minutes)" "$REPO_ROOT/scripts/build-helm"
   step "istiod and Istio's CRDs (built from the istio.io/istio module once; cold ~4 min)" "$REPO_ROOT/scripts/build-istio" all
   step "promtool (built from the Prometheus module once; cold ~4 min)" "$REPO_ROOT/scripts/build-promtool"
+  step "meshtrust's previous release (built from git history once, for the upgrade test; cold ~8 min)" \
+    "$REPO_ROOT/scripts/build-previous-release"
+}
+
+# What a test node needs besides the servers (scripts/dev-env up --nodes and the node tests): containerd, runc,
+# the CNI plugins and iptables from Debian's packages, the kubelet, kube-proxy, controller manager, scheduler
+# and kubectl, and the pause image (cached; a warm run takes a second).
+ensure_node() {
+  "$REPO_ROOT/scripts/install-node-packages"
+  "$REPO_ROOT/scripts/build-k8s" node
+  "$REPO_ROOT/scripts/build-image" pause >/dev/null
 }
 
 # Builds the meshtrust CLI and the dev-environment supervisor.

@@ -35,3 +35,14 @@ app.kubernetes.io/name: meshtrust-agent
 {{- end -}}
 {{- concat $peers .Values.peers | toYaml -}}
 {{- end }}
+
+{{/* Whether the agent gets OpenBao's CA (BAO_CACERT); refuses more than one source. */}}
+{{- define "meshtrust-agent.openbaoCa" -}}
+{{- $o := .Values.openbao -}}
+{{- $n := 0 -}}
+{{- if $o.caCert }}{{ $n = add1 $n }}{{ end -}}
+{{- if $o.caCertSecret.name }}{{ $n = add1 $n }}{{ end -}}
+{{- if $o.caCertConfigMap.name }}{{ $n = add1 $n }}{{ end -}}
+{{- if gt $n 1 }}{{ fail "set at most one of openbao.caCert, openbao.caCertSecret.name and openbao.caCertConfigMap.name" }}{{ end -}}
+{{- if gt $n 0 }}true{{ end -}}
+{{- end }}

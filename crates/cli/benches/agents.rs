@@ -9,7 +9,8 @@
 //! - `MESHTRUST_AGENTS=10,50` agent counts (default 50); `MESHTRUST_AGENTS_APISERVERS` (default 2);
 //!   `MESHTRUST_AGENTS_STORES=openbao,openbao-raft` (default both); `MESHTRUST_AGENTS_IDLE_SECS` (30);
 //!   `MESHTRUST_AGENTS_SAMPLES` (10).
-//! - Results go to `<target dir>/bench/agents.json` and `docs/img/agents.svg`.
+//! - Results go to `<target dir>/bench/agents.json` and `docs/img/agents.svg`; `-- --plot` only redraws the
+//!   picture from the last JSON.
 
 #[path = "agents/fleet.rs"]
 mod fleet;
@@ -301,6 +302,18 @@ fn draw(file: &Path, rows: &[Row]) -> Result<(), String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `-- --plot`: only redraw docs/img/agents.svg from the last agents.json.
+    if std::env::args().any(|a| a == "--plot") {
+        let rows: Vec<Row> = std::fs::read_to_string(target_dir().join("bench/agents.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        match plot(&rows) {
+            Ok(file) => println!("drew {}", file.display()),
+            Err(e) => eprintln!("could not draw the plot: {e}"),
+        }
+        return;
+    }
     let servers = env_num("MESHTRUST_AGENTS_APISERVERS", 2) as usize;
     let mut rows = Vec::new();
     for count in env_list("MESHTRUST_AGENTS", "50") {

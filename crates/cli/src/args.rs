@@ -198,7 +198,11 @@ pub struct CaArgs {
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Rotate the root CA in phases, without a trust gap: (1) every cluster trusts old + new root,
-    /// (2) intermediates are re-issued from the new root, (3) the old root is dropped.
+    /// (2) intermediates are re-issued from the new root, (3) the old root is dropped once every cluster has
+    /// signed with the new one for ca.rootRotation.phaseDwell.
+    #[command(
+        after_help = "Exit status: 0 the rotation is complete (or --step applied a phase); 3 it is under way and waits only for ca.rootRotation.phaseDwell (the agents, or a later run, finish it); 4 a phase is held by something that needs attention (printed); 1 an error."
+    )]
     RotateRoot(RotateArgs),
 }
 
@@ -214,6 +218,14 @@ pub struct RotateArgs {
     /// Wait this long between phases, so istiod can hand the new bundle to workloads (e.g. 24h in production).
     #[arg(long, default_value = "0s", value_parser = duration)]
     pub phase_wait: Duration,
+    /// Stay until the rotation is complete (through `ca.rootRotation.phaseDwell`), checking again every few
+    /// seconds, instead of returning when a phase waits.
+    #[arg(long, conflicts_with_all = ["start", "step"])]
+    pub wait: bool,
+    /// Drop the old root as soon as every cluster signs with the new one, without `ca.rootRotation.phaseDwell`.
+    /// Workload certificates signed under the old root then stop being trusted at once: for tests only.
+    #[arg(long)]
+    pub skip_dwell: bool,
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +340,14 @@ pub struct RenderAgentArgs {
     pub out: Option<PathBuf>,
     #[arg(long, default_value = concat!("ghcr.io/meshtrust/meshtrust:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
+    /// PEM file of the CA that signed OpenBao's TLS certificate: shipped as ConfigMap meshtrust-openbao-ca and
+    /// given to the agent as BAO_CACERT.
+    #[arg(long, value_name = "FILE")]
+    pub openbao_cacert: Option<PathBuf>,
+    /// An OpenBao HA node (repeat for each): the agent gets them as BAO_ADDRS and moves on to the next on a
+    /// connection error.
+    #[arg(long = "openbao-addr", value_name = "URL")]
+    pub openbao_addrs: Vec<String>,
 }
 
 #[cfg(test)]

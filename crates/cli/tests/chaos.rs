@@ -220,7 +220,7 @@ impl Chaos {
             }
             Scenario::Rotation => {
                 for _ in 0..rotation_steps {
-                    self.ok(&base, &["ca", "rotate-root", "--step"], ctx);
+                    self.ok(&base, &["ca", "rotate-root", "--step", "--skip-dwell"], ctx);
                 }
                 // The first step made the next root.
                 self.roots += u32::from(rotation_steps > 0);
@@ -306,7 +306,7 @@ impl Chaos {
         match victim {
             Victim::Apply => {
                 let args: &[&str] = if scenario == Scenario::Rotation {
-                    &["ca", "rotate-root", "--step"]
+                    &["ca", "rotate-root", "--step", "--skip-dwell"]
                 } else {
                     &["apply"]
                 };

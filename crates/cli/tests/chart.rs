@@ -100,6 +100,96 @@ fn the_service_monitor_is_optional() {
     assert!(kinds(&on).contains(&"Service"));
 }
 
+/// OpenBao's node list and CA reach the agent as BAO_ADDRS and BAO_CACERT (a file from the chart's ConfigMap or
+/// an existing Secret); two CA sources at once are refused. The pods use them for real in node_agent.rs.
+#[test]
+fn openbao_addresses_and_ca_reach_the_agent() {
+    let mesh = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mesh.yaml");
+    let ca = std::env::temp_dir().join(format!("meshtrust-chart-ca-{}.pem", std::process::id()));
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .expect("ca");
+    let env_of = |objects: &[Value]| -> Value {
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("Deployment");
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"].clone()
+    };
+    let mut cmd = helm();
+    cmd.args(["template", "meshtrust-agent"])
+        .arg(chart())
+        .args(["--namespace", "istio-system", "--set", "cluster=cluster-a"])
+        .arg("--set-file")
+        .arg(format!("mesh={}", mesh.display()))
+        .arg("--set-file")
+        .arg(format!("openbao.caCert={}", ca.display()))
+        .args([
+            "--set",
+            "openbao.addresses={https://bao-0:8200,https://bao-1:8200}",
+        ]);
+    let objects = documents(&run(cmd));
+    let env = env_of(&objects);
+    let value = |name: &str| {
+        env.as_array()
+            .and_then(|e| e.iter().find(|v| v["name"] == name))
+            .map(|v| v["value"].clone())
+    };
+    assert_eq!(
+        value("BAO_ADDRS"),
+        Some(json!("https://bao-0:8200 https://bao-1:8200"))
+    );
+    assert_eq!(
+        value("BAO_CACERT"),
+        Some(json!("/etc/meshtrust-openbao-ca/ca.crt"))
+    );
+    let config_map = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "meshtrust-openbao-ca")
+        .expect("the CA's ConfigMap");
+    assert!(
+        config_map["data"]["ca.crt"]
+            .as_str()
+            .is_some_and(|c| c.contains("BEGIN CERTIFICATE"))
+    );
+
+    let from_secret = template(
+        "istio-system",
+        "cluster-a",
+        &mesh,
+        &["openbao.caCertSecret.name=bao-ca"],
+    );
+    let volumes = from_secret
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("Deployment")["spec"]["template"]["spec"]["volumes"]
+        .clone();
+    assert!(
+        volumes.to_string().contains(r#""secretName":"bao-ca""#),
+        "{volumes}"
+    );
+
+    let mut both = helm();
+    both.args(["template", "meshtrust-agent"])
+        .arg(chart())
+        .args([
+            "--set",
+            "cluster=cluster-a",
+            "--set",
+            "openbao.caCertSecret.name=bao-ca",
+        ])
+        .arg("--set-file")
+        .arg(format!("mesh={}", mesh.display()))
+        .arg("--set-file")
+        .arg(format!("openbao.caCert={}", ca.display()));
+    let out = both.output().expect("helm");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set at most one of openbao.caCert"));
+    let _ = std::fs::remove_file(&ca);
+}
+
 /// Role and ClusterRole rules, and every binding's roleRef and subjects, keyed by kind/namespace/name.
 fn rbac(objects: &[Value]) -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = objects

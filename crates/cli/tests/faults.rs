@@ -411,18 +411,24 @@ fn openbao_leader_killed_while_agents_work_and_an_admin_applies() {
     eprintln!("agents writing again: {}", percentiles(agents_ms));
 }
 
-/// Behind a load balancer (an OpenBao Service in Kubernetes) a client often talks to a standby. A first `apply`
-/// through a standby of a fresh cluster must succeed at once, and a second must find nothing to do.
-#[test]
-fn a_first_apply_through_a_standby_converges_at_once() {
-    let _serial = SERIAL.blocking_lock();
+/// An HA OpenBao (3-node Raft) and `clusters` API servers, with a default mesh file for them.
+fn ha_env(clusters: usize) -> (TestEnv, std::path::PathBuf) {
     let env = TestEnv::builder()
-        .clusters(2)
+        .clusters(clusters)
         .openbao_ha()
         .start()
         .expect("test environment");
     let file = env.dir().join("mesh.yaml");
     std::fs::write(&file, mesh_file_with(&env, "")).expect("mesh file");
+    (env, file)
+}
+
+/// Behind a load balancer (an OpenBao Service in Kubernetes) a client often talks to a standby. A first `apply`
+/// through a standby of a fresh cluster must succeed at once, and a second must find nothing to do.
+#[test]
+fn a_first_apply_through_a_standby_converges_at_once() {
+    let _serial = SERIAL.blocking_lock();
+    let (env, file) = ha_env(2);
     let ha = env.bao_ha.as_ref().expect("HA");
     let leader = ha.wait_for_leader(Duration::from_secs(30)).expect("leader");
     let standby = (leader + 1) % 3;
@@ -463,13 +469,7 @@ fn a_first_apply_through_a_standby_converges_at_once() {
 #[test]
 fn an_agent_logs_in_through_a_standby_right_after_apply() {
     let _serial = SERIAL.blocking_lock();
-    let env = TestEnv::builder()
-        .clusters(1)
-        .openbao_ha()
-        .start()
-        .expect("test environment");
-    let file = env.dir().join("mesh.yaml");
-    std::fs::write(&file, mesh_file_with(&env, "")).expect("mesh file");
+    let (env, file) = ha_env(1);
     let ha = env.bao_ha.as_ref().expect("HA");
     let leader = ha.wait_for_leader(Duration::from_secs(30)).expect("leader");
     let every_node = ha
@@ -915,8 +915,8 @@ async fn two_admins_and_two_rotations_at_once_give_one_outcome_while_agents_run(
     }
     // Two rotations started together: one new root, whichever wins.
     let pair = [
-        spawn_meshtrust(&mesh, &["ca", "rotate-root"]),
-        spawn_meshtrust(&mesh, &["ca", "rotate-root"]),
+        spawn_meshtrust(&mesh, &["ca", "rotate-root", "--skip-dwell"]),
+        spawn_meshtrust(&mesh, &["ca", "rotate-root", "--skip-dwell"]),
     ];
     for child in pair {
         let out = child.wait_with_output().expect("wait");

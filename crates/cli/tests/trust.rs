@@ -208,8 +208,23 @@ async fn root_rotation_keeps_overlapping_trust_through_three_phases() {
     );
     openssl_verify(&s);
 
-    // Phase 3: old root dropped everywhere.
-    let out = mesh.ok(&["ca", "rotate-root"]);
+    // The default keeps the old root for ca.rootRotation.phaseDwell (24h): exit status 3, not complete.
+    let waits = mesh.meshtrust(&["ca", "rotate-root"]);
+    let text = String::from_utf8_lossy(&waits.stdout);
+    assert_eq!(waits.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("the dwell") && !text.contains("Rotation complete"),
+        "{text}"
+    );
+
+    // Phase 3 at once, only when asked: old root dropped everywhere, with a warning.
+    let skip = mesh.meshtrust(&["ca", "rotate-root", "--skip-dwell"]);
+    let out = String::from_utf8_lossy(&skip.stdout).to_string();
+    assert!(skip.status.success(), "{out}");
+    assert!(
+        String::from_utf8_lossy(&skip.stderr).contains("--skip-dwell drops the old root"),
+        "the shortcut warns"
+    );
     assert!(out.contains("phase 3"), "{out}");
     assert!(out.contains("Rotation complete"), "{out}");
     let a = mesh.cacerts(0).await;
@@ -340,6 +355,11 @@ fn concurrent_applies_on_an_empty_openbao_create_exactly_one_root() {
     for round in 1..=20 {
         if round > 1 {
             mesh.env.bao.restart_empty().expect("fresh OpenBao");
+            // A fresh mesh: the clusters forget the last round's root too (kept, it would be moved off
+            // through the phases, as after a lost store).
+            for cluster in &mesh.env.clusters {
+                delete_cacerts(cluster);
+            }
         }
         let spawn = || {
             std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
@@ -386,6 +406,17 @@ fn concurrent_applies_on_an_empty_openbao_create_exactly_one_root() {
         contested > 0,
         "the race was never exercised: both applies must try to create the root at least once"
     );
+}
+
+fn delete_cacerts(cluster: &meshtrust_testenv::TestCluster) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = cluster.client().await.expect("client");
+        Api::<Secret>::namespaced(client, "istio-system")
+            .delete("cacerts", &Default::default())
+            .await
+            .expect("delete cacerts");
+    });
 }
 
 fn openssl_x509_text(pem: &str) -> String {

@@ -170,6 +170,8 @@ impl OpenBaoFacts {
 
 /// What `istio-system/cacerts` holds in one cluster.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+// One value per cluster and observation: the unboxed state is simpler to match and costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
 pub enum CacertsFacts {
     Absent,
     /// Present but without meshtrust's managed-by label: never touched unless adopted.
@@ -186,6 +188,8 @@ pub struct CacertsState {
     pub issuer_fingerprint: Option<String>,
     /// Fingerprints of the roots in `root-cert.pem`, in file order.
     pub trusted_roots: Vec<String>,
+    /// The notBefore of each of those roots, in the same order: when a root OpenBao does not hold was made.
+    pub trusted_not_before: Vec<i64>,
     /// Everything wrong with the bundle as istiod would see it (missing key, key/cert mismatch, broken chain ...).
     pub problems: Vec<String>,
 }

@@ -15,6 +15,17 @@ pub const ROOTS_ANNOTATION: &str = "meshtrust.dev/root-fingerprints";
 /// On a remote secret: the KV version it was copied from, so an unchanged entry costs no write.
 pub const KV_VERSION_ANNOTATION: &str = "meshtrust.dev/kv-version";
 
+/// The version of the formats meshtrust publishes: KV entries, the change marker, trust facts and the marks on
+/// the Secrets it writes. A reader accepts every older version (none written: 0, the releases before
+/// versioning) and reads what it knows of a newer one; a writer keeps the fields it does not know. It moves only
+/// with a change an older reader would misread. docs/operations.md states the promise.
+pub const FORMAT_VERSION: u32 = 1;
+/// The KV field carrying [`FORMAT_VERSION`] in published entries and the change marker. Not a DNS label, so it
+/// never collides with the field named after the cluster.
+pub const FORMAT_FIELD: &str = "formatVersion";
+/// The annotation carrying [`FORMAT_VERSION`] on `cacerts` and remote secrets.
+pub const FORMAT_ANNOTATION: &str = "meshtrust.dev/format-version";
+
 /// The remote secret for a peer is `istio-remote-secret-<peer>`, as `istioctl create-remote-secret` names it.
 pub const REMOTE_SECRET_PREFIX: &str = "istio-remote-secret-";
 

@@ -99,12 +99,18 @@ pub enum Action {
         cluster: String,
         signing: u32,
         trust: Vec<u32>,
+        /// Fingerprints of roots OpenBao does not hold that the new `root-cert.pem` keeps from the old one.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        keep: Vec<String>,
         adopt: bool,
     },
-    /// Keep the intermediate, rewrite `root-cert.pem` to hold exactly the `trust` roots.
+    /// Keep the intermediate, rewrite `root-cert.pem` to hold exactly the `trust` roots, plus the `keep`
+    /// roots (held by no OpenBao issuer) taken from the bundle itself.
     UpdateTrustBundle {
         cluster: String,
         trust: Vec<u32>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        keep: Vec<String>,
     },
     /// shared-root mode: the cluster's CA is the shared root itself.
     WriteSharedRoot {

@@ -15,7 +15,8 @@ pub use crate::plan::PlanOptions;
 use crate::plan::{Action, Blocker, Change, Domain, Op, Plan, Target};
 use crate::rotation::RotationState;
 use crate::rotation_plan::{
-    disjoint_roots_warning, mesh_rotation, plan_trust_facts, rotation_warnings,
+    disjoint_roots_warning, foreign_roots_warning, mesh_rotation, plan_trust_facts,
+    rotation_warnings,
 };
 
 pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
@@ -50,6 +51,19 @@ fn names(generations: &[u32]) -> String {
         .map(|g| root_issuer_name(*g))
         .collect::<Vec<_>>()
         .join(" + ")
+}
+
+/// The roots of a bundle: OpenBao's generations, and the kept roots OpenBao does not hold by fingerprint.
+fn trust_names(generations: &[u32], keep: &[String]) -> String {
+    keep.iter()
+        .map(|fp| format!("kept root sha256 {}", short_fingerprint(fp)))
+        .chain(generations.iter().map(|g| root_issuer_name(*g)))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+fn short_fingerprint(fp: &str) -> &str {
+    fp.get(..16).unwrap_or(fp)
 }
 
 fn ensure_namespace(cluster: &ClusterSettings, facts: &ClusterFacts, plan: &mut Plan) {
@@ -115,6 +129,7 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
         ));
     }
     rotation_warnings(&rotation, plan);
+    foreign_roots_warning(&rotation, mesh, plan);
     plan.warnings
         .extend(crate::root_end::root_end_warning(mesh, bao, observed.now));
     for cluster in &mesh.clusters {
@@ -212,6 +227,7 @@ impl PkiCluster<'_> {
                     rotation.default_signing,
                     Op::Create,
                     "it does not exist".into(),
+                    Vec::new(),
                     false,
                 ));
                 plan.warnings.push(restart_warning(cluster));
@@ -221,6 +237,7 @@ impl PkiCluster<'_> {
                     rotation.default_signing,
                     Op::Update,
                     "--adopt: taking over a cacerts meshtrust did not write".into(),
+                    Vec::new(),
                     true,
                 ));
                 plan.warnings.push(adopt_restart_warning(cluster));
@@ -229,6 +246,7 @@ impl PkiCluster<'_> {
             CacertsFacts::Managed(state) => {
                 let current = rotation.issuer_generation(state);
                 let before = rotation.trusted_generations(state);
+                let keep = rotation.kept_foreign(state);
                 let root_end =
                     crate::root_end::root_end(self.openbao, rotation.reissue_signing(current));
                 let at = Moment { now, root_end };
@@ -240,9 +258,10 @@ impl PkiCluster<'_> {
                         &cluster.istio_namespace,
                         &before,
                         &after,
+                        !keep.is_empty(),
                     ));
                     plan.changes
-                        .push(self.issue(signing, Op::Update, reason, false));
+                        .push(self.issue(signing, Op::Update, reason, keep, false));
                 } else if let Some(reason) = rotation.bundle_update_reason(state) {
                     plan.changes.push(Change {
                         target: cluster_target(cluster),
@@ -250,12 +269,13 @@ impl PkiCluster<'_> {
                         resource: cacerts_resource(cluster),
                         summary: format!(
                             "root-cert.pem = {} (intermediate kept)",
-                            names(&rotation.trust)
+                            trust_names(&rotation.trust, &keep)
                         ),
                         reason,
                         action: Action::UpdateTrustBundle {
                             cluster: cluster.name.clone(),
                             trust: rotation.trust.clone(),
+                            keep,
                         },
                     });
                 }
@@ -263,8 +283,16 @@ impl PkiCluster<'_> {
         }
     }
 
-    /// A new intermediate signed by root `signing`, with a `root-cert.pem` that also trusts that root.
-    fn issue(&self, signing: u32, op: Op, reason: String, adopt: bool) -> Change {
+    /// A new intermediate signed by root `signing`, with a `root-cert.pem` that also trusts that root and
+    /// keeps the `keep` roots (held by no OpenBao issuer) from the bundle it replaces.
+    fn issue(
+        &self,
+        signing: u32,
+        op: Op,
+        reason: String,
+        keep: Vec<String>,
+        adopt: bool,
+    ) -> Change {
         let (mesh, cluster) = (self.mesh, self.cluster);
         let trust = self.rotation.trust_with(signing);
         Change {
@@ -276,13 +304,14 @@ impl PkiCluster<'_> {
                 mesh.ca.intermediate.key,
                 cluster.intermediate_common_name(&mesh.mesh_id),
                 root_issuer_name(signing),
-                names(&trust)
+                trust_names(&trust, &keep)
             ),
             reason,
             action: Action::IssueIntermediate {
                 cluster: cluster.name.clone(),
                 signing,
                 trust,
+                keep,
                 adopt,
             },
         }
@@ -323,12 +352,6 @@ fn reissue_reason(
             .to_lowercase(),
         );
     }
-    let Some(current) = current else {
-        return Some(format!(
-            "the intermediate was signed by a root OpenBao does not hold (serial {}); re-issuing from the mesh's root",
-            cert.serial
-        ));
-    };
     let remaining = cert.not_after.saturating_sub(now);
     let renew_before = mesh.ca.intermediate.renew_before.seconds() as i64;
     // Near the root's end a renewal would end no later (see `root_end`): the root-end warning stands instead.
@@ -369,10 +392,17 @@ fn reissue_reason(
         ));
     }
     if rotation.moves_intermediate(current) {
-        return Some(format!(
-            "root rotation phase 2: every cluster trusts {}, so intermediates move to it",
-            root_issuer_name(rotation.newest)
-        ));
+        return Some(match current {
+            Some(_) => format!(
+                "root rotation phase 2: every cluster trusts {}, so intermediates move to it",
+                root_issuer_name(rotation.newest)
+            ),
+            None => format!(
+                "the intermediate (serial {}) was signed by a root OpenBao does not hold; every cluster now trusts {}, so it moves to it (the old root stays trusted until the dwell has passed)",
+                cert.serial,
+                root_issuer_name(rotation.newest)
+            ),
+        });
     }
     None
 }

@@ -4,6 +4,11 @@
 //! cluster's `root-cert.pem` gains it (phase 1, same intermediates). Once all trust it, intermediates are
 //! re-issued from it (phase 2). Once all are signed by it, older roots leave `root-cert.pem` (phase 3).
 //! Each phase is one `apply`, so no cluster ever stops trusting another.
+//!
+//! A root some cluster trusts but OpenBao does not hold (OpenBao restored from an older snapshot, or replaced by
+//! an empty one) is treated like the old root of a rotation: every bundle that holds it keeps it, and it
+//! leaves only after every cluster has signed with the newest root for the dwell. Nothing is signed by it
+//! again (its key is gone), and an intermediate it signed moves to the newest root in phase 2.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +57,11 @@ pub struct RotationState {
     pub waiting: Vec<String>,
     /// Seconds of the dwell still to run, while in [`RotationPhase::Dwell`].
     pub dwell_left: Option<i64>,
+    /// Fingerprints of roots some cluster trusts or signs with that OpenBao does not hold, ascending.
+    pub foreign: Vec<String>,
+    /// Whether bundles keep the foreign roots they hold: until every cluster has signed with the newest
+    /// root for the dwell.
+    pub keep_foreign: bool,
     /// Root certificate fingerprint -> generation, for the roots OpenBao holds.
     generations: BTreeMap<String, u32>,
 }
@@ -95,12 +105,22 @@ impl RotationState {
             phase: RotationPhase::Settled,
             waiting: Vec::new(),
             dwell_left: None,
+            foreign: Vec::new(),
+            keep_foreign: false,
             generations,
         };
         state.all_trust_newest = views.iter().all(|v| state.view_trusts_newest(v));
         state.all_signed_by_newest = views.iter().all(|v| state.view_signs_newest(v));
         let mut in_use: BTreeSet<u32> = BTreeSet::new();
+        let mut foreign: BTreeSet<String> = BTreeSet::new();
         for v in views {
+            foreign.extend(
+                v.trusted_roots
+                    .iter()
+                    .chain(v.signing_root.as_ref())
+                    .filter(|fp| state.generation_of(fp).is_none())
+                    .cloned(),
+            );
             in_use.extend(
                 v.trusted_roots
                     .iter()
@@ -113,6 +133,8 @@ impl RotationState {
             );
         }
         let dwell_done = state.all_signed_by_newest && state.dwell_done(views, gate);
+        state.foreign = foreign.into_iter().collect();
+        state.keep_foreign = !dwell_done && !state.foreign.is_empty();
         state.trust = if dwell_done {
             vec![newest]
         } else {
@@ -200,7 +222,11 @@ impl RotationState {
         let mut out = Vec::new();
         for v in views {
             let c = &v.cluster;
-            if !v.known {
+            if v.stale {
+                out.push(format!(
+                    "{c}'s published trust facts predate a root the clusters trust but OpenBao does not hold (OpenBao restored from an older snapshot?); waiting for its agent to publish them again"
+                ));
+            } else if !v.known {
                 out.push(format!(
                     "{c} has published no trust facts (is its agent running?)"
                 ));
@@ -247,7 +273,21 @@ impl RotationState {
 
     /// More than one root is trusted: istiod must accept a changing `root-cert.pem`.
     pub fn rotating(&self) -> bool {
-        self.trust.len() > 1
+        self.trust.len() > 1 || self.keep_foreign
+    }
+
+    /// The foreign roots (held by no OpenBao issuer) a bundle keeps now: those in its own `root-cert.pem`,
+    /// while the dwell has not passed. Their certificates come from the bundle itself.
+    pub fn kept_foreign(&self, state: &CacertsState) -> Vec<String> {
+        if !self.keep_foreign {
+            return Vec::new();
+        }
+        state
+            .trusted_roots
+            .iter()
+            .filter(|fp| self.generation_of(fp).is_none())
+            .cloned()
+            .collect()
     }
 
     /// The root that signs a replacement for an intermediate now signed by `current`.
@@ -259,9 +299,10 @@ impl RotationState {
         }
     }
 
-    /// True when an intermediate signed by `current` must move to the newest root (phase 2).
-    pub fn moves_intermediate(&self, current: u32) -> bool {
-        self.all_trust_newest && current != self.newest
+    /// True when an intermediate signed by `current` (`None`: a root OpenBao does not hold) must move to the
+    /// newest root (phase 2).
+    pub fn moves_intermediate(&self, current: Option<u32>) -> bool {
+        self.all_trust_newest && current != Some(self.newest)
     }
 
     /// The `root-cert.pem` for an intermediate signed by `signing`: the mesh's trust plus its own root.
@@ -276,13 +317,19 @@ impl RotationState {
 
     /// Why a bundle's `root-cert.pem` must change while its intermediate stays, if it must.
     pub fn bundle_update_reason(&self, state: &CacertsState) -> Option<String> {
-        if self.trusts_exactly(state, &self.trust) {
+        let drops_foreign = !self.keep_foreign && self.trusted_generations(state).contains(&None);
+        if self.trusts_exactly(state, &self.trust) && !drops_foreign {
             return None;
         }
         Some(
             if !self.trusted_generations(state).contains(&Some(self.newest)) {
                 format!(
                     "root rotation phase 1: every cluster must trust {} before any intermediate moves to it",
+                    root_issuer_name(self.newest)
+                )
+            } else if self.all_signed_by_newest && drops_foreign {
+                format!(
+                    "root rotation phase 3: every cluster now signs with {}; older roots, also those OpenBao does not hold, are dropped",
                     root_issuer_name(self.newest)
                 )
             } else if self.all_signed_by_newest {
@@ -296,8 +343,16 @@ impl RotationState {
         )
     }
 
+    /// The roots OpenBao holds in the bundle are exactly `trust` (in any order: the applier keeps the file's
+    /// order, which istiod 1.20-1.30 needs to see the old bytes inside the new file).
     fn trusts_exactly(&self, state: &CacertsState, trust: &[u32]) -> bool {
-        self.trusted_generations(state) == trust.iter().map(|g| Some(*g)).collect::<Vec<_>>()
+        let mut held: Vec<u32> = self
+            .trusted_generations(state)
+            .into_iter()
+            .flatten()
+            .collect();
+        held.sort_unstable();
+        held == trust
     }
 }
 

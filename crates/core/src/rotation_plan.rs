@@ -5,7 +5,7 @@ use crate::facts::{CacertsFacts, Observed, OpenBaoFacts, root_issuer_name};
 use crate::mesh::Mesh;
 use crate::plan::{Action, Change, Op, Plan, PlanOptions, Target};
 use crate::rotation::{DwellGate, RotationPhase, RotationState};
-use crate::trust_facts::TRUST_KV_PATH;
+use crate::trust_facts::{TRUST_KV_PATH, TrustFacts};
 use crate::trust_view::{desired_facts, mesh_views};
 
 /// The rotation state of the whole mesh, as far as it is known.
@@ -54,6 +54,7 @@ pub fn plan_trust_facts(mesh: &Mesh, observed: &Observed, newest: u32, plan: &mu
     let Some(newest_fp) = newest_fingerprint(&observed.openbao, newest) else {
         return;
     };
+    let recovery_since = recovery_since(observed);
     for cluster in &mesh.clusters {
         let Some(facts) = observed.clusters.get(&cluster.name) else {
             continue;
@@ -65,7 +66,12 @@ pub fn plan_trust_facts(mesh: &Mesh, observed: &Observed, newest: u32, plan: &mu
         let served = trust.served.get(&cluster.name).and_then(Option::as_ref);
         let previous = trust.facts_of(&cluster.name);
         let desired = desired_facts(state, served, previous, newest_fp, observed.now);
-        if previous == Some(&desired) {
+        // An entry written before a peer's entry that names a root OpenBao does not hold may be one OpenBao
+        // handed back from an older snapshot, which peers doubt: written again, unchanged, it counts.
+        let current = |p: &TrustFacts| {
+            recovery_since.is_none_or(|since| p.published_at.is_some_and(|at| at >= since))
+        };
+        if previous.is_some_and(|p| p.same_as(&desired) && current(p)) {
             continue;
         }
         plan.changes.push(Change {
@@ -94,14 +100,68 @@ pub fn plan_trust_facts(mesh: &Mesh, observed: &Observed, newest: u32, plan: &mu
     }
 }
 
+/// Clusters trust roots OpenBao does not hold: it was restored from an older snapshot or replaced by an
+/// empty one. Said once per plan, with what meshtrust does about it.
+pub fn foreign_roots_warning(rotation: &RotationState, mesh: &Mesh, plan: &mut Plan) {
+    if rotation.foreign.is_empty() {
+        return;
+    }
+    let roots: Vec<String> = rotation
+        .foreign
+        .iter()
+        .map(|fp| format!("sha256 {}", fp.get(..16).unwrap_or(fp)))
+        .collect();
+    let fate = if rotation.keep_foreign {
+        format!(
+            "they stay in every bundle that holds them, and the mesh moves to {} through the three rotation phases; they leave only after every cluster has signed with {} for ca.rootRotation.phaseDwell ({})",
+            root_issuer_name(rotation.newest),
+            root_issuer_name(rotation.newest),
+            mesh.ca.phase_dwell
+        )
+    } else {
+        format!(
+            "every cluster has signed with {} for ca.rootRotation.phaseDwell, so they leave the bundles now",
+            root_issuer_name(rotation.newest)
+        )
+    };
+    plan.warnings.push(format!(
+        "clusters trust root(s) OpenBao does not hold ({}): OpenBao was restored from an older snapshot or replaced by an empty one. Nothing is signed by them again; {fate} (docs/operations.md, \"Restore\")",
+        roots.join(", ")
+    ));
+}
+
+/// When the newest published entry naming a root OpenBao does not hold was written: a recovery from an
+/// older snapshot is under way since then.
+fn recovery_since(observed: &Observed) -> Option<i64> {
+    observed
+        .trust
+        .published
+        .values()
+        .filter_map(|p| p.facts.as_ref())
+        .filter(|f| {
+            f.trusted_roots
+                .iter()
+                .chain(f.signing_root.as_ref())
+                .any(|fp| observed.openbao.root_by_fingerprint(fp).is_none())
+        })
+        .filter_map(|f| f.published_at)
+        .max()
+}
+
 /// A `root-cert.pem` change istiod takes without a restart only when one root set contains the other.
+/// `keeps_foreign`: the new file also keeps the bundle's roots OpenBao does not hold.
 pub fn disjoint_roots_warning(
     cluster: &str,
     namespace: &str,
     before: &[Option<u32>],
     after: &[u32],
+    keeps_foreign: bool,
 ) -> Option<String> {
-    let after: Vec<Option<u32>> = after.iter().map(|g| Some(*g)).collect();
+    let after: Vec<Option<u32>> = after
+        .iter()
+        .map(|g| Some(*g))
+        .chain(keeps_foreign.then_some(None))
+        .collect();
     let subset = before.iter().all(|g| after.contains(g));
     let superset = after.iter().all(|g| before.contains(g));
     if before.is_empty() || subset || superset {

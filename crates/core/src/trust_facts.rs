@@ -37,6 +37,9 @@ pub struct Mark {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrustFacts {
+    /// [`crate::names::FORMAT_VERSION`] of the writer; 0 when absent (written before formats were versioned).
+    #[serde(default)]
+    pub format_version: u32,
     /// Fingerprints of the roots in the cluster's `cacerts` `root-cert.pem`, in file order.
     pub trusted_roots: Vec<String>,
     /// Fingerprint of the root that signed the cluster's intermediate.
@@ -50,6 +53,26 @@ pub struct TrustFacts {
     pub signs_since: Option<Mark>,
     /// Since when the cluster trusts only the newest root: rotation phase 3 reached.
     pub settled_since: Option<Mark>,
+    /// When this entry was written (Unix seconds, the writer's clock). Peers use it to tell an entry that
+    /// OpenBao handed back from an older snapshot from one written after a root it does not mention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<i64>,
+    /// Fields a newer release wrote that this one does not know: kept as they are when the entry is rewritten.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+impl TrustFacts {
+    /// Equal apart from when they were written: nothing to publish.
+    pub fn same_as(&self, other: &TrustFacts) -> bool {
+        TrustFacts {
+            published_at: None,
+            ..self.clone()
+        } == TrustFacts {
+            published_at: None,
+            ..other.clone()
+        }
+    }
 }
 
 /// A published entry and the KV version it was read at (for check-and-set).

@@ -4,7 +4,28 @@
 
 use crate::facts::{CacertsFacts, CacertsState, Observed};
 use crate::mesh::Mesh;
+use crate::names::FORMAT_VERSION;
 use crate::trust_facts::{Mark, TrustFacts};
+
+impl Observed {
+    /// Whether a root rotation's trust facts matter: a second root exists, or a connected cluster trusts or
+    /// signs with a root OpenBao does not hold (OpenBao restored from an older snapshot, or replaced).
+    pub fn trust_facts_needed(&self) -> bool {
+        self.openbao.roots.len() > 1 || self.connected_foreign_root()
+    }
+
+    /// Some connected cluster's managed `cacerts` trusts or is signed by a root OpenBao does not hold.
+    pub fn connected_foreign_root(&self) -> bool {
+        self.clusters.values().any(|c| match &c.cacerts {
+            CacertsFacts::Managed(s) => s
+                .trusted_roots
+                .iter()
+                .chain(s.issuer_fingerprint.as_ref())
+                .any(|fp| self.openbao.root_by_fingerprint(fp).is_none()),
+            _ => false,
+        })
+    }
+}
 
 /// A mark for `root` that keeps its earlier time when it already concerned that root.
 fn mark(reached: bool, root: &str, previous: Option<&Mark>, now: i64) -> Option<Mark> {
@@ -42,7 +63,9 @@ pub fn desired_facts(
         signs_since: mark(
             signs,
             newest,
-            previous.and_then(|p| p.signs_since.as_ref()),
+            previous
+                .and_then(|p| p.signs_since.as_ref())
+                .filter(|m| m.at >= signing_intermediate_since(state)),
             now,
         ),
         settled_since: mark(
@@ -54,7 +77,20 @@ pub fn desired_facts(
         trusted_roots,
         signing_root,
         served_roots: served.cloned(),
+        published_at: Some(now),
+        format_version: FORMAT_VERSION,
+        unknown: previous.map(|p| p.unknown.clone()).unwrap_or_default(),
     }
+}
+
+/// The earliest time the current intermediate can have signed anything: its notBefore. A published
+/// `signsSince` older than that was not continuously true: OpenBao restored from an older snapshot hands back
+/// a mark from before the cluster moved away from that root and back, and keeping it would cut the dwell short.
+/// (A renewal under the same root also restarts the mark: at worst the dwell runs once more.)
+fn signing_intermediate_since(state: Option<&CacertsState>) -> i64 {
+    state
+        .and_then(|s| s.ca_cert.as_ref())
+        .map_or(i64::MIN, |c| c.not_before)
 }
 
 /// One cluster's trust as the rotation planner sees it: observed directly when connected, else as published.
@@ -68,6 +104,9 @@ pub struct TrustView {
     pub served_roots: Option<Vec<String>>,
     /// Since when it signs with the newest root, if it does and that is known.
     pub signs_since: Option<i64>,
+    /// Its published entry predates a root some connected cluster trusts and OpenBao does not hold: OpenBao
+    /// was restored from an older snapshot, and the entry is not believed until its agent writes it again.
+    pub stale: bool,
 }
 
 impl TrustView {
@@ -79,6 +118,7 @@ impl TrustView {
             signing_root: state.issuer_fingerprint.clone(),
             served_roots: None,
             signs_since: None,
+            stale: false,
         }
     }
 }
@@ -87,6 +127,7 @@ impl TrustView {
 /// A connected cluster without a managed `cacerts` is left out (it is issued from a root every cluster trusts).
 pub fn mesh_views(mesh: &Mesh, observed: &Observed, newest: Option<&str>) -> Vec<TrustView> {
     let trust = &observed.trust;
+    let foreign = connected_foreign_roots(observed);
     let mut views = Vec::new();
     for cluster in &mesh.clusters {
         let name = cluster.name.as_str();
@@ -102,9 +143,10 @@ pub fn mesh_views(mesh: &Mesh, observed: &Observed, newest: Option<&str>) -> Vec
             if facts.trusted_roots.is_empty() && facts.signing_root.is_none() {
                 continue;
             }
+            let stale = predates(facts, &foreign);
             views.push(TrustView {
                 cluster: name.to_string(),
-                known: true,
+                known: !stale,
                 trusted_roots: facts.trusted_roots.clone(),
                 signing_root: facts.signing_root.clone(),
                 served_roots: facts.served_roots.clone(),
@@ -113,6 +155,7 @@ pub fn mesh_views(mesh: &Mesh, observed: &Observed, newest: Option<&str>) -> Vec
                     .as_ref()
                     .filter(|m| Some(m.root.as_str()) == newest)
                     .map(|m| m.at),
+                stale,
             });
         } else if trust.read {
             views.push(TrustView {
@@ -122,10 +165,51 @@ pub fn mesh_views(mesh: &Mesh, observed: &Observed, newest: Option<&str>) -> Vec
                 signing_root: None,
                 served_roots: None,
                 signs_since: None,
+                stale: false,
             });
         }
     }
     views
+}
+
+/// The roots connected clusters trust that OpenBao does not hold, with their notBefore.
+fn connected_foreign_roots(observed: &Observed) -> Vec<(&str, i64)> {
+    let held = |fp: &str| observed.openbao.root_by_fingerprint(fp).is_some();
+    observed
+        .clusters
+        .values()
+        .filter_map(|c| match &c.cacerts {
+            CacertsFacts::Managed(state) => Some(state),
+            _ => None,
+        })
+        .flat_map(|s| {
+            s.trusted_roots
+                .iter()
+                .zip(s.trusted_not_before.iter().copied())
+                .filter(|(fp, _)| !held(fp))
+                .map(|(fp, at)| (fp.as_str(), at))
+        })
+        .collect()
+}
+
+/// A published entry that mentions none of `foreign` and was written before one of them existed describes
+/// the mesh before that root was made: OpenBao handed it back from an older snapshot. (Every cluster trusted
+/// such a root once, in the rotation that introduced it; an entry written since knows it or knows better.)
+fn predates(facts: &TrustFacts, foreign: &[(&str, i64)]) -> bool {
+    if foreign.is_empty()
+        || foreign
+            .iter()
+            .any(|(fp, _)| facts.trusted_roots.iter().any(|t| t == fp))
+    {
+        return false;
+    }
+    // OpenBao dates a root's notBefore back too: it was made that much later.
+    let made = foreign
+        .iter()
+        .map(|(_, at)| at.saturating_add(SIGNING_BACKDATE))
+        .max()
+        .unwrap_or(i64::MIN);
+    facts.published_at.is_none_or(|at| at < made)
 }
 
 /// A connected cluster signing with the newest root: since its published mark when an agent publishes for it
@@ -144,11 +228,19 @@ fn direct_signs_since(
         Some(p) => p
             .signs_since
             .as_ref()
-            .filter(|m| m.root == newest)
+            .filter(|m| m.root == newest && m.at >= signing_intermediate_since(Some(state)))
             .map(|m| m.at),
-        None => state.ca_cert.as_ref().map(|c| c.not_before),
+        None => state
+            .ca_cert
+            .as_ref()
+            .map(|c| c.not_before.saturating_add(SIGNING_BACKDATE)),
     }
 }
+
+/// OpenBao and Vault date a certificate's notBefore back by 30 s (`not_before_duration`, for clock
+/// skew): the intermediate began signing that much later, and a dwell counted from notBefore would be 30 s
+/// short (a dwell under 30 s would be skipped).
+const SIGNING_BACKDATE: i64 = 30;
 
 #[cfg(test)]
 mod tests;

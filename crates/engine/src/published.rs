@@ -22,6 +22,7 @@ use meshtrust_core::trust_facts::PublishedTrust;
 use sha2::{Digest, Sha256};
 
 use crate::EngineError;
+use crate::names::{FORMAT_FIELD, FORMAT_VERSION};
 
 const MARKER_RETRIES: usize = 8;
 /// How many entries are read at once: enough to read 1,000 peers in a second, few enough for OpenBao.
@@ -32,6 +33,13 @@ const MAX_MARKER_GAP: u64 = 8;
 pub const SERVER_FIELD: &str = "server";
 pub const TOKEN_EXPIRES_FIELD: &str = "tokenExpires";
 pub const CONFIG_HASH_FIELD: &str = "configHash";
+/// The fields of a published entry this release writes besides the one named after the cluster.
+const ENTRY_FIELDS: [&str; 4] = [
+    SERVER_FIELD,
+    TOKEN_EXPIRES_FIELD,
+    CONFIG_HASH_FIELD,
+    FORMAT_FIELD,
+];
 const MARKER_CLUSTER_FIELD: &str = "cluster";
 /// What the writer changed; absent (as every earlier release wrote it): its published entry.
 const MARKER_WROTE_FIELD: &str = "wrote";
@@ -101,6 +109,10 @@ pub(crate) fn entry_data(
     config_hash: &str,
 ) -> BTreeMap<String, SecretBytes> {
     BTreeMap::from([
+        (
+            FORMAT_FIELD.to_string(),
+            SecretBytes::new(FORMAT_VERSION.to_string()),
+        ),
         (cluster.to_string(), kubeconfig.clone()),
         (SERVER_FIELD.to_string(), SecretBytes::new(server)),
         (
@@ -135,6 +147,16 @@ pub(crate) async fn read_entry(
             kubeconfig: entry.data.get(cluster)?.clone(),
         })
     })();
+    let format = text(FORMAT_FIELD)
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0);
+    if format > FORMAT_VERSION {
+        tracing::debug!(
+            cluster,
+            format,
+            "a newer meshtrust wrote this entry; reading the fields this release knows"
+        );
+    }
     if parsed.is_none() {
         tracing::warn!(
             cluster,
@@ -143,6 +165,19 @@ pub(crate) async fn read_entry(
         );
     }
     Ok(parsed)
+}
+
+/// The fields of `current` (the entry as stored) that this release does not write for `cluster`: a newer
+/// release's additions, which a rewrite keeps.
+pub(crate) fn unknown_fields(
+    cluster: &str,
+    current: &BTreeMap<String, SecretBytes>,
+) -> BTreeMap<String, SecretBytes> {
+    current
+        .iter()
+        .filter(|(k, _)| k.as_str() != cluster && !ENTRY_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Reads the entries of `clusters`, a bounded number at a time.
@@ -215,7 +250,13 @@ pub(crate) async fn bump_marker(
 ) -> Result<(), EngineError> {
     let kv = &mesh.openbao.kv_mount;
     let path = &mesh.remote_secrets.index_path;
-    let mut data = BTreeMap::from([(MARKER_CLUSTER_FIELD.to_string(), SecretBytes::new(cluster))]);
+    let mut data = BTreeMap::from([
+        (MARKER_CLUSTER_FIELD.to_string(), SecretBytes::new(cluster)),
+        (
+            FORMAT_FIELD.to_string(),
+            SecretBytes::new(FORMAT_VERSION.to_string()),
+        ),
+    ]);
     if wrote == Wrote::Trust {
         data.insert(
             MARKER_WROTE_FIELD.to_string(),
@@ -497,5 +538,30 @@ impl PublishedCache {
         read: BTreeMap<String, Option<PublishedTrust>>,
     ) -> BTreeMap<String, PublishedTrust> {
         self.with(|s| s.trust.merge(mesh, read))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewrite_keeps_the_fields_a_newer_release_added() {
+        let written = entry_data(
+            "cluster-a",
+            &SecretBytes::new("kubeconfig"),
+            "https://a",
+            42,
+            "hash",
+        );
+        assert_eq!(
+            written.get(FORMAT_FIELD).and_then(|v| v.expose_str()),
+            Some(FORMAT_VERSION.to_string().as_str())
+        );
+        let mut stored = written.clone();
+        stored.insert("caBundleHash".into(), SecretBytes::new("newer"));
+        let kept = unknown_fields("cluster-a", &stored);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["caBundleHash"]);
+        assert!(unknown_fields("cluster-a", &written).is_empty());
     }
 }

@@ -67,7 +67,8 @@ impl Snapshot {
             return false;
         };
         if facts.openbao.roots.len() < 2 {
-            return false;
+            // One root: only a root OpenBao does not hold (a restored or replaced store) is still to move off.
+            return facts.connected_foreign_root();
         }
         let fp = newest.cert.fingerprint.as_str();
         let own = facts.clusters.values().any(|c| match &c.cacerts {

@@ -88,6 +88,19 @@ impl CacertsBundle {
         data
     }
 
+    /// The roots of an existing Secret's `root-cert.pem` (or `ca.crt`), in file order, with their fingerprints;
+    /// empty when it is missing or does not parse.
+    pub fn existing_roots(data: &BTreeMap<String, SecretBytes>) -> Vec<(String, String)> {
+        let (_, _, root_key, _) = layout(detect_format(data));
+        data.get(root_key)
+            .and_then(|v| v.expose_str())
+            .and_then(|t| parse_certs(t, root_key).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.facts.fingerprint, c.pem))
+            .collect()
+    }
+
     /// Reads back the signing cert and key of an existing Secret, to keep them while only the roots change.
     pub fn existing_signer(
         data: &BTreeMap<String, SecretBytes>,
@@ -109,6 +122,7 @@ pub fn inspect(data: &BTreeMap<String, SecretBytes>, now: i64) -> CacertsState {
         ca_cert: None,
         issuer_fingerprint: None,
         trusted_roots: vec![],
+        trusted_not_before: vec![],
         problems: vec![],
     };
     let mut text = |name: &str| -> Option<String> {
@@ -160,6 +174,7 @@ pub fn inspect(data: &BTreeMap<String, SecretBytes>, now: i64) -> CacertsState {
         None => ca_certs.iter().chain(roots.iter()).cloned().collect(),
     };
     state.trusted_roots = roots.iter().map(|r| r.facts.fingerprint.clone()).collect();
+    state.trusted_not_before = roots.iter().map(|r| r.facts.not_before).collect();
 
     let Some(ca) = ca_certs.first() else {
         return state;

@@ -18,6 +18,29 @@ pub fn agent_manifests(
     mesh_file: &str,
     image: &str,
 ) -> Vec<Value> {
+    agent_manifests_with(mesh, cluster, mesh_file, image, &AgentOpenBao::default())
+}
+
+/// How the agent reaches OpenBao besides the mesh file's address: every node of an HA cluster (`BAO_ADDRS`)
+/// and the CA of OpenBao's TLS certificate (`BAO_CACERT`, from a ConfigMap the deploy files carry).
+#[derive(Debug, Clone, Default)]
+pub struct AgentOpenBao {
+    pub addresses: Vec<String>,
+    pub ca_pem: Option<String>,
+}
+
+/// Where the agent's container finds OpenBao's CA (the same path as the Helm chart's).
+const OPENBAO_CA_DIR: &str = "/etc/meshtrust-openbao-ca";
+const OPENBAO_CA_CONFIG_MAP: &str = "meshtrust-openbao-ca";
+
+/// [`agent_manifests`] with OpenBao's node list and CA.
+pub fn agent_manifests_with(
+    mesh: &Mesh,
+    cluster: &ClusterSettings,
+    mesh_file: &str,
+    image: &str,
+    openbao: &AgentOpenBao,
+) -> Vec<Value> {
     let ns = &mesh.agent.namespace;
     let sa = &mesh.agent.service_account;
     let labels =
@@ -35,6 +58,16 @@ pub fn agent_manifests(
     if let Some(addr) = &mesh.openbao.address {
         env.push(json!({"name": "BAO_ADDR", "value": addr}));
     }
+    if !openbao.addresses.is_empty() {
+        env.push(json!({"name": "BAO_ADDRS", "value": openbao.addresses.join(" ")}));
+    }
+    let mut mounts = vec![json!({"name": "mesh", "mountPath": "/etc/meshtrust", "readOnly": true})];
+    let mut volumes = vec![json!({"name": "mesh", "configMap": {"name": MESH_CONFIG_MAP}})];
+    if openbao.ca_pem.is_some() {
+        env.push(json!({"name": "BAO_CACERT", "value": format!("{OPENBAO_CA_DIR}/ca.crt")}));
+        mounts.push(json!({"name": "openbao-ca", "mountPath": OPENBAO_CA_DIR, "readOnly": true}));
+        volumes.push(json!({"name": "openbao-ca", "configMap": {"name": OPENBAO_CA_CONFIG_MAP}}));
+    }
     let mut objects =
         vec![json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, true)})];
     objects.extend(agent_rbac(mesh, cluster, &labels));
@@ -45,6 +78,11 @@ pub fn agent_manifests(
     }
     objects.extend([
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(MESH_CONFIG_MAP, true), "data": {"mesh.yaml": mesh_file}}),
+    ]);
+    if let Some(ca) = &openbao.ca_pem {
+        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(OPENBAO_CA_CONFIG_MAP, true), "data": {"ca.crt": ca}}));
+    }
+    objects.extend([
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": meta(AGENT_NAME, true),
@@ -66,9 +104,9 @@ pub fn agent_manifests(
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
                             "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
                             "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
-                            "volumeMounts": [{"name": "mesh", "mountPath": "/etc/meshtrust", "readOnly": true}],
+                            "volumeMounts": mounts,
                         }],
-                        "volumes": [{"name": "mesh", "configMap": {"name": MESH_CONFIG_MAP}}],
+                        "volumes": volumes,
                     },
                 },
             },

@@ -7,7 +7,7 @@
 mod agent;
 mod gitops;
 
-pub use agent::agent_manifests;
+pub use agent::{AgentOpenBao, agent_manifests, agent_manifests_with};
 pub use gitops::{
     AgentChart, Flavor, RenderOptions, Rendered, eastwest_values, gitops, istio_namespace,
     istiod_values,

@@ -11,6 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::certs::ClusterPki;
 use crate::kubeconfig::admin_kubeconfig;
+use crate::node::{KUBERNETES_SERVICE_IP, SERVICE_RANGE};
 use crate::process::ManagedProcess;
 use crate::{Binaries, TestEnvError, ports::free_port};
 
@@ -43,10 +44,21 @@ impl TestCluster {
         dir: &Path,
         name: &str,
         etcd_url: &str,
+        node_host_ip: Option<&str>,
     ) -> Result<Self, TestEnvError> {
         let cdir = dir.join(name);
         std::fs::create_dir_all(&cdir).map_err(TestEnvError::io(&cdir))?;
-        let pki = ClusterPki::generate(name)?;
+        let extra_sans: Vec<String> = match node_host_ip {
+            Some(ip) => vec![
+                ip.to_string(),
+                KUBERNETES_SERVICE_IP.to_string(),
+                "kubernetes".to_string(),
+                "kubernetes.default".to_string(),
+                "kubernetes.default.svc.cluster.local".to_string(),
+            ],
+            None => Vec::new(),
+        };
+        let pki = ClusterPki::generate(name, &extra_sans)?;
         let write = |file: &str, content: &str| -> Result<PathBuf, TestEnvError> {
             let path = cdir.join(file);
             std::fs::write(&path, content).map_err(TestEnvError::io(&path))?;
@@ -57,10 +69,13 @@ impl TestCluster {
         let serving_key = write("apiserver.key", &pki.serving_key_pem)?;
         let sa_key = write("sa.key", &pki.sa_private_pem)?;
         let sa_pub = write("sa.pub", &pki.sa_public_pem)?;
+        let admin_cert = write("admin.crt", &pki.admin_cert_pem)?;
+        let admin_key = write("admin.key", &pki.admin_key_pem)?;
 
         let port = free_port().map_err(TestEnvError::io(&cdir))?;
-        let server = format!("https://127.0.0.1:{port}");
-        let args = vec![
+        let ip = node_host_ip.unwrap_or("127.0.0.1");
+        let server = format!("https://{ip}:{port}");
+        let mut args = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--etcd-prefix=/{name}"),
             format!("--cert-dir={}", cdir.display()),
@@ -68,13 +83,10 @@ impl TestCluster {
             format!("--tls-private-key-file={}", serving_key.display()),
             format!("--client-ca-file={}", ca.display()),
             format!("--secure-port={port}"),
-            "--bind-address=127.0.0.1".to_string(),
-            "--advertise-address=127.0.0.1".to_string(),
-            "--endpoint-reconciler-type=none".to_string(),
-            "--service-cluster-ip-range=10.96.0.0/16".to_string(),
+            format!("--bind-address={ip}"),
+            format!("--advertise-address={ip}"),
+            format!("--service-cluster-ip-range={SERVICE_RANGE}"),
             "--authorization-mode=RBAC".to_string(),
-            // No controller manager runs, so nothing would create the `default` ServiceAccount pods need.
-            "--disable-admission-plugins=ServiceAccount".to_string(),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
             format!("--service-account-key-file={}", sa_pub.display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
@@ -82,6 +94,24 @@ impl TestCluster {
             "--enable-priority-and-fairness=false".to_string(),
             "--v=0".to_string(),
         ];
+        match node_host_ip {
+            // A node runs pods: the `kubernetes` Service gets this server as its endpoint, the controller
+            // manager creates the `default` ServiceAccounts, and logs/exec/port-forward reach the kubelet with
+            // the admin client certificate.
+            Some(_) => args.extend([
+                "--endpoint-reconciler-type=lease".to_string(),
+                format!("--kubelet-client-certificate={}", admin_cert.display()),
+                format!("--kubelet-client-key={}", admin_key.display()),
+                "--kubelet-preferred-address-types=InternalIP".to_string(),
+                // istiod's webhooks are called at their Service's endpoints, not through a Service route.
+                "--enable-aggregator-routing=true".to_string(),
+            ]),
+            // No controller manager runs, so nothing would create the `default` ServiceAccount pods need.
+            None => args.extend([
+                "--endpoint-reconciler-type=none".to_string(),
+                "--disable-admission-plugins=ServiceAccount".to_string(),
+            ]),
+        }
         let launch = Launch {
             bin: bins.kube_apiserver.clone(),
             args,
@@ -155,6 +185,17 @@ impl TestCluster {
 
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
+    }
+
+    /// One GET of `path` on this API server as admin, off any async runtime; `None` on any failure.
+    pub(crate) fn get_json(&self, path: &str) -> Option<serde_json::Value> {
+        let url = format!("{}{path}", self.server);
+        std::thread::scope(|s| {
+            s.spawn(|| crate::probe::get_json(&self.launch.pki, &url))
+                .join()
+                .ok()
+                .flatten()
+        })
     }
 
     /// Creates ServiceAccount `namespace/name` bound to `system:auth-delegator`: OpenBao's Kubernetes auth,

@@ -94,6 +94,77 @@ impl IstioBinaries {
     }
 }
 
+/// What a test node runs (`scripts/build-k8s node`, same version as the API server) and the pod sandbox image
+/// (`scripts/build-image pause`). Separate from [`Binaries`] because only tests with nodes need them.
+#[derive(Debug, Clone)]
+pub struct NodeBinaries {
+    pub kubelet: PathBuf,
+    pub kube_proxy: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub kubectl: PathBuf,
+    /// OCI image layout of the pause image.
+    pub pause_image: PathBuf,
+}
+
+impl NodeBinaries {
+    pub fn locate() -> Result<Self, TestEnvError> {
+        let cache = Binaries::cache_dir();
+        let bin = |name: &str| cache.join("bin").join(format!("{name}-{K8S_VERSION}"));
+        let found = Self {
+            kubelet: bin("kubelet"),
+            kube_proxy: bin("kube-proxy"),
+            kube_controller_manager: bin("kube-controller-manager"),
+            kube_scheduler: bin("kube-scheduler"),
+            kubectl: bin("kubectl"),
+            pause_image: cache
+                .join("images")
+                .join(format!("pause-{K8S_VERSION}.tar")),
+        };
+        require(&found.kubelet, "kubelet", "scripts/build-k8s node")?;
+        require(&found.kube_proxy, "kube-proxy", "scripts/build-k8s node")?;
+        require(
+            &found.kube_controller_manager,
+            "kube-controller-manager",
+            "scripts/build-k8s node",
+        )?;
+        require(
+            &found.kube_scheduler,
+            "kube-scheduler",
+            "scripts/build-k8s node",
+        )?;
+        require(&found.kubectl, "kubectl", "scripts/build-k8s node")?;
+        require(
+            &found.pause_image,
+            "the pause image",
+            "scripts/build-image pause",
+        )?;
+        for (tool, fix) in [
+            ("containerd", "scripts/install-node-packages"),
+            ("runc", "scripts/install-node-packages"),
+            ("iptables", "scripts/install-node-packages"),
+        ] {
+            if !on_path(tool) {
+                return Err(TestEnvError::MissingBinary {
+                    what: "containerd, runc or iptables",
+                    path: PathBuf::from(tool),
+                    fix,
+                });
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
+            || ["/usr/sbin", "/sbin"]
+                .iter()
+                .any(|d| Path::new(d).join(tool).is_file())
+    })
+}
+
 fn require(path: &Path, what: &'static str, fix: &'static str) -> Result<(), TestEnvError> {
     if path.is_file() {
         Ok(())

@@ -34,7 +34,9 @@ fn validity(params: &mut CertificateParams) {
 }
 
 impl ClusterPki {
-    pub(crate) fn generate(cluster: &str) -> Result<Self, rcgen::Error> {
+    /// `extra_sans`: more names and addresses of the serving certificate (a node's pods reach the API server
+    /// at its host address and at the `kubernetes` Service).
+    pub(crate) fn generate(cluster: &str, extra_sans: &[String]) -> Result<Self, rcgen::Error> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.distinguished_name = name(&format!("{cluster}-ca"), None);
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -47,11 +49,13 @@ impl ClusterPki {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
         let serving_key = KeyPair::generate()?;
-        let mut serving = CertificateParams::new(vec![
+        let mut sans = vec![
             "127.0.0.1".to_string(),
             "localhost".to_string(),
             "kubernetes.default.svc".to_string(),
-        ])?;
+        ];
+        sans.extend(extra_sans.iter().cloned());
+        let mut serving = CertificateParams::new(sans)?;
         serving.distinguished_name = name("kube-apiserver", None);
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         serving.key_usages = vec![
@@ -83,4 +87,29 @@ impl ClusterPki {
             sa_public_pem: sa_key.public_key_pem(),
         })
     }
+}
+
+/// A private CA and a serving certificate it signed for `sans` (names or IP addresses): what a server reached
+/// over TLS with a CA of its own presents (OpenBao as users run it). Returns (CA PEM, certificate PEM, key PEM).
+pub(crate) fn private_ca_server(
+    ca_name: &str,
+    sans: &[String],
+) -> Result<(String, String, String), rcgen::Error> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name = name(ca_name, Some("meshtrust tests"));
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut ca_params);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(sans.to_vec())?;
+    params.distinguished_name = name(sans.first().map_or("server", String::as_str), None);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    validity(&mut params);
+    let cert = params.signed_by(&key, &ca)?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
 }

@@ -1,7 +1,10 @@
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::apiserver::TestCluster;
+use crate::binaries::NodeBinaries;
 use crate::etcd::Etcd;
+use crate::node::{NodeLink, TestNode};
 use crate::openbao::OpenBaoServer;
 use crate::openbao_ha::OpenBaoCluster;
 use crate::ports::retry_on_port_clash;
@@ -23,9 +26,20 @@ pub struct TestEnvBuilder {
     persistent_openbao: bool,
     openbao_ha: bool,
     store: Option<StoreKind>,
+    /// Some: a real node per cluster, with these images (OCI layout tarballs) imported besides the pause image.
+    nodes: Option<Vec<PathBuf>>,
 }
 
 impl TestEnvBuilder {
+    /// A real node per cluster ([`TestEnv::nodes`]): kubelet, containerd and kube-proxy in namespaces of
+    /// their own, with the controller manager and the scheduler; OpenBao and every API server then listen on
+    /// addresses the pods reach (the hosts' ends of the nodes' veth pairs). `images` are OCI layout tarballs
+    /// (`scripts/build-image`) imported into every node. Needs root.
+    pub fn nodes(mut self, images: Vec<PathBuf>) -> Self {
+        self.nodes = Some(images);
+        self
+    }
+
     /// Runs this environment on `store` whatever `MESHTRUST_STORE` says (tests of one server's behaviour).
     pub fn store(mut self, store: StoreKind) -> Self {
         self.store = Some(store);
@@ -76,11 +90,22 @@ impl TestEnvBuilder {
                 (tmp.path().to_path_buf(), Some(tmp))
             }
         };
+        let node_bins = match self.nodes {
+            Some(_) => Some(NodeBinaries::locate()?),
+            None => None,
+        };
+        let mut links = Vec::new();
+        if node_bins.is_some() {
+            for _ in 0..self.clusters {
+                links.push(NodeLink::create()?);
+            }
+        }
+        let tls_host = links.first().map(|l| l.host_ip.as_str());
         let bao = retry_on_port_clash(|| {
             if self.persistent_openbao {
                 OpenBaoServer::start_persistent(&bins, store, &dir)
             } else {
-                OpenBaoServer::start(&bins, store, &dir)
+                OpenBaoServer::start(&bins, store, &dir, tls_host)
             }
         })?;
         let bao_ha = if self.openbao_ha {
@@ -91,11 +116,22 @@ impl TestEnvBuilder {
         let etcd = retry_on_port_clash(|| Etcd::start(&bins, &dir))?;
         let mut clusters = Vec::with_capacity(self.clusters);
         for i in 0..self.clusters {
+            let host_ip = links.get(i).map(|l| l.host_ip.as_str());
             clusters.push(retry_on_port_clash(|| {
-                TestCluster::start(&bins, &dir, &cluster_name(i), &etcd.url)
+                TestCluster::start(&bins, &dir, &cluster_name(i), &etcd.url, host_ip)
             })?);
         }
+        let nodes = match node_bins {
+            Some(node_bins) => start_nodes(
+                &node_bins,
+                &clusters,
+                links,
+                self.nodes.as_deref().unwrap_or_default(),
+            )?,
+            None => Vec::new(),
+        };
         Ok(TestEnv {
+            nodes,
             clusters,
             bao,
             bao_ha,
@@ -108,7 +144,9 @@ impl TestEnvBuilder {
 
 /// A running environment. Dropping it stops every process it started.
 pub struct TestEnv {
-    // Field order is drop order: API servers stop before the etcd they use.
+    // Field order is drop order: nodes stop before their API servers, API servers before the etcd they use.
+    /// With [`TestEnvBuilder::nodes`]: one node per cluster, in the same order.
+    pub nodes: Vec<TestNode>,
     pub clusters: Vec<TestCluster>,
     /// The store: OpenBao, or Vault with `MESHTRUST_STORE=vault` (its `kind` says which).
     pub bao: OpenBaoServer,
@@ -127,6 +165,7 @@ impl TestEnv {
             persistent_openbao: false,
             openbao_ha: false,
             store: None,
+            nodes: None,
         }
     }
 
@@ -144,6 +183,30 @@ impl TestEnv {
         pids.extend(self.bao.pid());
         pids.extend(self.bao_ha.iter().flat_map(OpenBaoCluster::pids));
         pids.extend(self.etcd.process.pid());
+        pids.extend(self.nodes.iter().flat_map(TestNode::pids));
         pids
     }
+
+    /// The node of cluster `name`, with [`TestEnvBuilder::nodes`].
+    pub fn node(&self, cluster: &str) -> Option<&TestNode> {
+        let index = self.clusters.iter().position(|c| c.name == cluster)?;
+        self.nodes.get(index)
+    }
+}
+
+/// Starts every cluster's node, then waits for all of them (they come up in parallel).
+fn start_nodes(
+    bins: &NodeBinaries,
+    clusters: &[TestCluster],
+    links: Vec<NodeLink>,
+    images: &[PathBuf],
+) -> Result<Vec<TestNode>, TestEnvError> {
+    let mut nodes = Vec::with_capacity(clusters.len());
+    for (cluster, link) in clusters.iter().zip(links) {
+        nodes.push(TestNode::start(bins, cluster, link, images)?);
+    }
+    for (node, cluster) in nodes.iter_mut().zip(clusters) {
+        node.wait_ready(cluster, Duration::from_secs(180))?;
+    }
+    Ok(nodes)
 }

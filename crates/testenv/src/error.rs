@@ -33,6 +33,9 @@ pub enum TestEnvError {
     /// A call to istiod (its CA over gRPC or its debug HTTP endpoints) failed.
     #[error("{0}")]
     Grpc(String),
+    /// A test node (kubelet, containerd, kube-proxy in their namespaces) could not be set up.
+    #[error("test node: {0}")]
+    Node(String),
 }
 
 impl TestEnvError {

@@ -17,9 +17,11 @@ pub fn mesh_file_with(env: &TestEnv, extra: &str) -> String {
          openbao:\n  address: ",
         env.bao.kind.name()
     );
-    match &env.bao_ha {
-        Some(ha) => out.push_str(&ha.nodes[0].addr),
-        None => out.push_str(&env.bao.addr),
+    // With nodes, the address pods reach (TLS, private CA); tools on the host take BAO_ADDR from env.sh.
+    match (&env.bao_ha, &env.bao.tls_addr) {
+        (Some(ha), _) => out.push_str(&ha.nodes[0].addr),
+        (None, Some(tls)) => out.push_str(tls),
+        (None, None) => out.push_str(&env.bao.addr),
     }
     out.push('\n');
     out.push_str(extra);

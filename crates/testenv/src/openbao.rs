@@ -16,6 +16,12 @@ pub struct OpenBaoServer {
     pub root_token: String,
     /// Which server this is.
     pub kind: StoreKind,
+    /// With test nodes: a second listener over TLS on the host address pods reach, `https://<ip>:<port>`,
+    /// its certificate signed by a private CA ([`tls_ca_pem`](Self::tls_ca_pem), also in `openbao-ca.pem`).
+    pub tls_addr: Option<String>,
+    pub tls_ca_pem: Option<String>,
+    /// The extra config file of the TLS listener, passed again on a restart.
+    tls_config: Option<std::path::PathBuf>,
     process: ManagedProcess,
     bin: std::path::PathBuf,
     dir: std::path::PathBuf,
@@ -25,10 +31,13 @@ pub struct OpenBaoServer {
 }
 
 impl OpenBaoServer {
+    /// A dev server on loopback; with `tls_host` (a test node's host address) also over TLS there, so that
+    /// pods reach it as users run it: https with a private CA.
     pub(crate) fn start(
         bins: &Binaries,
         kind: StoreKind,
         dir: &Path,
+        tls_host: Option<&str>,
     ) -> Result<Self, TestEnvError> {
         let port = free_port().map_err(TestEnvError::io(dir))?;
         let root_token: String = rand::rng()
@@ -37,11 +46,19 @@ impl OpenBaoServer {
             .map(char::from)
             .collect();
         let bin = kind.binary(bins)?;
-        let process = spawn(kind, &bin, dir, port, &root_token)?;
+        let tls = match tls_host {
+            Some(ip) => Some(tls_listener(dir, ip)?),
+            None => None,
+        };
+        let tls_config = tls.as_ref().map(|t| t.config.clone());
+        let process = spawn(kind, &bin, dir, port, &root_token, tls_config.as_deref())?;
         let mut server = Self {
             addr: format!("http://127.0.0.1:{port}"),
             root_token,
             kind,
+            tls_addr: tls.as_ref().map(|t| t.addr.clone()),
+            tls_ca_pem: tls.map(|t| t.ca_pem),
+            tls_config,
             process,
             bin,
             dir: dir.to_path_buf(),
@@ -72,6 +89,9 @@ impl OpenBaoServer {
             addr: addr.clone(),
             root_token: String::new(),
             kind,
+            tls_addr: None,
+            tls_ca_pem: None,
+            tls_config: None,
             process,
             bin,
             dir: dir.to_path_buf(),
@@ -175,7 +195,14 @@ impl OpenBaoServer {
     /// Starts a fresh dev server on the same address and token. Dev mode keeps no state across restarts.
     pub fn restart_empty(&mut self) -> Result<(), TestEnvError> {
         self.process.stop();
-        self.process = spawn(self.kind, &self.bin, &self.dir, self.port, &self.root_token)?;
+        self.process = spawn(
+            self.kind,
+            &self.bin,
+            &self.dir,
+            self.port,
+            &self.root_token,
+            self.tls_config.as_deref(),
+        )?;
         self.wait_ready()
     }
 
@@ -239,18 +266,55 @@ fn spawn(
     dir: &Path,
     port: u16,
     token: &str,
+    extra_config: Option<&Path>,
 ) -> Result<ManagedProcess, TestEnvError> {
-    let args = vec![
+    let mut args = vec![
         "server".to_string(),
         "-dev".to_string(),
         format!("-dev-root-token-id={token}"),
         format!("-dev-listen-address=127.0.0.1:{port}"),
         "-dev-no-store-token".to_string(),
     ];
+    // Dev mode merges a config file's listeners with its own.
+    args.extend(extra_config.map(|c| format!("-config={}", c.display())));
     ManagedProcess::spawn(
         kind.slug(),
         bin,
         &args,
         dir.join(format!("{}.log", kind.slug())),
     )
+}
+
+struct TlsListener {
+    addr: String,
+    ca_pem: String,
+    config: std::path::PathBuf,
+}
+
+/// A TLS listener on `ip` with a certificate from a private CA; writes the CA to `openbao-ca.pem`.
+fn tls_listener(dir: &Path, ip: &str) -> Result<TlsListener, TestEnvError> {
+    let port = free_port().map_err(TestEnvError::io(dir))?;
+    let (ca_pem, cert_pem, key_pem) =
+        crate::certs::private_ca_server("meshtrust-test-openbao-ca", &[ip.to_string()])?;
+    let write = |file: &str, text: &str| -> Result<std::path::PathBuf, TestEnvError> {
+        let path = dir.join(file);
+        std::fs::write(&path, text).map_err(TestEnvError::io(&path))?;
+        Ok(path)
+    };
+    write("openbao-ca.pem", &ca_pem)?;
+    let cert = write("openbao-tls.crt", &cert_pem)?;
+    let key = write("openbao-tls.key", &key_pem)?;
+    let config = write(
+        "openbao-tls.hcl",
+        &format!(
+            "listener \"tcp\" {{\n  address = \"{ip}:{port}\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n",
+            cert.display(),
+            key.display()
+        ),
+    )?;
+    Ok(TlsListener {
+        addr: format!("https://{ip}:{port}"),
+        ca_pem,
+        config,
+    })
 }

@@ -5,18 +5,7 @@ use crate::certs::ClusterPki;
 /// One readiness probe: true if `url` answers 2xx. With `pki`, it trusts that cluster's CA and presents the
 /// admin certificate. Builds and drops its own blocking client, so call it off any async runtime.
 pub(crate) fn http_ok(pki: Option<&ClusterPki>, url: &str) -> bool {
-    let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(3));
-    if let Some(pki) = pki {
-        let Ok(ca) = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()) else {
-            return false;
-        };
-        let pem = format!("{}{}", pki.admin_cert_pem, pki.admin_key_pem);
-        let Ok(identity) = reqwest::Identity::from_pem(pem.as_bytes()) else {
-            return false;
-        };
-        builder = builder.tls_certs_only([ca]).identity(identity);
-    }
-    let Ok(client) = builder.build() else {
+    let Some(client) = client(pki) else {
         return false;
     };
     client
@@ -24,6 +13,26 @@ pub(crate) fn http_ok(pki: Option<&ClusterPki>, url: &str) -> bool {
         .send()
         .map(|r| r.status().is_success())
         .unwrap_or(false)
+}
+
+/// A GET as that cluster's admin, parsed as JSON; `None` on any failure. Blocking: call it off any runtime.
+pub(crate) fn get_json(pki: &ClusterPki, url: &str) -> Option<serde_json::Value> {
+    let response = client(Some(pki))?.get(url).send().ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    serde_json::from_str(&response.text().ok()?).ok()
+}
+
+fn client(pki: Option<&ClusterPki>) -> Option<reqwest::blocking::Client> {
+    let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(3));
+    if let Some(pki) = pki {
+        let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).ok()?;
+        let pem = format!("{}{}", pki.admin_cert_pem, pki.admin_key_pem);
+        let identity = reqwest::Identity::from_pem(pem.as_bytes()).ok()?;
+        builder = builder.tls_certs_only([ca]).identity(identity);
+    }
+    builder.build().ok()
 }
 
 /// One JSON call to a plain-HTTP server (OpenBao's init and unseal). Runs on a scoped thread, so it is safe to

@@ -103,18 +103,32 @@ impl Agents {
     }
 }
 
-/// Each member's login ServiceAccount, then one agent per member at its defaults.
+/// The login ServiceAccount on every API server, then one agent per member at its defaults.
 pub async fn start_agents(
     env: &TestEnv,
     members: &[Member],
     mesh: &Path,
     bao_addr: &str,
 ) -> Result<Agents, String> {
-    for m in members {
-        env.clusters[m.server]
-            .create_login_service_account(&m.namespace, "meshtrust-agent")
+    // The agents log in as `agent.serviceAccount` in `agent.namespace` (mesh-wide: `istio-system/meshtrust-agent`),
+    // one identity per API server, which each member's auth mount and role accept.
+    for cluster in &env.clusters {
+        let client = cluster.client().await.map_err(|e| e.to_string())?;
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "istio-system"}}))
+                .map_err(|e| e.to_string())?;
+        match kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+            .create(&kube::api::PostParams::default(), &ns)
             .await
-            .map_err(|e| format!("{}: {e}", m.name))?;
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(format!("{}: {e}", cluster.name)),
+        }
+        cluster
+            .create_login_service_account("istio-system", "meshtrust-agent")
+            .await
+            .map_err(|e| format!("{}: {e}", cluster.name))?;
     }
     let logs = env.dir().join("agents");
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;

@@ -140,10 +140,14 @@ pub struct AgentRun {
 pub async fn prepare(env: &TestEnv) -> Result<kube::Client, String> {
     let client = env.clusters[0].client().await.map_err(|e| e.to_string())?;
     cluster::ensure_namespace(&client, "istio-system").await;
-    env.clusters[0]
+    // A later row on the same servers finds it made already.
+    if let Err(e) = env.clusters[0]
         .create_login_service_account("istio-system", "meshtrust-agent")
         .await
-        .map_err(|e| e.to_string())?;
+        && !e.to_string().contains("AlreadyExists")
+    {
+        return Err(e.to_string());
+    }
     Ok(client)
 }
 

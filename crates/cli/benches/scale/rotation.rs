@@ -94,6 +94,8 @@ fn peer_facts(roots: &Roots, stage: Stage, since: i64) -> TrustFacts {
             trusts_since: mark(since),
             signs_since: None,
             settled_since: None,
+            published_at: Some(since),
+            ..TrustFacts::default()
         },
         // Signing with the new root for longer than the dwell already: the real cluster is the last to move.
         Stage::Settled => TrustFacts {
@@ -103,12 +105,15 @@ fn peer_facts(roots: &Roots, stage: Stage, since: i64) -> TrustFacts {
             trusts_since: mark(since - 3600),
             signs_since: mark(since - 3600),
             settled_since: mark(since),
+            published_at: Some(since),
+            ..TrustFacts::default()
         },
     }
 }
 
 /// Every peer publishes its trust facts (check-and-set, a bounded number at a time, as many agents would at
-/// once), then one marker bump names the last of them: more than the marker keeps, so agents re-read all.
+/// once) and bumps the change marker naming itself, as its agent does. A thousand bumps are more than the marker
+/// keeps, so the real agent sees a gap and re-reads every trust fact (narrowed by the listing of versions).
 pub async fn publish(
     bao: &OpenBaoClient,
     count: usize,
@@ -138,8 +143,10 @@ pub async fn publish(
         .buffer_unordered(16)
         .try_collect::<()>()
         .await?;
-    if count > 0 {
-        peers::bump_marker(bao, &peers::name(count - 1), true).await?;
+    // One bump per publisher, one after the other (concurrent bumps would only retry each other's
+    // check-and-set).
+    for i in 0..count {
+        peers::bump_marker(bao, &peers::name(i), true).await?;
     }
     Ok(())
 }

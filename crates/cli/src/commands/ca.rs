@@ -1,7 +1,10 @@
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use meshtrust_core::mesh::CaMode;
 use meshtrust_core::planner::PlanOptions;
+use meshtrust_core::rotation::{RotationPhase, RotationState};
+use meshtrust_core::rotation_plan::mesh_rotation;
 use meshtrust_engine::{Engine, RotationStart};
 
 use crate::args::{CaArgs, CaCommand, Global, OutputFormat, RotateArgs};
@@ -14,19 +17,37 @@ pub async fn run(global: &Global, args: CaArgs) -> Result<ExitCode, CliError> {
     }
 }
 
+/// Exit status of `ca rotate-root` when the rotation is under way and only waits for
+/// `ca.rootRotation.phaseDwell` (the agents, or a later run, drop the old root then).
+pub const EXIT_DWELL: u8 = 3;
+/// Exit status of `ca rotate-root` when a phase is held by something that needs attention (a cluster that
+/// does not trust the new root yet, an istiod that did not take it, an agent that publishes nothing).
+pub const EXIT_HELD: u8 = 4;
+
+/// How long a phase applied by this run may wait for istiods to serve the new roots (they reload within
+/// about a second) before the rotation counts as held.
+const HOLD_GRACE: Duration = Duration::from_secs(30);
+
 /// Starts a rotation (a new root issuer inside OpenBao) unless one is under way, then applies one phase per
 /// round until the plan is empty. Each phase is an ordinary plan, so `meshtrust plan` shows where it stands.
+/// The old root leaves the bundles only after `ca.rootRotation.phaseDwell` (workload certificates signed
+/// under it stay trusted until they expire), unless `--skip-dwell` says otherwise.
 async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliError> {
     let Context { engine, .. } = connect_all(global).await?;
     if engine.mesh().ca.mode != CaMode::BaoPki {
         return Err(CliError::Usage("ca rotate-root works in ca.mode bao-pki; a shared root cannot be rotated without a trust gap".into()));
     }
     let text = global.output == OutputFormat::Text;
-    // The operator paces the phases here (`--step`, `--phase-wait`), so the mesh file's dwell does not apply.
     let options = PlanOptions {
-        skip_dwell: true,
+        skip_dwell: args.skip_dwell,
         ..Default::default()
     };
+    if args.skip_dwell {
+        eprintln!(
+            "WARNING: --skip-dwell drops the old root as soon as every cluster signs with the new one, without waiting ca.rootRotation.phaseDwell ({}): workload certificates signed under the old root (up to their TTL, 24h by default) stop being trusted by other workloads at once.",
+            engine.mesh().ca.phase_dwell
+        );
+    }
     if args.start {
         return start_only(&engine, text).await;
     }
@@ -51,7 +72,21 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
             }
         }
     }
-    let mut phase = 0;
+    run_phases(&engine, &args, options, text).await
+}
+
+/// Applies phases until the rotation is complete, or until it waits (for the dwell, or held by something
+/// the operator must look at): then says what it waits for and exits with [`EXIT_DWELL`] or [`EXIT_HELD`],
+/// unless `--wait` keeps it polling.
+async fn run_phases(
+    engine: &Engine,
+    args: &RotateArgs,
+    options: PlanOptions,
+    text: bool,
+) -> Result<ExitCode, CliError> {
+    let mut round = 0;
+    let mut last_waits: Vec<String> = Vec::new();
+    let mut last_progress = Instant::now();
     loop {
         let mut progress = |change: &meshtrust_core::plan::Change,
                             applied: &meshtrust_engine::AppliedChange| {
@@ -62,8 +97,31 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
                 );
             }
         };
-        let (plan, report, _) = engine.converge(&now, options, &mut progress).await?;
-        if plan.is_empty() {
+        let (plan, report, observation) = engine.converge(&now, options, &mut progress).await?;
+        if !plan.is_empty() {
+            round += 1;
+            last_progress = Instant::now();
+            if text {
+                println!(
+                    "Round {round} applied ({} change(s)).",
+                    report.applied.len()
+                );
+            }
+            if args.step {
+                if text {
+                    println!(
+                        "--step: stopping here. Run `meshtrust ca rotate-root --step` again for the next phase."
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !args.phase_wait.is_zero() {
+                tokio::time::sleep(args.phase_wait).await;
+            }
+            continue;
+        }
+        let rotation = rotation_state(engine, observation.facts(), options);
+        if rotation.phase == RotationPhase::Settled {
             if text {
                 println!(
                     "Rotation complete: every cluster trusts and signs with the newest root only."
@@ -71,24 +129,59 @@ async fn rotate_root(global: &Global, args: RotateArgs) -> Result<ExitCode, CliE
             }
             return Ok(ExitCode::SUCCESS);
         }
-        phase += 1;
-        if text {
-            println!(
-                "Round {phase} applied ({} change(s)).",
-                report.applied.len()
-            );
+        let dwell_only = rotation.phase == RotationPhase::Dwell;
+        // Right after a phase, istiod takes a moment to serve the new roots: not a hold yet.
+        if !dwell_only && round > 0 && last_progress.elapsed() < HOLD_GRACE {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
         }
-        if args.step {
-            if text {
-                println!(
-                    "--step: stopping here. Run `meshtrust ca rotate-root --step` again for the next phase."
-                );
-            }
-            return Ok(ExitCode::SUCCESS);
+        if text && rotation.waiting != last_waits {
+            print_waiting(&rotation, dwell_only, args.wait);
         }
-        if !args.phase_wait.is_zero() {
-            tokio::time::sleep(args.phase_wait).await;
+        last_waits = rotation.waiting.clone();
+        if !args.wait {
+            return Ok(ExitCode::from(if dwell_only {
+                EXIT_DWELL
+            } else {
+                EXIT_HELD
+            }));
         }
+        // Poll: the dwell's end, or every few seconds while a phase is held.
+        let pause = rotation
+            .dwell_left
+            .filter(|_| dwell_only)
+            .map_or(5, |left| left.clamp(1, 30));
+        tokio::time::sleep(Duration::from_secs(pause.unsigned_abs())).await;
+    }
+}
+
+fn rotation_state(
+    engine: &Engine,
+    observed: &meshtrust_core::facts::Observed,
+    options: PlanOptions,
+) -> RotationState {
+    let newest = observed.openbao.newest_root().map_or(1, |r| r.generation);
+    mesh_rotation(engine.mesh(), observed, newest, options)
+}
+
+fn print_waiting(rotation: &RotationState, dwell_only: bool, waiting: bool) {
+    println!(
+        "Rotation not complete ({:?}); nothing to apply now. It waits for:",
+        rotation.phase
+    );
+    for wait in &rotation.waiting {
+        println!("  - {wait}");
+    }
+    if waiting {
+        println!("--wait: checking again until it is complete.");
+    } else if dwell_only {
+        println!(
+            "The agents drop the old root when the dwell ends; without agents, run `meshtrust ca rotate-root` again then (or now with --wait). Exit status {EXIT_DWELL}: waiting for the dwell."
+        );
+    } else {
+        println!(
+            "Exit status {EXIT_HELD}: the rotation is held; fix what it waits for, then run `meshtrust ca rotate-root` again (`meshtrust status` shows the phase)."
+        );
     }
 }
 

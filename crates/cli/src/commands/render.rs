@@ -2,7 +2,9 @@ use std::process::ExitCode;
 
 use meshtrust_core::istio::remote_secret_manifest;
 use meshtrust_engine::published::fetch;
-use meshtrust_render::{AgentChart, Flavor, RenderOptions, agent_manifests, gitops};
+use meshtrust_render::{
+    AgentChart, AgentOpenBao, Flavor, RenderOptions, agent_manifests_with, gitops,
+};
 
 use crate::args::{
     AgentFrom, FlavorArg, GitopsArgs, Global, RemoteSecretArgs, RenderAgentArgs, RenderArgs,
@@ -94,11 +96,44 @@ async fn render_remote_secret(
     Ok(ExitCode::SUCCESS)
 }
 
+/// OpenBao's CA for the agent's deploy files: a readable PEM certificate, or a message naming the file.
+fn read_openbao_ca(path: &std::path::Path) -> Result<String, CliError> {
+    let pem = std::fs::read_to_string(path).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read --openbao-cacert {}: {e}",
+            path.display()
+        ))
+    })?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(CliError::Usage(format!(
+            "--openbao-cacert {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(pem)
+}
+
 fn render_agent(global: &Global, args: RenderAgentArgs) -> Result<ExitCode, CliError> {
     let mesh = load_mesh(global)?;
     let cluster = cluster_named(&mesh, &args.cluster, global)?;
     let text = mesh_text(global)?;
-    let objects = agent_manifests(&mesh, cluster, &text, &args.image);
+    if let Some(bad) = args
+        .openbao_addrs
+        .iter()
+        .find(|a| !a.starts_with("https://") && !a.starts_with("http://"))
+    {
+        return Err(CliError::Usage(format!(
+            "--openbao-addr {bad:?} is not a URL; give each OpenBao node as https://host:8200"
+        )));
+    }
+    let openbao = AgentOpenBao {
+        addresses: args.openbao_addrs.clone(),
+        ca_pem: match &args.openbao_cacert {
+            Some(path) => Some(read_openbao_ca(path)?),
+            None => None,
+        },
+    };
+    let objects = agent_manifests_with(&mesh, cluster, &text, &args.image, &openbao);
     match &args.out {
         None => {
             let mut out = String::new();

@@ -73,7 +73,7 @@ pub async fn run(global: &Global, _args: StatusArgs) -> Result<ExitCode, CliErro
 /// Where a root rotation stands, judged on every cluster as the agents judge it (with the dwell); `None` when
 /// no rotation ever happened (one root).
 fn rotation(mesh: &Mesh, observed: &Observed) -> Option<RotationState> {
-    if mesh.ca.mode != CaMode::BaoPki || observed.openbao.roots.len() < 2 {
+    if mesh.ca.mode != CaMode::BaoPki || !observed.trust_facts_needed() {
         return None;
     }
     let newest = observed.openbao.newest_root()?.generation;

@@ -3,9 +3,12 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod agent_process;
 pub mod header_proxy;
 pub mod helm;
 pub mod istio;
+pub mod node;
+pub mod trust_sampler;
 
 use std::path::PathBuf;
 use std::process::Output;

@@ -64,6 +64,7 @@ fn intermediate(
             }),
             issuer_fingerprint: Some(format!("root-fp-{signed_by}")),
             trusted_roots: trust.iter().map(|g| format!("root-fp-{g}")).collect(),
+            trusted_not_before: vec![],
             problems: vec![],
         }),
         api: api(),
@@ -235,6 +236,7 @@ fn empty_openbao_and_clusters_plan_everything_in_order() {
             cluster: "cluster-a".into(),
             signing: 1,
             trust: vec![1],
+            keep: vec![],
             adopt: false
         }
     );
@@ -306,6 +308,7 @@ fn renewal_inside_renew_before_reissues_from_the_same_root() {
             cluster: "cluster-a".into(),
             signing: 1,
             trust: vec![1],
+            keep: vec![],
             adopt: false
         }]
     );
@@ -519,7 +522,8 @@ fn broken_bundle_key_change_or_foreign_root_reissue() {
     );
     assert_eq!(p.changes.len(), 2);
 
-    // OpenBao was reset: the clusters' root is unknown.
+    // OpenBao was reset: cluster-a's root is unknown. It is kept, never cut: cluster-a first trusts the
+    // mesh's root beside it (phase 1), and the warning says why.
     let obs = observed(
         vec![root(1)],
         vec![
@@ -528,14 +532,27 @@ fn broken_bundle_key_change_or_foreign_root_reissue() {
         ],
     );
     let p = plan_for(&mesh(""), &obs, PlanOptions::default());
-    assert!(p.changes[0].reason.contains("does not hold"), "{p}");
+    assert_eq!(
+        actions(&p),
+        vec![&Action::UpdateTrustBundle {
+            cluster: "cluster-a".into(),
+            trust: vec![1],
+            keep: vec!["root-fp-7".into()],
+        }],
+        "{p}"
+    );
+    assert!(
+        p.warnings.iter().any(|w| w.contains("does not hold")),
+        "{p}"
+    );
 }
 
 /// Walks a rotation from root 1 to root 2, applying each plan to the facts as apply would, and checks after
 /// every phase that every cluster still trusts every other cluster's issuer.
 #[test]
 fn root_rotation_runs_three_phases_without_a_trust_gap() {
-    let mesh = mesh("");
+    // The intermediates signed with root 2 a day ago: a 1h dwell is over.
+    let mesh = mesh("ca:\n  rootRotation:\n    phaseDwell: 1h\n");
     let mut obs = observed(
         vec![root(1), root(2)],
         vec![
@@ -563,7 +580,7 @@ fn root_rotation_runs_three_phases_without_a_trust_gap() {
                     trust,
                     ..
                 } => (cluster, Some(*signing), trust),
-                Action::UpdateTrustBundle { cluster, trust } => (cluster, None, trust),
+                Action::UpdateTrustBundle { cluster, trust, .. } => (cluster, None, trust),
                 other => panic!("unexpected {other:?}"),
             };
             let facts = obs.clusters.get_mut(cluster).expect("cluster");
@@ -622,6 +639,7 @@ fn new_cluster_during_rotation_is_signed_by_a_root_everyone_trusts() {
             cluster: "cluster-b".into(),
             signing: 1,
             trust: vec![1, 2],
+            keep: vec![],
             adopt: false
         }
     );
@@ -1004,6 +1022,222 @@ fn missing_reader_identity_is_created_but_istios_own_is_left_alone() {
         ]
     );
     assert!(p.changes[1].reason.contains("void"));
+}
+
+/// Applies a plan's trust changes to the facts the way the engine does: `root-cert.pem` keeps the file's
+/// roots that stay (kept foreign ones included), then gains the new ones; a new intermediate is issued `now`.
+fn apply_trust(obs: &mut Observed, plan: &Plan) {
+    let now = obs.now;
+    for change in &plan.changes {
+        let (cluster, signing, trust, keep) = match &change.action {
+            Action::IssueIntermediate {
+                cluster,
+                signing,
+                trust,
+                keep,
+                ..
+            } => (cluster, Some(*signing), trust, keep),
+            Action::UpdateTrustBundle {
+                cluster,
+                trust,
+                keep,
+            } => (cluster, None, trust, keep),
+            other => panic!("unexpected {other:?}"),
+        };
+        let facts = obs.clusters.get_mut(cluster).expect("cluster");
+        let CacertsFacts::Managed(state) = &mut facts.cacerts else {
+            panic!()
+        };
+        let wanted: Vec<String> = trust.iter().map(|g| format!("root-fp-{g}")).collect();
+        let mut roots: Vec<String> = state
+            .trusted_roots
+            .iter()
+            .filter(|fp| wanted.contains(fp) || keep.contains(fp))
+            .cloned()
+            .collect();
+        for fp in wanted {
+            if !roots.contains(&fp) {
+                roots.push(fp);
+            }
+        }
+        state.trusted_not_before = roots.iter().map(|_| NOW - DAY).collect();
+        state.trusted_roots = roots;
+        if let Some(g) = signing {
+            state.issuer_fingerprint = Some(format!("root-fp-{g}"));
+            if let Some(cert) = &mut state.ca_cert {
+                cert.not_before = now;
+            }
+        }
+    }
+}
+
+/// Every cluster trusts the root that signed every cluster's intermediate.
+fn assert_no_trust_gap(obs: &Observed, when: &str) {
+    for (a, fa) in &obs.clusters {
+        for (b, fb) in &obs.clusters {
+            let (CacertsFacts::Managed(sa), CacertsFacts::Managed(sb)) = (&fa.cacerts, &fb.cacerts)
+            else {
+                panic!()
+            };
+            let issuer = sb.issuer_fingerprint.clone().expect("issuer");
+            assert!(
+                sa.trusted_roots.contains(&issuer),
+                "{when}: {a} does not trust {b}'s issuer {issuer}"
+            );
+        }
+    }
+}
+
+/// Runs plans until one is empty, applying each; returns every round's reasons.
+fn walk(mesh: &Mesh, obs: &mut Observed) -> Vec<Vec<String>> {
+    let mut rounds = Vec::new();
+    for _ in 0..6 {
+        let p = plan_for(mesh, obs, PlanOptions::default());
+        if p.is_empty() {
+            break;
+        }
+        rounds.push(p.changes.iter().map(|c| c.reason.clone()).collect());
+        apply_trust(obs, &p);
+        assert_no_trust_gap(obs, &format!("after round {}", rounds.len()));
+    }
+    rounds
+}
+
+/// OpenBao restored from a snapshot taken before a rotation to root 2: it holds root 1 only, while every
+/// cluster trusts and signs with root 2. Root 2 stays until every cluster has signed with root 1 for the
+/// dwell; at no step does a cluster stop trusting another's issuer.
+#[test]
+fn a_restored_store_moves_the_mesh_back_through_the_phases_without_a_gap() {
+    let mesh = mesh("ca:\n  rootRotation:\n    phaseDwell: 1h\n");
+    let mut obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 2, &[2], 300)),
+            ("cluster-b", intermediate("cluster-b", 2, &[2], 300)),
+        ],
+    );
+    let rounds = walk(&mesh, &mut obs);
+    assert_eq!(rounds.len(), 2, "{rounds:?}");
+    assert!(
+        rounds[0].iter().all(|r| r.contains("phase 1")),
+        "{rounds:?}"
+    );
+    assert!(
+        rounds[1].iter().all(|r| r.contains("does not hold")),
+        "{rounds:?}"
+    );
+    // The dwell holds root 2 in every bundle.
+    let p = plan_for(&mesh, &obs, PlanOptions::default());
+    assert!(p.is_empty(), "{p}");
+    assert!(
+        p.warnings.iter().any(|w| w.contains("leave only after")),
+        "{p}"
+    );
+    // OpenBao dates notBefore back 30 s: the dwell ends 30 s after notBefore + 1h.
+    obs.now += 3600 + 60;
+    let rounds = walk(&mesh, &mut obs);
+    assert_eq!(rounds.len(), 1, "{rounds:?}");
+    assert!(
+        rounds[0].iter().all(|r| r.contains("phase 3")),
+        "{rounds:?}"
+    );
+    for facts in obs.clusters.values() {
+        let CacertsFacts::Managed(s) = &facts.cacerts else {
+            panic!()
+        };
+        assert_eq!(s.trusted_roots, ["root-fp-1"]);
+    }
+    assert!(plan_for(&mesh, &obs, PlanOptions::default()).is_empty());
+}
+
+/// The store lost for good: a fresh OpenBao generates root 1 (a new key), and the clusters' old root (same
+/// issuer name, another key) is kept until every cluster has signed with the new one for the dwell.
+#[test]
+fn a_lost_store_moves_the_mesh_to_a_new_root_without_a_gap() {
+    let mesh = mesh("");
+    let mut obs = observed(
+        vec![],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 9, &[9], 300)),
+            ("cluster-b", intermediate("cluster-b", 9, &[9], 300)),
+        ],
+    );
+    let p = plan_for(&mesh, &obs, PlanOptions::default());
+    assert!(
+        matches!(
+            p.changes[0].action,
+            Action::GenerateRoot { generation: 1, .. }
+        ),
+        "{p}"
+    );
+    assert!(
+        p.changes[1..]
+            .iter()
+            .all(|c| matches!(&c.action, Action::UpdateTrustBundle { keep, .. } if keep == &["root-fp-9"])),
+        "{p}"
+    );
+    obs.openbao.roots.push(root(1));
+    let rounds = walk(&mesh, &mut obs);
+    assert_eq!(rounds.len(), 2, "{rounds:?}");
+    obs.now += DAY + 60;
+    assert_eq!(walk(&mesh, &mut obs).len(), 1);
+    assert!(plan_for(&mesh, &obs, PlanOptions::default()).is_empty());
+}
+
+/// A cluster's published trust facts handed back from an older snapshot (they name root 1 only, written
+/// before root 2 was made) do not count: the rotation waits for its agent instead of moving intermediates
+/// to a root that cluster may not trust.
+#[test]
+fn trust_facts_from_before_a_foreign_root_are_not_believed() {
+    use crate::trust_facts::{Mark, PublishedTrust, TrustFacts};
+    let mesh = mesh("");
+    let mut a = intermediate("cluster-a", 2, &[2, 1], 300);
+    if let CacertsFacts::Managed(s) = &mut a.cacerts {
+        s.trusted_not_before = vec![NOW - 100, NOW - DAY];
+    }
+    let mut obs = observed(vec![root(1)], vec![("cluster-a", a)]);
+    let old = TrustFacts {
+        trusted_roots: vec!["root-fp-1".into()],
+        signing_root: Some("root-fp-1".into()),
+        served_roots: None,
+        trusts_since: None,
+        signs_since: Some(Mark {
+            root: "root-fp-1".into(),
+            at: NOW - 10 * DAY,
+        }),
+        settled_since: None,
+        published_at: Some(NOW - 5 * DAY),
+        ..TrustFacts::default()
+    };
+    obs.trust.read = true;
+    obs.trust.published.insert(
+        "cluster-b".into(),
+        PublishedTrust {
+            version: 3,
+            facts: Some(old.clone()),
+        },
+    );
+    let rotation = crate::rotation_plan::mesh_rotation(&mesh, &obs, 1, PlanOptions::default());
+    assert!(!rotation.all_trust_newest, "{rotation:?}");
+    assert!(
+        rotation.waiting.iter().any(|w| w.contains("predate")),
+        "{rotation:?}"
+    );
+    let p = plan_for(&mesh, &obs, PlanOptions::default());
+    assert!(
+        !p.changes
+            .iter()
+            .any(|c| matches!(c.action, Action::IssueIntermediate { .. })),
+        "{p}"
+    );
+    // Written again after root 2 was made, it counts.
+    let fresh = TrustFacts {
+        published_at: Some(NOW - 50),
+        ..old
+    };
+    obs.trust.published.get_mut("cluster-b").expect("b").facts = Some(fresh);
+    let rotation = crate::rotation_plan::mesh_rotation(&mesh, &obs, 1, PlanOptions::default());
+    assert!(rotation.all_trust_newest, "{rotation:?}");
 }
 
 #[test]

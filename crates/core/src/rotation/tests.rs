@@ -33,6 +33,7 @@ fn bundle(signed_by: u32, trust: &[u32]) -> CacertsState {
         ca_cert: Some(cert("intermediate")),
         issuer_fingerprint: Some(format!("root-{signed_by}")),
         trusted_roots: trust.iter().map(|g| format!("root-{g}")).collect(),
+        trusted_not_before: vec![],
         problems: vec![],
     }
 }
@@ -58,7 +59,7 @@ fn one_root_everywhere_is_settled() {
     assert_eq!(s.phase, RotationPhase::Settled);
     assert_eq!(s.trust, [1]);
     assert!(bundles.iter().all(|b| s.bundle_update_reason(b).is_none()));
-    assert!(!s.moves_intermediate(1));
+    assert!(!s.moves_intermediate(Some(1)));
 }
 
 #[test]
@@ -70,7 +71,7 @@ fn a_new_root_starts_phase_one_and_keeps_signing_with_the_old() {
     assert!(s.rotating());
     assert_eq!(s.default_signing, 1);
     assert_eq!(s.reissue_signing(Some(1)), 1);
-    assert!(!s.moves_intermediate(1));
+    assert!(!s.moves_intermediate(Some(1)));
     let reason = s.bundle_update_reason(&bundles[0]).expect("must change");
     assert!(
         reason.contains("phase 1") && reason.contains("meshtrust-root-2"),
@@ -93,8 +94,8 @@ fn all_trusting_the_new_root_moves_intermediates() {
     let s = state(2, &[1, 2], &bundles);
     assert_eq!(s.phase, RotationPhase::MoveIntermediates);
     assert_eq!(s.trust, [1, 2]);
-    assert!(s.moves_intermediate(1));
-    assert!(!s.moves_intermediate(2));
+    assert!(s.moves_intermediate(Some(1)));
+    assert!(!s.moves_intermediate(Some(2)));
     assert_eq!(s.reissue_signing(Some(1)), 2);
     assert_eq!(s.default_signing, 2);
 }
@@ -134,16 +135,16 @@ fn an_intermediate_from_an_untrusted_root_adds_its_root_to_its_own_bundle() {
 }
 
 #[test]
-fn trust_order_in_the_file_matters() {
-    // The same roots in another order still differ from what meshtrust writes.
+fn trust_order_in_the_file_is_kept() {
+    // The applier keeps the file's order (istiod 1.20-1.30 looks for the old bytes inside the new file), so
+    // the same roots in another order are no reason to rewrite it.
     let bundles = [bundle(1, &[2, 1])];
     let s = state(2, &[1, 2], &bundles);
     assert_eq!(s.phase, RotationPhase::MoveIntermediates);
-    let reason = s.bundle_update_reason(&bundles[0]).expect("must change");
-    assert_eq!(
-        reason,
-        "root-cert.pem differs from the roots the mesh trusts"
-    );
+    assert_eq!(s.bundle_update_reason(&bundles[0]), None);
+    // A duplicate is a difference.
+    let twice = [bundle(1, &[1, 1, 2])];
+    assert!(s.bundle_update_reason(&twice[0]).is_some());
 }
 
 #[test]
@@ -151,20 +152,21 @@ fn a_root_set_neither_subset_nor_superset_asks_for_an_istiod_restart() {
     use crate::rotation_plan::disjoint_roots_warning;
     // The phased steps: [1] -> [1, 2] (superset), [1, 2] -> [2] (subset): istiod reloads both.
     assert_eq!(
-        disjoint_roots_warning("c1", "istio-system", &[Some(1)], &[1, 2]),
+        disjoint_roots_warning("c1", "istio-system", &[Some(1)], &[1, 2], false),
         None
     );
     assert_eq!(
-        disjoint_roots_warning("c1", "istio-system", &[Some(1), Some(2)], &[2]),
+        disjoint_roots_warning("c1", "istio-system", &[Some(1), Some(2)], &[2], false),
         None
     );
     // A bundle trusting a root OpenBao does not hold, replaced by the mesh's: disjoint.
-    let warning = disjoint_roots_warning("c1", "istio-system", &[None], &[2]).expect("warning");
+    let warning =
+        disjoint_roots_warning("c1", "istio-system", &[None], &[2], false).expect("warning");
     assert!(
         warning.contains("restart istiod") && warning.contains("c1"),
         "{warning}"
     );
-    assert!(disjoint_roots_warning("c1", "istio-system", &[Some(1)], &[2]).is_some());
+    assert!(disjoint_roots_warning("c1", "istio-system", &[Some(1)], &[2], false).is_some());
 }
 
 #[test]

@@ -16,10 +16,13 @@ use meshtrust_core::secret::SecretBytes;
 
 use super::{RunState, Targets};
 use crate::EngineError;
-use crate::names::{KV_VERSION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::names::{
+    FORMAT_ANNOTATION, FORMAT_VERSION, KV_VERSION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+};
 use crate::observe::is_legacy_token;
 use crate::published::{
     Wrote, bump_marker, config_hash, current_version, entry_data, fetch, kubeconfig_path,
+    unknown_fields,
 };
 use crate::reader::ensure_reader;
 
@@ -134,9 +137,19 @@ async fn publish(
     let kubeconfig = SecretBytes::new(reader_kubeconfig(&settings.name, &host, ca, text));
     let kv = &mesh.openbao.kv_mount;
     let path = kubeconfig_path(mesh, &settings.name);
-    let current = current_version(bao, kv, &path).await?;
+    // The entry as stored: its version for check-and-set, and what a newer release added to it, which is kept.
+    let (current, mut data) = match bao.kv_get(kv, &path).await? {
+        Some(entry) => (entry.version, unknown_fields(&settings.name, &entry.data)),
+        None => (current_version(bao, kv, &path).await?, BTreeMap::new()),
+    };
     let hash = config_hash(&host, Some(ca));
-    let data = entry_data(&settings.name, &kubeconfig, &host, token.expires, &hash);
+    data.extend(entry_data(
+        &settings.name,
+        &kubeconfig,
+        &host,
+        token.expires,
+        &hash,
+    ));
     let version = bao.kv_put(kv, &path, &data, current).await?;
     // After the entry: a peer that sees the bump reads the new version.
     bump_marker(bao, mesh, &settings.name, Wrote::Entry).await?;
@@ -225,6 +238,9 @@ pub(crate) fn remote_secret(
     secret
         .annotations
         .insert(KV_VERSION_ANNOTATION.into(), version.to_string());
+    secret
+        .annotations
+        .insert(FORMAT_ANNOTATION.into(), FORMAT_VERSION.to_string());
     secret.data = BTreeMap::from([(peer.to_string(), kubeconfig)]);
     secret.type_ = None;
     secret

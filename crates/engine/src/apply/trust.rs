@@ -15,8 +15,8 @@ use meshtrust_pki::{PrivateKeyPem, generate_key, intermediate_csr, parse_certs};
 use super::{RunState, Targets};
 use crate::EngineError;
 use crate::names::{
-    CACERTS, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROOTS_ANNOTATION, SERIAL_ANNOTATION,
-    root_issuer_name,
+    CACERTS, FORMAT_ANNOTATION, FORMAT_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    ROOTS_ANNOTATION, SERIAL_ANNOTATION, root_issuer_name,
 };
 use crate::observe::observe_roots;
 
@@ -85,11 +85,17 @@ pub(super) async fn apply(
             cluster,
             signing,
             trust,
+            keep,
             ..
-        } => issue_intermediate(targets, run, cluster, *signing, trust).await,
-        Action::UpdateTrustBundle { cluster, trust } => {
-            update_trust_bundle(targets, run, cluster, trust).await
+        } => {
+            let roots = Roots { trust, keep };
+            issue_intermediate(targets, run, cluster, *signing, roots).await
         }
+        Action::UpdateTrustBundle {
+            cluster,
+            trust,
+            keep,
+        } => update_trust_bundle(targets, run, cluster, Roots { trust, keep }).await,
         Action::WriteSharedRoot { cluster, .. } => write_shared_root(targets, run, cluster).await,
         other => Err(EngineError::Inconsistent(format!(
             "{other:?} is not a trust change"
@@ -151,12 +157,20 @@ async fn create_shared_root(
     Ok(detail)
 }
 
+/// The roots a new `root-cert.pem` holds: OpenBao's generations `trust`, and the `keep` roots (by fingerprint,
+/// held by no OpenBao issuer) taken from the bundle being replaced.
+#[derive(Clone, Copy)]
+struct Roots<'a> {
+    trust: &'a [u32],
+    keep: &'a [String],
+}
+
 async fn issue_intermediate(
     targets: &Targets<'_>,
     run: &mut RunState<'_>,
     cluster: &str,
     signing: u32,
-    trust: &[u32],
+    roots: Roots<'_>,
 ) -> Result<String, EngineError> {
     let mesh = targets.mesh;
     let settings = targets.settings(cluster)?;
@@ -179,7 +193,8 @@ async fn issue_intermediate(
             &request,
         )
         .await?;
-    let bundle = bundle(run, signed.certificate_pem, key, signing, trust)?;
+    let issuer_pem = run.root_pem(signing)?;
+    let bundle = bundle(run, cluster, signed.certificate_pem, key, issuer_pem, roots)?;
     write_cacerts(targets, run, settings, &bundle).await?;
     Ok(format!(
         "intermediate serial {} signed by {}",
@@ -192,7 +207,7 @@ async fn update_trust_bundle(
     targets: &Targets<'_>,
     run: &mut RunState<'_>,
     cluster: &str,
-    trust: &[u32],
+    roots: Roots<'_>,
 ) -> Result<String, EngineError> {
     let settings = targets.settings(cluster)?;
     let existing = run.cacerts(cluster).ok_or_else(|| {
@@ -206,22 +221,47 @@ async fn update_trust_bundle(
                 "cluster {cluster}: cannot read the intermediate back from cacerts"
             ))
         })?;
+    let issuer_pem = existing_issuer_pem(run, cluster, &existing.data)?;
+    let bundle = bundle(run, cluster, ca_cert_pem, ca_key, issuer_pem, roots)?;
+    write_cacerts(targets, run, settings, &bundle).await?;
+    let names: Vec<String> = roots
+        .keep
+        .iter()
+        .map(|fp| format!("kept root sha256 {}", fp.get(..16).unwrap_or(fp)))
+        .chain(roots.trust.iter().map(|g| root_issuer_name(*g)))
+        .collect();
+    Ok(format!("root-cert.pem now trusts {}", names.join(" + ")))
+}
+
+/// The certificate of the root that signed a kept intermediate: OpenBao's, or, for a root OpenBao does not
+/// hold (restored from an older snapshot), the one in the bundle itself.
+fn existing_issuer_pem(
+    run: &RunState<'_>,
+    cluster: &str,
+    data: &BTreeMap<String, meshtrust_core::secret::SecretBytes>,
+) -> Result<String, EngineError> {
     let facts = &run.snapshot().facts;
     let issuer = match facts.clusters.get(cluster).map(|f| &f.cacerts) {
-        Some(CacertsFacts::Managed(state)) => state.issuer_fingerprint.as_deref(),
+        Some(CacertsFacts::Managed(state)) => state.issuer_fingerprint.clone(),
         _ => None,
     }
-    .and_then(|fp| facts.openbao.root_by_fingerprint(fp))
-    .map(|r| r.generation)
     .ok_or_else(|| {
         EngineError::Inconsistent(format!(
             "cluster {cluster}: the intermediate's root is unknown"
         ))
     })?;
-    let bundle = bundle(run, ca_cert_pem, ca_key, issuer, trust)?;
-    write_cacerts(targets, run, settings, &bundle).await?;
-    let names: Vec<String> = trust.iter().map(|g| root_issuer_name(*g)).collect();
-    Ok(format!("root-cert.pem now trusts {}", names.join(" + ")))
+    if let Some(root) = facts.openbao.root_by_fingerprint(&issuer) {
+        return run.root_pem(root.generation);
+    }
+    CacertsBundle::existing_roots(data)
+        .into_iter()
+        .find(|(fp, _)| *fp == issuer)
+        .map(|(_, pem)| pem)
+        .ok_or_else(|| {
+            EngineError::Inconsistent(format!(
+                "cluster {cluster}: the intermediate's root (sha256 {issuer}) is neither in OpenBao nor in root-cert.pem"
+            ))
+        })
 }
 
 async fn write_shared_root(
@@ -253,23 +293,65 @@ async fn write_shared_root(
     ))
 }
 
-/// A bundle for an intermediate signed by root `issuer`, trusting the `trust` roots.
+/// A bundle for an intermediate signed by `issuer_pem`, trusting `roots`.
 fn bundle(
     run: &RunState<'_>,
+    cluster: &str,
     ca_cert_pem: String,
     ca_key: PrivateKeyPem,
-    issuer: u32,
-    trust: &[u32],
+    issuer_pem: String,
+    roots: Roots<'_>,
 ) -> Result<CacertsBundle, EngineError> {
     Ok(CacertsBundle {
         ca_cert_pem,
         ca_key,
-        issuer_pem: run.root_pem(issuer)?,
-        trusted_roots_pem: trust
-            .iter()
-            .map(|g| run.root_pem(*g))
-            .collect::<Result<_, _>>()?,
+        issuer_pem,
+        trusted_roots_pem: trusted_roots_pem(run, cluster, roots)?,
     })
+}
+
+/// The new `root-cert.pem`: the roots of the current file that stay, in the file's order (istiod 1.20-1.30
+/// accepts a new root file only if it contains the old one's bytes), then OpenBao's roots it lacks, oldest
+/// first. Kept roots OpenBao does not hold come from the current file; one that is missing there is an error.
+fn trusted_roots_pem(
+    run: &RunState<'_>,
+    cluster: &str,
+    roots: Roots<'_>,
+) -> Result<Vec<String>, EngineError> {
+    let wanted: Vec<(String, String)> = roots
+        .trust
+        .iter()
+        .map(|g| {
+            let pem = run.root_pem(*g)?;
+            Ok((fingerprint(&pem)?, pem))
+        })
+        .collect::<Result<_, EngineError>>()?;
+    let current = run
+        .cacerts(cluster)
+        .map(|s| CacertsBundle::existing_roots(&s.data))
+        .unwrap_or_default();
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (fp, pem) in current {
+        let stays = roots.keep.contains(&fp) || wanted.iter().any(|(w, _)| *w == fp);
+        if stays && !out.iter().any(|(o, _)| *o == fp) {
+            out.push((fp, pem));
+        }
+    }
+    if let Some(missing) = roots
+        .keep
+        .iter()
+        .find(|k| !out.iter().any(|(o, _)| o == *k))
+    {
+        return Err(EngineError::Inconsistent(format!(
+            "cluster {cluster}: the root sha256 {missing} to keep is no longer in its root-cert.pem; run apply again"
+        )));
+    }
+    for (fp, pem) in wanted {
+        if !out.iter().any(|(o, _)| *o == fp) {
+            out.push((fp, pem));
+        }
+    }
+    Ok(out.into_iter().map(|(_, pem)| pem).collect())
 }
 
 /// Writes `cacerts` only after checking it as istiod would; create-only if absent, else conditional on the
@@ -308,6 +390,9 @@ async fn write_cacerts(
     secret
         .annotations
         .insert(ROOTS_ANNOTATION.into(), state.trusted_roots.join(","));
+    secret
+        .annotations
+        .insert(FORMAT_ANNOTATION.into(), FORMAT_VERSION.to_string());
     secret.data = data;
     // An existing Secret (also one taken over with --adopt) keeps its type: Kubernetes refuses to change it.
     let cluster = targets.cluster(&settings.name)?;

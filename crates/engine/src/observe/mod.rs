@@ -105,9 +105,6 @@ pub async fn observe(
             snapshot.facts.openbao.departed = departed(mesh, listed);
         }
         openbao::observe_ca(mesh, bao, &mut snapshot).await?;
-        if snapshot.facts.openbao.roots.len() > 1 {
-            snapshot.facts.trust = trust_facts::observe_trust(mesh, bao, inside, cache).await?;
-        }
     }
     // Only connected clusters are observed: an agent connects to its own cluster alone.
     let lookups = mesh.clusters.iter().filter_map(|settings| {
@@ -132,6 +129,10 @@ pub async fn observe(
         snapshot.cacerts.insert(name.clone(), found.cacerts);
         snapshot.readers.insert(name.clone(), found.reader);
         snapshot.remote_secrets.insert(name, found.remote_secrets);
+    }
+    // After the clusters: a cluster trusting a root OpenBao does not hold also needs the mesh's trust facts.
+    if !namespace_missing && snapshot.facts.trust_facts_needed() {
+        snapshot.facts.trust = trust_facts::observe_trust(mesh, bao, inside, cache).await?;
     }
     Ok(snapshot)
 }

@@ -163,7 +163,7 @@ async fn root_rotation_across_three_clusters_never_opens_a_trust_gap() {
 /// A plan's CA changes in a short form for comparing rounds.
 fn describe(action: &Action) -> String {
     match action {
-        Action::UpdateTrustBundle { cluster, trust } => format!("trust {cluster} {trust:?}"),
+        Action::UpdateTrustBundle { cluster, trust, .. } => format!("trust {cluster} {trust:?}"),
         Action::IssueIntermediate {
             cluster,
             signing,

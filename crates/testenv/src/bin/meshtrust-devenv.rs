@@ -10,7 +10,7 @@ use meshtrust_testenv::{StoreKind, TestEnv, mesh_file};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha] [--store openbao|vault]"
+        "usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha] [--store openbao|vault] [--nodes [--node-image TAR]...]"
     );
     ExitCode::from(2)
 }
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     let mut clusters = 2usize;
     let mut dir: Option<PathBuf> = None;
     let mut ha = false;
+    let mut nodes: Option<Vec<PathBuf>> = None;
     let mut store = StoreKind::OpenBao;
     let mut it = args.iter().skip(1);
     while let Some(flag) = it.next() {
@@ -30,7 +31,14 @@ fn main() -> ExitCode {
             ha = true;
             continue;
         }
+        if flag == "--nodes" {
+            nodes.get_or_insert_with(Vec::new);
+            continue;
+        }
         match (flag.as_str(), it.next()) {
+            ("--node-image", Some(tar)) => {
+                nodes.get_or_insert_with(Vec::new).push(PathBuf::from(tar))
+            }
             ("--clusters", Some(n)) => match n.parse() {
                 Ok(n) if (1..=26).contains(&n) => clusters = n,
                 _ => {
@@ -49,7 +57,7 @@ fn main() -> ExitCode {
         }
     }
     let Some(dir) = dir else { return usage() };
-    match serve(clusters, dir, ha, store) {
+    match serve(clusters, dir, ha, store, nodes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshtrust-devenv: {e}");
@@ -63,10 +71,14 @@ fn serve(
     dir: PathBuf,
     ha: bool,
     store: StoreKind,
+    nodes: Option<Vec<PathBuf>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = TestEnv::builder().clusters(clusters).dir(&dir).store(store);
     if ha {
         builder = builder.openbao_ha();
+    }
+    if let Some(images) = nodes {
+        builder = builder.nodes(images);
     }
     let env = builder.start()?;
     // With --openbao-ha, the tools talk to the Raft cluster: BAO_ADDR is its first node, BAO_ADDRS every node.
@@ -94,6 +106,14 @@ fn serve(
     std::fs::write(dir.join("mesh.yaml"), mesh_file(&env))?;
     let pids: Vec<String> = env.pids().iter().map(u32::to_string).collect();
     std::fs::write(dir.join("children.pids"), pids.join("\n") + "\n")?;
+    // `scripts/dev-env down` removes these if this process is killed before it can.
+    let cgroups: Vec<String> = env
+        .nodes
+        .iter()
+        .flat_map(|n| n.cgroup_dirs())
+        .map(|d| d.display().to_string())
+        .collect();
+    std::fs::write(dir.join("cgroups"), cgroups.join("\n") + "\n")?;
     std::fs::write(dir.join("ready"), "")?;
     eprintln!(
         "meshtrust-devenv: ready ({} clusters) in {}",
