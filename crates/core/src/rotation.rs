@@ -113,7 +113,8 @@ impl RotationState {
         state.all_signed_by_newest = views.iter().all(|v| state.view_signs_newest(v));
         let mut in_use: BTreeSet<u32> = BTreeSet::new();
         let mut foreign: BTreeSet<String> = BTreeSet::new();
-        for v in views {
+        // Only a bundle whose roots hold its own issuer carries trust worth keeping; a damaged one is re-issued.
+        for v in views.iter().filter(|v| coherent(v)) {
             foreign.extend(
                 v.trusted_roots
                     .iter()
@@ -121,6 +122,8 @@ impl RotationState {
                     .filter(|fp| state.generation_of(fp).is_none())
                     .cloned(),
             );
+        }
+        for v in views {
             in_use.extend(
                 v.trusted_roots
                     .iter()
@@ -279,7 +282,12 @@ impl RotationState {
     /// The foreign roots (held by no OpenBao issuer) a bundle keeps now: those in its own `root-cert.pem`,
     /// while the dwell has not passed. Their certificates come from the bundle itself.
     pub fn kept_foreign(&self, state: &CacertsState) -> Vec<String> {
-        if !self.keep_foreign {
+        if !self.keep_foreign
+            || !state
+                .issuer_fingerprint
+                .as_ref()
+                .is_some_and(|i| state.trusted_roots.contains(i))
+        {
             return Vec::new();
         }
         state
@@ -354,6 +362,13 @@ impl RotationState {
         held.sort_unstable();
         held == trust
     }
+}
+
+/// The bundle's roots hold the root that signed its intermediate: the trust it states is in use.
+fn coherent(v: &TrustView) -> bool {
+    v.signing_root
+        .as_ref()
+        .is_some_and(|s| v.trusted_roots.contains(s))
 }
 
 #[cfg(test)]
