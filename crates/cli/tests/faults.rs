@@ -826,19 +826,6 @@ async fn stalled_or_reset_connections_delete_nothing_and_the_agent_recovers() {
 // ---------------------------------------------------------------------------------------------------------
 // Concurrency (the empty-OpenBao root race is trust.rs's concurrent_applies_on_an_empty_openbao_create_exactly_one_root)
 
-fn spawn_meshtrust(mesh: &Mesh, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_meshtrust"))
-        .args(args)
-        .arg("--mesh")
-        .arg(&mesh.file)
-        .env("BAO_ADDR", &mesh.env.bao.addr)
-        .env("BAO_TOKEN", &mesh.env.bao.root_token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn meshtrust")
-}
-
 fn issuer_names(mesh: &Mesh) -> Vec<String> {
     let ids: Vec<String> =
         serde_json::from_str(&mesh.bao(&["list", "-format=json", "pki/issuers"])).expect("ids");
@@ -886,10 +873,7 @@ async fn two_admins_and_two_rotations_at_once_give_one_outcome_while_agents_run(
         })
         .collect();
     for round in 1..=5 {
-        let pair = [
-            spawn_meshtrust(&mesh, &["apply"]),
-            spawn_meshtrust(&mesh, &["apply"]),
-        ];
+        let pair = [mesh.spawn(&["apply"]), mesh.spawn(&["apply"])];
         for child in pair {
             let out = child.wait_with_output().expect("wait");
             // A lost check-and-set race is a clean, retryable error; anything else is a bug.
@@ -915,8 +899,8 @@ async fn two_admins_and_two_rotations_at_once_give_one_outcome_while_agents_run(
     }
     // Two rotations started together: one new root, whichever wins.
     let pair = [
-        spawn_meshtrust(&mesh, &["ca", "rotate-root", "--skip-dwell"]),
-        spawn_meshtrust(&mesh, &["ca", "rotate-root", "--skip-dwell"]),
+        mesh.spawn(&["ca", "rotate-root", "--skip-dwell"]),
+        mesh.spawn(&["ca", "rotate-root", "--skip-dwell"]),
     ];
     for child in pair {
         let out = child.wait_with_output().expect("wait");

@@ -13,7 +13,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -242,15 +242,7 @@ async fn a_lost_store_is_recovered_onto_a_new_root_without_a_gap() {
     // the phases, the old root kept for the dwell.
     mesh.ok(&["apply"]);
     sampler.note("apply: a new root, trusted beside the old one");
-    let wait = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
-        .args(["ca", "rotate-root", "--wait", "--mesh"])
-        .arg(&mesh.file)
-        .env("BAO_ADDR", &mesh.env.bao.addr)
-        .env("BAO_TOKEN", &mesh.env.bao.root_token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("rotate-root --wait");
+    let wait = mesh.spawn(&["ca", "rotate-root", "--wait"]);
     let clusters = &mesh.env.clusters;
     let mut done = false;
     let deadline = Instant::now() + Duration::from_secs(120);

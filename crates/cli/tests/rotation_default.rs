@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshtrust_testenv::{Istiod, IstiodOptions};
@@ -71,15 +70,7 @@ async fn the_default_rotation_keeps_the_old_root_for_the_dwell() {
     // `--wait` stays until the dwell ends and the old root leaves; only then is it complete. (The pinned
     // certificates would expire with a real 24h dwell; with this short one they are dropped now.)
     sampler.unpin();
-    let wait = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
-        .args(["ca", "rotate-root", "--wait", "--mesh"])
-        .arg(&mesh.file)
-        .env("BAO_ADDR", &mesh.env.bao.addr)
-        .env("BAO_TOKEN", &mesh.env.bao.root_token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("rotate-root --wait");
+    let wait = mesh.spawn(&["ca", "rotate-root", "--wait"]);
     sampler
         .until(clusters, &istiods, Duration::from_secs(90), settled_on(2))
         .await;

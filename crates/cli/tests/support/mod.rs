@@ -84,6 +84,22 @@ impl Mesh {
             .expect("run meshtrust")
     }
 
+    /// Starts `meshtrust <args> --mesh <file>` in the background, its output piped.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+            .args(args)
+            .arg("--mesh")
+            .arg(&self.file)
+            .env("BAO_ADDR", &self.env.bao.addr)
+            .env("BAO_TOKEN", &self.env.bao.root_token)
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn meshtrust")
+    }
+
     /// Runs and requires success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.meshtrust(args);
