@@ -145,6 +145,9 @@ fn recovery_since(observed: &Observed) -> Option<i64> {
                 .any(|fp| observed.openbao.root_by_fingerprint(fp).is_none())
         })
         .filter_map(|f| f.published_at)
+        // A peer writes its own time: one from the future (a wrong clock, or a compromised agent) would make
+        // every agent rewrite its entry in every round.
+        .filter(|at| *at <= observed.now)
         .max()
 }
 
