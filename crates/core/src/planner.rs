@@ -116,12 +116,12 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
     }
     let newest = match bao.newest_root() {
         Some(root) => root.generation,
-        None => {
-            plan.changes.push(generate_first_root(mesh));
-            1
-        }
+        None if crate::import_root::plan_first_root(mesh, observed, plan) => 1,
+        // The root to import is missing or unusable (blocked): no intermediate can be signed.
+        None => return,
     };
     let rotation = mesh_rotation(mesh, observed, newest, options);
+    crate::import_root::plan_imported_root(mesh, observed, &rotation, options, plan);
     if rotation.rotating() {
         plan.warnings.push(format!(
             "root rotation in progress ({}): every istiod needs ISTIO_MULTIROOT_MESH=true to accept a changed root-cert.pem without a restart",
@@ -184,24 +184,6 @@ fn plan_pki_mount(mesh: &Mesh, facts: &MountFacts, plan: &mut Plan) -> bool {
         MountFacts::Present { .. } => {}
     }
     true
-}
-
-fn generate_first_root(mesh: &Mesh) -> Change {
-    let mount = &mesh.openbao.pki_mount;
-    Change {
-        target: Target::OpenBao,
-        op: Op::Create,
-        resource: format!("root CA issuer {mount}/{}", root_issuer_name(1)),
-        summary: format!(
-            "internal root \"{}\", {}, ttl {} (the key never leaves OpenBao)",
-            mesh.ca.root.common_name, mesh.ca.root.key, mesh.ca.root.ttl
-        ),
-        reason: "the PKI mount holds no meshtrust root yet".into(),
-        action: Action::GenerateRoot {
-            mount: mount.clone(),
-            generation: 1,
-        },
-    }
 }
 
 /// One cluster's `cacerts` in bao-pki mode, planned against the mesh-wide rotation state.
