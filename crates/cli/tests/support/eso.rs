@@ -98,6 +98,12 @@ pub fn resource(kind: &str, plural: &str) -> ApiResource {
 /// A running ESO controller; dropping it stops it (and `setpriv --pdeathsig` stops it with the test).
 pub struct EsoProcess(pub Child);
 
+impl EsoProcess {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for EsoProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
