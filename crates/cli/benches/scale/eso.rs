@@ -15,8 +15,8 @@ pub const NAMESPACE: &str = "eso-bench";
 // Building, installing and starting ESO is shared with the migration test.
 #[path = "../../tests/support/eso.rs"]
 mod process;
-pub use process::{install_crds, locate};
 use process::resource;
+pub use process::{install_crds, locate};
 
 async fn apply(
     client: &kube::Client,
