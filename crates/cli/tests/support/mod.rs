@@ -9,6 +9,7 @@ pub mod header_proxy;
 pub mod helm;
 pub mod istio;
 pub mod node;
+pub mod pod_istiod;
 pub mod trust_sampler;
 
 use std::path::PathBuf;
