@@ -2,7 +2,7 @@
 //! sampled every 200 ms: each cluster's workload certificate must verify against every other cluster's
 //! `istio-ca-root-cert` (0 gaps), and each istiod must keep its peer in `/debug/clusterz`.
 //!
-//! * Seed 001 on OpenBao: a root bundle made by `openssl` kept in KV at `secret/istio/ca`, synced into every
+//! * Seed 001 on OpenBao (and on Vault: `MESHTRUST_STORE=vault`, not in CI's Vault pass for its cost): a root bundle made by `openssl` kept in KV at `secret/istio/ca`, synced into every
 //!   cluster's `cacerts` (the root itself as signing CA) by the real External Secrets Operator; istioctl-style
 //!   remote secrets. The guide's steps: import (`ca.importRoot.kvPath`), hand-over, `apply --adopt`, agents,
 //!   rotation to a root generated inside OpenBao, `apply --destroy-imported-key`.
@@ -567,6 +567,15 @@ async fn seed_001_moves_onto_openbao_keeping_its_root_then_rotates_the_exposed_k
         .expect("delete ExternalSecret");
     }
     watch.sampler.note("ExternalSecrets istio-cacerts deleted");
+    let out = watch
+        .around("plan --adopt", run(&mesh, &["plan", "--adopt"]))
+        .await;
+    let plan = ok(&out, "plan --adopt");
+    assert!(
+        plan.contains("its root stays, so istiod takes the new intermediate without a restart")
+            && !plan.contains("restart it after apply"),
+        "{plan}"
+    );
     let out = watch
         .around("apply --adopt", run(&mesh, &["apply", "--adopt"]))
         .await;

@@ -223,6 +223,9 @@ pub struct ClusterFacts {
     pub claims: BTreeMap<String, crate::handover::ForeignClaim>,
     /// istioctl's never-expiring reader token Secret is in the Istio namespace.
     pub legacy_reader_token: bool,
+    /// Fingerprints of the roots in a `cacerts` meshtrust does not manage (`root-cert.pem` or `ca.crt`): whether
+    /// taking it over changes the roots istiod booted with.
+    pub unmanaged_roots: Vec<String>,
 }
 
 /// Everything observed in one run.

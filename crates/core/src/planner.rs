@@ -143,6 +143,7 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
             cluster,
             rotation: &rotation,
             openbao: bao,
+            unmanaged_roots: &facts.unmanaged_roots,
         };
         pki.plan_cacerts(&facts.cacerts, options, observed.now, plan);
     }
@@ -192,6 +193,8 @@ struct PkiCluster<'a> {
     cluster: &'a ClusterSettings,
     rotation: &'a RotationState,
     openbao: &'a OpenBaoFacts,
+    /// The roots of the cluster's unmanaged `cacerts`, if it has one.
+    unmanaged_roots: &'a [String],
 }
 
 impl PkiCluster<'_> {
@@ -215,14 +218,31 @@ impl PkiCluster<'_> {
                 plan.warnings.push(restart_warning(cluster));
             }
             CacertsFacts::Unmanaged if options.adopt => {
-                plan.changes.push(self.issue(
-                    rotation.default_signing,
-                    Op::Update,
-                    "--adopt: taking over a cacerts meshtrust did not write".into(),
-                    Vec::new(),
-                    true,
-                ));
-                plan.warnings.push(adopt_restart_warning(cluster));
+                let signing = rotation.default_signing;
+                // The same roots (an imported root, `ca.importRoot`): istiod reloads the new intermediate live.
+                let same_roots = !self.unmanaged_roots.is_empty()
+                    && rotation.trust_with(signing)
+                        == self
+                            .unmanaged_roots
+                            .iter()
+                            .filter_map(|fp| rotation.generation_of(fp))
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect::<Vec<_>>()
+                    && self
+                        .unmanaged_roots
+                        .iter()
+                        .all(|fp| rotation.generation_of(fp).is_some());
+                let reason = if same_roots {
+                    "--adopt: taking over a cacerts meshtrust did not write; its root stays, so istiod takes the new intermediate without a restart"
+                } else {
+                    "--adopt: taking over a cacerts meshtrust did not write"
+                };
+                plan.changes
+                    .push(self.issue(signing, Op::Update, reason.into(), Vec::new(), true));
+                if !same_roots {
+                    plan.warnings.push(adopt_restart_warning(cluster));
+                }
             }
             CacertsFacts::Unmanaged => plan.blockers.push(unmanaged_blocker(cluster)),
             CacertsFacts::Managed(state) => {

@@ -75,6 +75,7 @@ fn intermediate(
         desired_config_hash: String::new(),
         claims: BTreeMap::new(),
         legacy_reader_token: false,
+        unmanaged_roots: vec![],
     }
 }
 
@@ -88,6 +89,7 @@ fn with_cacerts(cacerts: CacertsFacts) -> ClusterFacts {
         desired_config_hash: String::new(),
         claims: BTreeMap::new(),
         legacy_reader_token: false,
+        unmanaged_roots: vec![],
     }
 }
 

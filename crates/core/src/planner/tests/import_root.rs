@@ -248,3 +248,45 @@ fn import_root_settings_are_checked() {
         );
     }
 }
+
+#[test]
+fn adopting_a_cacerts_under_the_root_it_already_trusts_needs_no_istiod_restart() {
+    let seed_cacerts = |roots: &[&str]| ClusterFacts {
+        unmanaged_roots: roots.iter().map(|r| r.to_string()).collect(),
+        ..with_cacerts(CacertsFacts::Unmanaged)
+    };
+    let mut obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", seed_cacerts(&["root-fp-1"])),
+            ("cluster-b", seed_cacerts(&["some-other-root"])),
+        ],
+    );
+    obs.openbao.import = Some(ImportFacts::Ready {
+        cert: seed_root_cert(),
+    });
+    let plan = plan_for(&mesh(KV_IMPORT), &obs, adopt());
+    let warnings = plan.warnings.join("\n");
+    assert!(
+        !warnings.contains("cluster cluster-a: --adopt replaces"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("cluster cluster-b: --adopt replaces"),
+        "{warnings}"
+    );
+    let reason = |cluster: &str| {
+        plan.changes
+            .iter()
+            .find(|c| {
+                c.target
+                    == Target::Cluster {
+                        name: cluster.into(),
+                    }
+            })
+            .map(|c| c.reason.clone())
+            .unwrap_or_default()
+    };
+    assert!(reason("cluster-a").contains("its root stays"), "{plan}");
+    assert!(!reason("cluster-b").contains("its root stays"), "{plan}");
+}
