@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod agent_process;
+pub mod eso;
 pub mod header_proxy;
 pub mod helm;
 pub mod istio;

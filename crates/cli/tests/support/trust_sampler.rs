@@ -92,8 +92,10 @@ pub async fn cacerts_data(cluster: &TestCluster) -> BTreeMap<String, SecretBytes
 /// One cluster's `cacerts` as (trusted generations, signing generation).
 pub async fn cacerts_label(cluster: &TestCluster) -> (Vec<u32>, u32) {
     let data = cacerts_data(cluster).await;
+    // Istio's layout, or cert-manager's (`ca.crt` holds the roots).
     let roots = data
         .get("root-cert.pem")
+        .or_else(|| data.get("ca.crt"))
         .and_then(|v| v.expose_str())
         .unwrap_or("")
         .to_string();
