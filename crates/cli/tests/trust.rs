@@ -431,34 +431,9 @@ fn openssl_x509_text(pem: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// The seed 001 bootstrap job's bundle: a 4096-bit RSA root for 10 years, made outside the store.
+/// The seed 001 bootstrap job's bundle, as PEM text (certificate, key).
 fn seed_001_bundle(dir: &std::path::Path) -> (String, String) {
-    let (key, cert) = (dir.join("seed-key.pem"), dir.join("seed-root.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:4096", "-sha256", "-days", "3650", "-nodes",
-        ])
-        .args([
-            "-subj",
-            "/O=Istio/CN=Root CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-        ])
-        .args([
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) = support::seed_001_root(dir);
     let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("pem");
     (read(&cert), read(&key))
 }
@@ -591,43 +566,13 @@ fn put_bundle(mesh: &Mesh, cert: &std::path::Path, key: &std::path::Path) {
     ]);
 }
 
-/// A self-signed certificate and its key by `openssl`, with `extensions` (`-addext` values).
+/// A self-signed P-256 certificate and its key by `openssl`, with `extensions` (`-addext` values).
 fn openssl_cert(
     dir: &std::path::Path,
     name: &str,
     extensions: &[&str],
 ) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}-key.pem")),
-    );
-    let mut cmd = std::process::Command::new("openssl");
-    cmd.args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ])
-    .args(["-days", "30", "-subj", &format!("/CN={name}")]);
-    for ext in extensions {
-        cmd.args(["-addext", ext]);
-    }
-    let out = cmd
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
+    support::openssl_self_signed(dir, name, &format!("/CN={name}"), "ec", 30, extensions)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
