@@ -244,6 +244,7 @@ impl OpenBaoClient {
         namespace: Option<&str>,
         body: Option<&Value>,
     ) -> reqwest::RequestBuilder {
+        let method_is_patch = method == Method::PATCH;
         let mut request = self
             .http
             .request(method, format!("{address}/v1/{path}"))
@@ -252,6 +253,13 @@ impl OpenBaoClient {
             request = request.header("X-Vault-Namespace", ns);
         }
         if let Some(body) = body {
+            // OpenBao takes a PATCH only as a JSON merge patch; `json` keeps a content type set before it.
+            if method_is_patch {
+                request = request.header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/merge-patch+json",
+                );
+            }
             request = request.json(body);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);

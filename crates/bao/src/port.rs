@@ -230,6 +230,57 @@ impl OpenBao for OpenBaoClient {
         check(&op, response).map(|_| GenerateOutcome::Created)
     }
 
+    async fn import_root(
+        &self,
+        pki: &str,
+        bundle: &SecretBytes,
+        issuer_name: &str,
+    ) -> PortResult<GenerateOutcome> {
+        let path = format!("{pki}/issuers/import/bundle");
+        let op = format!("POST {path}");
+        let pem = bundle
+            .expose_str()
+            .ok_or_else(|| error(ErrorKind::Invalid, &op, "the bundle is not UTF-8 PEM"))?;
+        let answer = self
+            .call_ok(Method::POST, &path, Some(&json!({ "pem_bundle": pem })))
+            .await?;
+        // A new import lists its issuer under imported_issuers; a root the mount holds already under
+        // existing_issuers (an earlier, interrupted import, or a concurrent one).
+        let issuer = ["/data/imported_issuers", "/data/existing_issuers"]
+            .iter()
+            .filter_map(|p| answer.pointer(p).and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str)
+            .next()
+            .map(str::to_string)
+            .ok_or_else(|| wrong_shape(&op, "/data/imported_issuers"))?;
+        let current = self
+            .call_ok(Method::GET, &format!("{pki}/issuer/{issuer}"), None)
+            .await?;
+        if current.pointer("/data/issuer_name").and_then(Value::as_str) == Some(issuer_name) {
+            return Ok(GenerateOutcome::AlreadyExists);
+        }
+        // PATCH changes the name alone: a POST would also reset the issuer's usage to defaults the imported
+        // certificate may not allow (no cRLSign).
+        let response = self
+            .call(
+                Method::PATCH,
+                &format!("{pki}/issuer/{issuer}"),
+                Some(&json!({ "issuer_name": issuer_name })),
+            )
+            .await?;
+        if response.status == StatusCode::BAD_REQUEST
+            && messages(&response.body).contains("issuer name already in use")
+        {
+            return Err(error(
+                ErrorKind::Conflict,
+                &format!("PATCH {pki}/issuer/{issuer}"),
+                format!("another issuer is named {issuer_name} already"),
+            ));
+        }
+        check(&format!("PATCH {pki}/issuer/{issuer}"), response).map(|_| GenerateOutcome::Created)
+    }
+
     async fn sign_intermediate(
         &self,
         pki: &str,

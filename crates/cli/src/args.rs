@@ -154,6 +154,10 @@ pub struct PlanArgs {
     /// for a hand-over; the other domain's blockers do not stop it.
     #[arg(long, value_enum, conflicts_with = "openbao_only")]
     pub only: Option<OnlyDomain>,
+    /// Destroy the KV bundle `ca.importRoot.kvPath` imported the root from (every version and its metadata),
+    /// once every cluster trusts and signs with a root generated inside OpenBao only; planned never earlier.
+    #[arg(long)]
+    pub destroy_imported_key: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

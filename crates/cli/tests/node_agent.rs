@@ -1,6 +1,8 @@
 //! The agent as real pods on a real node per cluster (kubelet, containerd, kube-proxy; see
 //! crates/testenv/src/node): meshtrust's image built from this tree (`scripts/build-image meshtrust`), the Helm
-//! chart installed for real with `helm install --wait`, OpenBao reached from the pods over TLS with a private CA.
+//! chart installed for real with `helm install --wait`, OpenBao reached from the pods over TLS with a private CA;
+//! then istiod as pods beside them (Istio's own charts by `scripts/dev-env istio`, the pilot image built here),
+//! through a renewal and a root rotation the agent pods carry.
 //! Needs root, the node packages and binaries (`scripts/lib.sh` ensure_node); it fails, never skips, without them.
 
 mod support;
@@ -15,10 +17,16 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 use support::Mesh;
+use support::istio::{pem_certs, workload_identity};
 use support::node::{helm, kubectl, mesh_with_nodes, port_forward_get, repo, run, script};
+use support::pod_istiod::{self, PodIstiod, pilot_image};
+use support::trust_sampler::{Sampler, WorkloadCa, settled_on};
 
 const NS: &str = "istio-system";
 const SELECTOR: &str = "app.kubernetes.io/name=meshtrust-agent";
+/// The first test's mesh: a short rotation dwell (longer than the kubelet takes to bring a changed `cacerts`
+/// into istiod's pod, measured below) and 2-hour intermediates, so an admin can ask for a renewal now.
+const ROTATION: &str = "ca:\n  rootRotation:\n    phaseDwell: 30s\n  intermediate:\n    ttl: 2h\n    renewBefore: 10m\n";
 
 /// meshtrust's image, built once per test binary from the working tree by the script users and CI run.
 fn image() -> &'static Path {
@@ -91,10 +99,13 @@ where
 }
 
 /// The helm install line of the README in both clusters, after `apply --openbao-only`; then everything a
-/// user sees of the agent running as pods, with the process checked from the host as the kernel runs it.
+/// user sees of the agent running as pods, with the process checked from the host as the kernel runs it;
+/// istiod as pods beside them; last `helm upgrade` and `helm uninstall`. One environment for all of it.
 #[tokio::test(flavor = "multi_thread")]
 async fn chart_installs_agents_that_run_the_mesh_as_pods() {
-    let mesh = mesh_with_nodes(2, &[image()]);
+    let pilot = pilot_image();
+    let mesh = mesh_with_nodes(2, &[image(), &pilot]);
+    mesh.rewrite(ROTATION);
     mesh.json(&["apply", "--openbao-only"]);
     for i in 0..2 {
         helm_install(&mesh, i, "install", &[]);
@@ -133,7 +144,92 @@ async fn chart_installs_agents_that_run_the_mesh_as_pods() {
     assert!(metrics.contains("meshtrust_"), "/metrics: {metrics}");
     logs_are_json(&mesh).await;
     security_context_holds_at_runtime(&mesh).await;
+    istiod_runs_as_a_pod_through_a_renewal_and_a_rotation(&mesh).await;
     upgrade_rolls_and_uninstall_keeps_secrets(&mesh).await;
+}
+
+/// istiod as a pod in both clusters (`scripts/dev-env istio`): the CA the kubelet mounted from `cacerts`, the
+/// peer read through meshtrust's remote secret; then, sampled every 200 ms (each istiod pod's workload
+/// certificate against the other cluster's `istio-ca-root-cert`), an admin's renewal and a root rotation that
+/// the agent pods carry through its phases. Prints the timeline.
+async fn istiod_runs_as_a_pod_through_a_renewal_and_a_rotation(mesh: &Mesh) {
+    let took = tokio::task::block_in_place(|| pod_istiod::install(mesh));
+    eprintln!(
+        "scripts/dev-env istio: istiod Ready as a pod in both clusters in {:.1}s",
+        took.as_secs_f64()
+    );
+    for i in 0..2 {
+        pod_istiod::uses_the_mesh_root(mesh, i).await;
+    }
+    pod_istiod::reads_its_peer(mesh, 1).await;
+    let clusters = &mesh.env.clusters;
+    for cluster in clusters {
+        workload_identity(cluster).await;
+    }
+    let istiods = [PodIstiod, PodIstiod];
+    let mut sampler = Sampler::default();
+    sampler
+        .until(clusters, &istiods, Duration::from_secs(60), settled_on(1))
+        .await;
+    // Only the moves count: before istiod wrote the new namespace's ConfigMap there was nothing to verify.
+    sampler.gaps.clear();
+
+    // A renewal: the admin with a mesh file that wants one now. istiod signs with the new intermediate once
+    // the kubelet has brought the changed Secret into its pod.
+    mesh.rewrite(&ROTATION.replace("renewBefore: 10m", "renewBefore: 1h59m55s"));
+    let renewed = mesh.ok(&["apply", "--only", "ca"]);
+    mesh.rewrite(ROTATION);
+    assert!(renewed.contains("intermediate serial"), "{renewed}");
+    sampler.note("admin renewed both intermediates");
+    signs_with_current_intermediate(mesh, &istiods, &mut sampler).await;
+
+    mesh.ok(&["ca", "rotate-root", "--start"]);
+    sampler.note("rotate-root --start: root 2 created; the agent pods carry the phases");
+    sampler
+        .until(clusters, &istiods, Duration::from_secs(240), settled_on(2))
+        .await;
+    sampler.report(sampler.started);
+    assert!(sampler.gaps.is_empty(), "trust gaps: {:#?}", sampler.gaps);
+}
+
+/// Samples until each istiod pod's workload certificates are issued by the intermediate now in its `cacerts`;
+/// notes when each got there.
+async fn signs_with_current_intermediate(
+    mesh: &Mesh,
+    istiods: &[PodIstiod],
+    sampler: &mut Sampler,
+) {
+    let clusters = &mesh.env.clusters;
+    let mut pending: Vec<usize> = (0..clusters.len()).collect();
+    let start = Instant::now();
+    while !pending.is_empty() {
+        sampler.sample(clusters, istiods).await;
+        let mut still = Vec::new();
+        for i in pending {
+            let intermediate = support::field(&mesh.cacerts(i).await, "ca-cert.pem");
+            let roots = support::field(&mesh.cacerts(i).await, "root-cert.pem");
+            let chain = istiods[i]
+                .workload_certificate(&clusters[i], support::istio::WORKLOADS, "app", &roots)
+                .await
+                .map(|c| c.iter().flat_map(|p| pem_certs(p)).collect::<Vec<_>>())
+                .unwrap_or_default();
+            if chain.get(1).map(|c| c.trim()) == Some(intermediate.trim()) {
+                sampler.note(&format!(
+                    "{}'s istiod signs with the renewed intermediate",
+                    clusters[i].name
+                ));
+            } else {
+                still.push(i);
+            }
+        }
+        pending = still;
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "istiod pods {pending:?} still sign with the old intermediate; timeline: {:#?}",
+            sampler.timeline
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `kubectl logs` (API server -> kubelet -> containerd's log file) shows the agent's JSON lines.

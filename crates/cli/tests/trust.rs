@@ -577,3 +577,137 @@ async fn seed_001s_cacerts_is_handed_over_from_eso_in_place_with_the_same_root()
     assert!(mesh.ok(&["verify"]).contains("OK"));
     assert_eq!(mesh.json(&["apply"])["applied"], json!([]), "settled");
 }
+
+/// `bao kv put secret/istio/ca` of a bundle from these PEM files.
+fn put_bundle(mesh: &Mesh, cert: &std::path::Path, key: &std::path::Path) {
+    let at = |p: &std::path::Path| format!("@{}", p.display());
+    mesh.bao(&[
+        "kv",
+        "put",
+        "secret/istio/ca",
+        &format!("root-cert.pem={}", at(cert)),
+        &format!("cert-chain.pem={}", at(cert)),
+        &format!("key.pem={}", at(key)),
+    ]);
+}
+
+/// A self-signed certificate and its key by `openssl`, with `extensions` (`-addext` values).
+fn openssl_cert(
+    dir: &std::path::Path,
+    name: &str,
+    extensions: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ])
+    .args(["-days", "30", "-subj", &format!("/CN={name}")]);
+    for ext in extensions {
+        cmd.args(["-addext", ext]);
+    }
+    let out = cmd
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_to_import_that_is_missing_or_unusable_blocks_by_name_and_nothing_is_written() {
+    let mesh = Mesh::start(1, "ca:\n  importRoot:\n    kvPath: istio/ca\n");
+    let dir = mesh.env.dir();
+    let (ca, ca_key) = openssl_cert(dir, "seed-root", &["basicConstraints=critical,CA:TRUE"]);
+    let (_, other_key) = openssl_cert(dir, "other-root", &["basicConstraints=critical,CA:TRUE"]);
+    let (leaf, leaf_key) = openssl_cert(dir, "not-a-ca", &["basicConstraints=critical,CA:FALSE"]);
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let key_lines: Vec<String> = [&ca_key, &other_key, &leaf_key]
+        .iter()
+        .map(|k| {
+            std::fs::read_to_string(k)
+                .expect("key")
+                .lines()
+                .nth(1)
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let cases: [(Option<(&std::path::Path, &std::path::Path)>, &str); 4] = [
+        (None, "ca.importRoot names it, but it does not exist"),
+        (
+            Some((&ca, &other_key)),
+            "key.pem is not the private key of the certificate in root-cert.pem",
+        ),
+        (Some((&leaf, &leaf_key)), "is not a CA certificate"),
+        (Some((&garbage, &ca_key)), "root-cert.pem: "),
+    ];
+    for (bundle, expected) in cases {
+        if let Some((cert, key)) = bundle {
+            put_bundle(&mesh, cert, key);
+        }
+        let plan = mesh.ok(&["plan", "--adopt"]);
+        assert!(
+            plan.contains("BLOCKED OpenBao KV secret/istio/ca:") && plan.contains(expected),
+            "{expected}: {plan}"
+        );
+        let out = mesh.meshtrust(&["apply", "--adopt"]);
+        assert!(!out.status.success(), "{expected}: refused");
+        let text = format!(
+            "{plan}{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        for line in &key_lines {
+            assert!(!text.contains(line.as_str()), "no key material: {text}");
+        }
+        let issuers = mesh
+            .env
+            .bao
+            .cli()
+            .args(["list", "-format=json", "pki/issuers"])
+            .output()
+            .expect("bao");
+        let listed = String::from_utf8_lossy(&issuers.stdout);
+        assert!(
+            !issuers.status.success() || listed.trim() == "[]" || listed.trim().is_empty(),
+            "{expected}: no root made instead: {listed}"
+        );
+        assert!(
+            mesh.secret(0, "istio-system", "cacerts").await.is_none(),
+            "{expected}: no cacerts"
+        );
+    }
+    // Fixed: imported as meshtrust-root-1, and the intermediate is signed under it.
+    put_bundle(&mesh, &ca, &ca_key);
+    mesh.ok(&["apply", "--adopt"]);
+    let cacerts = mesh.cacerts(0).await;
+    assert_eq!(
+        openssl_pubkey(&field(&cacerts, "root-cert.pem"), true),
+        openssl_pubkey(&std::fs::read_to_string(&ca).expect("root"), true)
+    );
+    openssl_verify(&cacerts);
+    assert_eq!(mesh.json(&["apply"])["applied"], json!([]), "settled");
+}

@@ -51,6 +51,9 @@ pub struct OpenBaoFacts {
     pub foreign_issuers: usize,
     /// shared-root mode: the bundle kept in KV, if present.
     pub shared_root: Option<CertFacts>,
+    /// `ca.importRoot`: the root to import (or imported), as found; `None` when the mesh file imports nothing
+    /// or this observation could not look (an agent does not read the admin's KV bundle).
+    pub import: Option<ImportFacts>,
     /// OpenBao's configuration as meshtrust manages it (namespace, mounts, auth, policies).
     pub config: BaoConfigFacts,
 
@@ -59,6 +62,18 @@ pub struct OpenBaoFacts {
     pub published: BTreeMap<String, PublishedFacts>,
     /// Clusters with a published entry that the mesh file no longer lists (observed by the admin only).
     pub departed: std::collections::BTreeSet<String>,
+}
+
+/// The root `ca.importRoot` names, as found in KV (`kvPath`) or in the PKI mount (`issuer`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum ImportFacts {
+    /// Nothing at that KV path, or no issuer by that reference.
+    Missing,
+    /// Found, but it cannot be the mesh's root: each problem names the field and the fix, never the content.
+    Invalid { problems: Vec<String> },
+    /// A usable root (a self-signed CA whose key is at hand): its certificate.
+    Ready { cert: CertFacts },
 }
 
 /// What one cluster published for its peers.
@@ -208,6 +223,9 @@ pub struct ClusterFacts {
     pub claims: BTreeMap<String, crate::handover::ForeignClaim>,
     /// istioctl's never-expiring reader token Secret is in the Istio namespace.
     pub legacy_reader_token: bool,
+    /// Fingerprints of the roots in a `cacerts` meshtrust does not manage (`root-cert.pem` or `ca.crt`): whether
+    /// taking it over changes the roots istiod booted with.
+    pub unmanaged_roots: Vec<String>,
 }
 
 /// Everything observed in one run.

@@ -10,6 +10,7 @@ pub mod bao_plan;
 pub mod duration;
 pub mod facts;
 pub mod handover;
+pub mod import_root;
 pub mod istio;
 pub mod legacy_token;
 pub mod mesh;

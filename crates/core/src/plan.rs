@@ -90,6 +90,17 @@ pub enum Action {
     CreateSharedRoot {
         kv_path: String,
     },
+    /// `ca.importRoot.kvPath`: import the KV bundle (certificate and key) into the PKI mount as
+    /// `meshtrust-root-1`.
+    ImportRoot {
+        mount: String,
+        kv_path: String,
+    },
+    /// Destroy every version and the metadata of the KV bundle a root was imported from, once no cluster
+    /// trusts that root any more.
+    DestroyImportedKey {
+        kv_path: String,
+    },
     CreateNamespace {
         cluster: String,
         namespace: String,
@@ -178,6 +189,8 @@ impl Action {
             | Action::TunePkiMount { .. }
             | Action::GenerateRoot { .. }
             | Action::CreateSharedRoot { .. }
+            | Action::ImportRoot { .. }
+            | Action::DestroyImportedKey { .. }
             | Action::CreateNamespace { .. }
             | Action::IssueIntermediate { .. }
             | Action::UpdateTrustBundle { .. }
@@ -219,6 +232,8 @@ impl Action {
                     | Action::TunePkiMount { .. }
                     | Action::GenerateRoot { .. }
                     | Action::CreateSharedRoot { .. }
+                    | Action::ImportRoot { .. }
+                    | Action::DestroyImportedKey { .. }
                     | Action::UnpublishRemoteSecret { .. }
             )
     }
@@ -260,6 +275,9 @@ pub struct PlanOptions {
     /// Plan only what needs the admin's OpenBao rights (`apply --openbao-only`): nothing inside the clusters,
     /// so a 1,000-cluster mesh does not plan a million remote secrets only to drop them.
     pub openbao_only: bool,
+    /// Destroy the KV bundle a root was imported from once no cluster trusts that root (`apply
+    /// --destroy-imported-key`); planned only then, never earlier.
+    pub destroy_imported_key: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -121,12 +121,12 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
     }
     let newest = match bao.newest_root() {
         Some(root) => root.generation,
-        None => {
-            plan.changes.push(generate_first_root(mesh));
-            1
-        }
+        None if crate::import_root::plan_first_root(mesh, observed, plan) => 1,
+        // The root to import is missing or unusable (blocked): no intermediate can be signed.
+        None => return,
     };
     let rotation = mesh_rotation(mesh, observed, newest, options);
+    crate::import_root::plan_imported_root(mesh, observed, &rotation, options, plan);
     if rotation.rotating() {
         plan.warnings.push(format!(
             "root rotation in progress ({}): every istiod needs ISTIO_MULTIROOT_MESH=true to accept a changed root-cert.pem without a restart",
@@ -148,6 +148,7 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
             cluster,
             rotation: &rotation,
             openbao: bao,
+            unmanaged_roots: &facts.unmanaged_roots,
         };
         pki.plan_cacerts(&facts.cacerts, options, observed.now, plan);
     }
@@ -191,30 +192,14 @@ fn plan_pki_mount(mesh: &Mesh, facts: &MountFacts, plan: &mut Plan) -> bool {
     true
 }
 
-fn generate_first_root(mesh: &Mesh) -> Change {
-    let mount = &mesh.openbao.pki_mount;
-    Change {
-        target: Target::OpenBao,
-        op: Op::Create,
-        resource: format!("root CA issuer {mount}/{}", root_issuer_name(1)),
-        summary: format!(
-            "internal root \"{}\", {}, ttl {} (the key never leaves OpenBao)",
-            mesh.ca.root.common_name, mesh.ca.root.key, mesh.ca.root.ttl
-        ),
-        reason: "the PKI mount holds no meshtrust root yet".into(),
-        action: Action::GenerateRoot {
-            mount: mount.clone(),
-            generation: 1,
-        },
-    }
-}
-
 /// One cluster's `cacerts` in bao-pki mode, planned against the mesh-wide rotation state.
 struct PkiCluster<'a> {
     mesh: &'a Mesh,
     cluster: &'a ClusterSettings,
     rotation: &'a RotationState,
     openbao: &'a OpenBaoFacts,
+    /// The roots of the cluster's unmanaged `cacerts`, if it has one.
+    unmanaged_roots: &'a [String],
 }
 
 impl PkiCluster<'_> {
@@ -238,14 +223,31 @@ impl PkiCluster<'_> {
                 plan.warnings.push(restart_warning(cluster));
             }
             CacertsFacts::Unmanaged if options.adopt => {
-                plan.changes.push(self.issue(
-                    rotation.default_signing,
-                    Op::Update,
-                    "--adopt: taking over a cacerts meshtrust did not write".into(),
-                    Vec::new(),
-                    true,
-                ));
-                plan.warnings.push(adopt_restart_warning(cluster));
+                let signing = rotation.default_signing;
+                // The same roots (an imported root, `ca.importRoot`): istiod reloads the new intermediate live.
+                let same_roots = !self.unmanaged_roots.is_empty()
+                    && rotation.trust_with(signing)
+                        == self
+                            .unmanaged_roots
+                            .iter()
+                            .filter_map(|fp| rotation.generation_of(fp))
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect::<Vec<_>>()
+                    && self
+                        .unmanaged_roots
+                        .iter()
+                        .all(|fp| rotation.generation_of(fp).is_some());
+                let reason = if same_roots {
+                    "--adopt: taking over a cacerts meshtrust did not write; its root stays, so istiod takes the new intermediate without a restart"
+                } else {
+                    "--adopt: taking over a cacerts meshtrust did not write"
+                };
+                plan.changes
+                    .push(self.issue(signing, Op::Update, reason.into(), Vec::new(), true));
+                if !same_roots {
+                    plan.warnings.push(adopt_restart_warning(cluster));
+                }
             }
             CacertsFacts::Unmanaged => plan.blockers.push(unmanaged_blocker(cluster)),
             CacertsFacts::Managed(state) => {

@@ -12,7 +12,7 @@
 //! Every string is escaped on its way into HCL (and the mesh file already refuses quotes, backslashes, control
 //! characters and globs where they could reach a policy), so no value can add or widen a rule.
 
-use crate::mesh::{CaMode, ClusterSettings, Mesh};
+use crate::mesh::{CaMode, ClusterSettings, ImportRoot, Mesh};
 use crate::names::root_issuer_name;
 
 pub const ADMIN_POLICY: &str = "meshtrust-admin";
@@ -87,7 +87,7 @@ fn sign_rule(out: &mut String, pki: &str, generation: u32, mesh: &Mesh, cluster:
         "# sign this cluster's intermediate with {issuer} only: subject pinned, path length 0, ttl {ttl}, no CSR values\n\
          path \"{path}\" {{\n  capabilities = [\"update\"]\n  required_parameters = [{required}]\n  allowed_parameters = {{\n",
         issuer = root_issuer_name(generation),
-        path = hcl_escape(&format!("{pki}/issuer/{}/sign-intermediate", root_issuer_name(generation))),
+        path = hcl_escape(&format!("{pki}/issuer/{}/sign-intermediate", mesh.ca.issuer_ref(generation))),
         required = quoted_list(&["common_name", "csr", "max_path_length", "ttl"]),
     ));
     for (name, values) in allowed {
@@ -224,7 +224,7 @@ pub fn admin_policy(mesh: &Mesh, roots: &[u32]) -> String {
         mesh.mesh_id
     );
     admin_sys_rules(mesh, &mut out);
-    admin_pki_rules(&mesh.openbao.pki_mount, roots, &mut out);
+    admin_pki_rules(mesh, roots, &mut out);
     admin_kv_rules(mesh, &mut out);
     out.trim_end().to_string() + "\n"
 }
@@ -305,7 +305,8 @@ fn admin_sys_rules(mesh: &Mesh, out: &mut String) {
 }
 
 /// The roots and the intermediates they sign; root keys stay inside OpenBao.
-fn admin_pki_rules(pki: &str, roots: &[u32], out: &mut String) {
+fn admin_pki_rules(mesh: &Mesh, roots: &[u32], out: &mut String) {
+    let pki = &mesh.openbao.pki_mount;
     rule(
         out,
         "list and read the roots",
@@ -336,11 +337,43 @@ fn admin_pki_rules(pki: &str, roots: &[u32], out: &mut String) {
             ),
             &format!(
                 "{pki}/issuer/{}/sign-intermediate",
-                root_issuer_name(*generation)
+                mesh.ca.issuer_ref(*generation)
             ),
             &["update"],
         );
     }
+    if let Some(ImportRoot::KvPath(path)) = &mesh.ca.import_root {
+        admin_import_rules(mesh, path, out);
+    }
+}
+
+/// `ca.importRoot.kvPath`: read the bundle, import it and name its issuer, and destroy the KV copy later.
+fn admin_import_rules(mesh: &Mesh, path: &str, out: &mut String) {
+    let (pki, kv) = (&mesh.openbao.pki_mount, &mesh.openbao.kv_mount);
+    rule(
+        out,
+        "ca.importRoot.kvPath: read the root bundle to import",
+        &format!("{kv}/data/{path}"),
+        &["read"],
+    );
+    rule(
+        out,
+        "ca.importRoot.kvPath: destroy the bundle's every version once no cluster trusts that root",
+        &format!("{kv}/metadata/{path}"),
+        &["read", "delete"],
+    );
+    rule(
+        out,
+        "ca.importRoot.kvPath: import the root into the PKI engine",
+        &format!("{pki}/issuers/import/bundle"),
+        &["update"],
+    );
+    rule(
+        out,
+        "ca.importRoot.kvPath: name the imported issuer meshtrust-root-1",
+        &format!("{pki}/issuer/+"),
+        &["patch"],
+    );
 }
 
 /// The shared-root bundle, the published remote secrets and their change index.

@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub(crate) cacerts: BTreeMap<String, Option<SecretObject>>,
     /// shared-root mode: the KV entry as read.
     pub(crate) shared_root: Option<KvEntry>,
+    /// `ca.importRoot.kvPath`: the KV bundle as read (by the admin only).
+    pub(crate) import_bundle: Option<KvEntry>,
     pub(crate) readers: BTreeMap<String, ReaderObjects>,
     /// Each cluster's remote secrets as read, by peer.
     pub(crate) remote_secrets: BTreeMap<String, BTreeMap<String, SecretObject>>,

@@ -214,6 +214,49 @@ impl OpenBao for FakeOpenBao {
         )
     }
 
+    async fn import_root(
+        &self,
+        pki: &str,
+        bundle: &SecretBytes,
+        issuer_name: &str,
+    ) -> PortResult<GenerateOutcome> {
+        self.call(format!("import_root {pki} {issuer_name}"), |s, op| {
+            if s.mounts.get(pki).is_none_or(|m| m.kind != "pki") {
+                return Err(err(ErrorKind::Invalid, op, "no PKI mount"));
+            }
+            let root = crate::signing::split_bundle(bundle.expose_str().unwrap_or_default())
+                .ok_or_else(|| {
+                    err(
+                        ErrorKind::Invalid,
+                        op,
+                        "no certificate and key in the bundle",
+                    )
+                })?;
+            let list = s.issuers.entry(pki.into()).or_default();
+            if let Some(found) = list.iter().position(|i| i.root.cert_pem == root.cert_pem) {
+                if list[found].name == issuer_name {
+                    return Ok(GenerateOutcome::AlreadyExists);
+                }
+                if list.iter().any(|i| i.name == issuer_name) {
+                    return Err(err(ErrorKind::Conflict, op, "issuer name already in use"));
+                }
+                list[found].name = issuer_name.to_string();
+                return Ok(GenerateOutcome::Created);
+            }
+            if list.iter().any(|i| i.name == issuer_name) {
+                return Err(err(ErrorKind::Conflict, op, "issuer name already in use"));
+            }
+            s.serial += 1;
+            let id = format!("issuer-{}", s.serial);
+            s.issuers.entry(pki.into()).or_default().push(Issuer {
+                id,
+                name: issuer_name.to_string(),
+                root,
+            });
+            Ok(GenerateOutcome::Created)
+        })
+    }
+
     async fn sign_intermediate(
         &self,
         pki: &str,
@@ -231,7 +274,7 @@ impl OpenBao for FakeOpenBao {
             let found = s
                 .issuers
                 .get(pki)
-                .and_then(|list| list.iter().find(|i| i.name == issuer))
+                .and_then(|list| list.iter().find(|i| i.name == issuer || i.id == issuer))
                 .ok_or_else(|| err(ErrorKind::Invalid, op, format!("no issuer {issuer}")))?;
             let certificate_pem = sign_intermediate(&found.root, request, now, serial)
                 .map_err(|e| err(ErrorKind::Invalid, op, e))?;

@@ -42,6 +42,22 @@ pub(crate) fn generate_root(request: &RootRequest, now: i64, serial: u64) -> Res
     })
 }
 
+/// A root's certificate (the first CERTIFICATE block) and key (the PRIVATE KEY block) from a PEM bundle,
+/// as OpenBao's `issuers/import/bundle` takes it.
+pub(crate) fn split_bundle(bundle: &str) -> Option<Root> {
+    let block = |tag: &str| -> Option<String> {
+        let begin = format!("-----BEGIN {tag}-----");
+        let end = format!("-----END {tag}-----");
+        let start = bundle.find(&begin)?;
+        let stop = bundle[start..].find(&end)? + start + end.len();
+        Some(format!("{}\n", &bundle[start..stop]))
+    };
+    Some(Root {
+        cert_pem: block("CERTIFICATE")?,
+        key_pem: block("PRIVATE KEY").or_else(|| block("RSA PRIVATE KEY"))?,
+    })
+}
+
 /// Signs `request.csr_pem` with `root` as OpenBao's `sign-intermediate` would: the CN and O from the request,
 /// never from the CSR.
 pub(crate) fn sign_intermediate(

@@ -7,6 +7,7 @@
 pub mod cacerts;
 mod cert;
 mod error;
+pub mod import;
 mod key;
 pub mod shared_root;
 

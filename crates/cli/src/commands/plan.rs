@@ -19,6 +19,7 @@ pub async fn run(global: &Global, args: PlanArgs) -> Result<ExitCode, CliError> 
             PlanOptions {
                 adopt: args.adopt,
                 only: args.only.map(|o| o.domain()),
+                destroy_imported_key: args.destroy_imported_key,
                 ..Default::default()
             },
         )

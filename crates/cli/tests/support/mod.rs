@@ -4,10 +4,12 @@
 
 pub mod agent;
 pub mod agent_process;
+pub mod eso;
 pub mod header_proxy;
 pub mod helm;
 pub mod istio;
 pub mod node;
+pub mod pod_istiod;
 pub mod trust_sampler;
 
 use std::path::PathBuf;

@@ -8,9 +8,35 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use meshtrust_core::secret::SecretBytes;
-use meshtrust_testenv::{Istiod, TestCluster};
+use meshtrust_testenv::{Istiod, TestCluster, TestEnvError};
 
 use super::istio::{WORKLOADS, openssl_verifies, pem_certs};
+
+/// An istiod whose CA the sampler asks for workload certificates: a process on loopback ([`Istiod`]) or a pod
+/// on a test node (`super::pod_istiod::PodIstiod`).
+pub trait WorkloadCa {
+    /// A workload certificate chain for ServiceAccount `namespace/name` of `cluster`, trusting `roots_pem`
+    /// for istiod's serving certificate.
+    fn workload_certificate(
+        &self,
+        cluster: &TestCluster,
+        namespace: &str,
+        service_account: &str,
+        roots_pem: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, TestEnvError>> + Send;
+}
+
+impl WorkloadCa for Istiod {
+    async fn workload_certificate(
+        &self,
+        cluster: &TestCluster,
+        namespace: &str,
+        service_account: &str,
+        roots_pem: &str,
+    ) -> Result<Vec<String>, TestEnvError> {
+        Istiod::workload_certificate(self, cluster, namespace, service_account, roots_pem).await
+    }
+}
 
 /// The roots istiod serves to workloads in `cluster`, or `None` before it wrote them.
 pub async fn served_roots(cluster: &TestCluster) -> Option<String> {
@@ -66,8 +92,10 @@ pub async fn cacerts_data(cluster: &TestCluster) -> BTreeMap<String, SecretBytes
 /// One cluster's `cacerts` as (trusted generations, signing generation).
 pub async fn cacerts_label(cluster: &TestCluster) -> (Vec<u32>, u32) {
     let data = cacerts_data(cluster).await;
+    // Istio's layout, or cert-manager's (`ca.crt` holds the roots).
     let roots = data
         .get("root-cert.pem")
+        .or_else(|| data.get("ca.crt"))
         .and_then(|v| v.expose_str())
         .unwrap_or("")
         .to_string();
@@ -121,13 +149,18 @@ impl Sampler {
 
     /// Keeps each istiod's current workload certificate: later samples check it as well, as a workload that
     /// got it before the move and still uses it.
-    pub async fn pin_current(&mut self, clusters: &[TestCluster], istiods: &[Istiod]) {
+    pub async fn pin_current(&mut self, clusters: &[TestCluster], istiods: &[impl WorkloadCa]) {
         self.sample(clusters, istiods).await;
         for (i, istiod) in istiods.iter().enumerate() {
-            let chain = istiod
-                .workload_certificate(&clusters[i], WORKLOADS, "app", &self.all_roots)
-                .await
-                .expect("workload certificate to pin");
+            let chain = WorkloadCa::workload_certificate(
+                istiod,
+                &clusters[i],
+                WORKLOADS,
+                "app",
+                &self.all_roots,
+            )
+            .await
+            .expect("workload certificate to pin");
             self.pinned.push((i, chain));
         }
     }
@@ -139,7 +172,7 @@ impl Sampler {
 
     /// One sample: each istiod's current workload certificate, and every pinned one, against every other
     /// cluster's served roots.
-    pub async fn sample(&mut self, clusters: &[TestCluster], istiods: &[Istiod]) {
+    pub async fn sample(&mut self, clusters: &[TestCluster], istiods: &[impl WorkloadCa]) {
         let mut served = Vec::new();
         for c in clusters {
             served.push(served_roots(c).await.unwrap_or_default());
@@ -160,9 +193,14 @@ impl Sampler {
                 clusters[i].name,
                 generations(&served[i])
             ));
-            match istiod
-                .workload_certificate(&clusters[i], WORKLOADS, "app", &self.all_roots)
-                .await
+            match WorkloadCa::workload_certificate(
+                istiod,
+                &clusters[i],
+                WORKLOADS,
+                "app",
+                &self.all_roots,
+            )
+            .await
             {
                 Ok(chain) => chains.push((i, chain, "current")),
                 Err(e) => self.gaps.push(format!(
@@ -199,7 +237,7 @@ impl Sampler {
     pub async fn until(
         &mut self,
         clusters: &[TestCluster],
-        istiods: &[Istiod],
+        istiods: &[impl WorkloadCa],
         limit: Duration,
         done: impl Fn(&CacertsStates, &[Vec<u32>]) -> bool,
     ) {
@@ -226,7 +264,12 @@ impl Sampler {
     }
 
     /// Samples every 200 ms for `span`.
-    pub async fn during(&mut self, clusters: &[TestCluster], istiods: &[Istiod], span: Duration) {
+    pub async fn during(
+        &mut self,
+        clusters: &[TestCluster],
+        istiods: &[impl WorkloadCa],
+        span: Duration,
+    ) {
         let start = Instant::now();
         while start.elapsed() < span {
             let tick = Instant::now();

@@ -1,9 +1,10 @@
 //! The `ca` section: the CA mode, the cacerts key layout, and the root and intermediate certificates.
 
 use super::check::{Checker, is_mount_path};
-use super::schema::{RawCa, RawIntermediate, RawRoot};
+use super::schema::{RawCa, RawImportRoot, RawIntermediate, RawRoot};
 use super::{
-    CaMode, CaSettings, IntermediateSettings, KeySpec, KeyType, RootSettings, SecretFormat,
+    CaMode, CaSettings, ImportRoot, IntermediateSettings, KeySpec, KeyType, RootSettings,
+    SecretFormat,
 };
 
 pub(super) fn validate(ca: RawCa, mesh_id: &str, c: &mut Checker) -> CaSettings {
@@ -52,8 +53,10 @@ pub(super) fn validate(ca: RawCa, mesh_id: &str, c: &mut Checker) -> CaSettings 
             format!("{phase_dwell} is not shorter than the intermediate ttl {}; the old root would outlive the intermediates it should retire. Use the workload certificate TTL (default 24h)", intermediate.ttl),
         );
     }
+    let import_root = import_root(ca.import_root, mode, c);
     CaSettings {
         phase_dwell,
+        import_root,
         mode,
         secret_format,
         root,
@@ -128,4 +131,69 @@ fn intermediate(intermediate: RawIntermediate, c: &mut Checker) -> IntermediateS
         ),
         organization: intermediate.organization.unwrap_or_else(|| "Istio".into()),
     }
+}
+
+/// `ca.importRoot`: one source, in bao-pki mode only (shared-root mode keeps its bundle in KV by design).
+fn import_root(raw: Option<RawImportRoot>, mode: CaMode, c: &mut Checker) -> Option<ImportRoot> {
+    let raw = raw?;
+    let import = match (raw.kv_path, raw.issuer) {
+        (Some(_), Some(_)) => {
+            c.problem(
+                "ca.importRoot",
+                "sets both kvPath and issuer; set kvPath for a bundle kept in KV (seed 001) or issuer for a root already in the PKI mount (seed 000)".to_string(),
+            );
+            return None;
+        }
+        (None, None) => {
+            c.problem(
+                "ca.importRoot",
+                "sets neither kvPath nor issuer; set one, or remove importRoot".to_string(),
+            );
+            return None;
+        }
+        (Some(path), None) => {
+            if !is_mount_path(&path) {
+                c.problem(
+                    "ca.importRoot.kvPath",
+                    format!("{path:?} is not a KV path such as istio/ca (no leading or trailing /, no data/ prefix)"),
+                );
+            } else if path.starts_with("data/") || path.starts_with("metadata/") {
+                c.problem(
+                    "ca.importRoot.kvPath",
+                    format!("{path:?} names the KV v2 API path; give the path as `bao kv get` takes it, such as istio/ca"),
+                );
+            }
+            ImportRoot::KvPath(path)
+        }
+        (None, Some(issuer)) => {
+            let valid = !issuer.is_empty()
+                && issuer
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            if !valid {
+                c.problem(
+                    "ca.importRoot.issuer",
+                    format!("{issuer:?} is not an issuer name or ID (letters, digits, - and _); see `bao list pki/issuers`"),
+                );
+            } else if issuer == "default" {
+                c.problem(
+                    "ca.importRoot.issuer",
+                    "\"default\" follows whichever issuer is the mount's default; name the root's issuer by its name or ID (`bao list -detailed pki/issuers`)".to_string(),
+                );
+            } else if crate::names::root_generation(&issuer).is_some() {
+                c.problem(
+                    "ca.importRoot.issuer",
+                    format!("{issuer:?} is already one of meshtrust's roots; remove importRoot"),
+                );
+            }
+            ImportRoot::Issuer(issuer)
+        }
+    };
+    if mode != CaMode::BaoPki {
+        c.problem(
+            "ca.importRoot",
+            "works only with ca.mode bao-pki: the imported root becomes the PKI engine's first root generation".to_string(),
+        );
+    }
+    Some(import)
 }

@@ -118,6 +118,32 @@ pub struct CaSettings {
     /// How long every cluster must sign with a new root before any cluster drops the old one, so that
     /// workload certificates signed under the old root have expired (`ca.rootRotation.phaseDwell`).
     pub phase_dwell: crate::duration::Span,
+    /// The root a running mesh already trusts, taken as meshtrust's first root generation (`ca.importRoot`).
+    pub import_root: Option<ImportRoot>,
+}
+
+/// Where the root a mesh already trusts comes from (`ca.importRoot`), so that meshtrust signs under it instead
+/// of making a new root every proxy would first have to learn.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ImportRoot {
+    /// A bundle (`root-cert.pem`, `key.pem`) at this path in `openbao.kvMount` (seed 001's `istio/ca`), imported
+    /// into the PKI engine as `meshtrust-root-1`.
+    KvPath(String),
+    /// An issuer already in `openbao.pkiMount` (its name or ID), used as generation 1 as it is: nothing is
+    /// copied or renamed.
+    Issuer(String),
+}
+
+impl CaSettings {
+    /// The issuer reference OpenBao signs with for root `generation`: the imported issuer's own reference for
+    /// generation 1 under `ca.importRoot.issuer`, else `meshtrust-root-<generation>`.
+    pub fn issuer_ref(&self, generation: u32) -> String {
+        match &self.import_root {
+            Some(ImportRoot::Issuer(reference)) if generation == 1 => reference.clone(),
+            _ => crate::names::root_issuer_name(generation),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

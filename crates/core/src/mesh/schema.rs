@@ -61,6 +61,14 @@ pub(super) struct RawCa {
     pub(super) shared_root_kv_path: Option<String>,
     #[serde(default)]
     pub(super) root_rotation: RawRootRotation,
+    pub(super) import_root: Option<RawImportRoot>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RawImportRoot {
+    pub(super) kv_path: Option<String>,
+    pub(super) issuer: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

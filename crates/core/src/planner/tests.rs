@@ -10,6 +10,8 @@ use crate::facts::{
 use crate::mesh::{KeySpec, KeyType, SecretFormat};
 use crate::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
 
+mod import_root;
+
 const NOW: i64 = 1_800_000_000;
 const DAY: i64 = 86_400;
 
@@ -73,6 +75,7 @@ fn intermediate(
         desired_config_hash: String::new(),
         claims: BTreeMap::new(),
         legacy_reader_token: false,
+        unmanaged_roots: vec![],
     }
 }
 
@@ -86,6 +89,7 @@ fn with_cacerts(cacerts: CacertsFacts) -> ClusterFacts {
         desired_config_hash: String::new(),
         claims: BTreeMap::new(),
         legacy_reader_token: false,
+        unmanaged_roots: vec![],
     }
 }
 
@@ -198,6 +202,7 @@ fn observed(roots: Vec<RootIssuerFacts>, clusters: Vec<(&str, ClusterFacts)>) ->
             roots,
             foreign_issuers: 0,
             shared_root: None,
+            import: None,
             config: BaoConfigFacts::default(),
             published: BTreeMap::new(),
             departed: Default::default(),

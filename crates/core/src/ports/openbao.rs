@@ -104,6 +104,15 @@ pub trait OpenBao: Send + Sync {
     async fn list_issuers(&self, pki: &str) -> PortResult<Vec<IssuerInfo>>;
     async fn key_info(&self, pki: &str, key_id: &str) -> PortResult<KeyInfo>;
     async fn generate_root(&self, pki: &str, request: &RootRequest) -> PortResult<GenerateOutcome>;
+    /// Imports a root (its certificate and unencrypted private key, PEM, in `bundle`) into the PKI mount and
+    /// names it `issuer_name`. Importing a root the mount holds already finds that issuer; a name in use by
+    /// another issuer is a conflict.
+    async fn import_root(
+        &self,
+        pki: &str,
+        bundle: &SecretBytes,
+        issuer_name: &str,
+    ) -> PortResult<GenerateOutcome>;
     async fn sign_intermediate(
         &self,
         pki: &str,

@@ -9,6 +9,7 @@ use meshtrust_core::mesh::{ClusterSettings, Mesh};
 use meshtrust_core::plan::Action;
 use meshtrust_core::ports::{ErrorKind, GenerateOutcome, RootRequest, SecretObject, SignRequest};
 use meshtrust_pki::cacerts::{CacertsBundle, inspect};
+use meshtrust_pki::import::ImportBundle;
 use meshtrust_pki::shared_root::SharedRoot;
 use meshtrust_pki::{PrivateKeyPem, generate_key, intermediate_csr, parse_certs};
 
@@ -66,6 +67,14 @@ pub(super) async fn apply(
             generate_root(targets, run, mount, *generation).await
         }
         Action::CreateSharedRoot { kv_path } => create_shared_root(targets, run, kv_path).await,
+        Action::ImportRoot { mount, kv_path } => import_root(targets, run, mount, kv_path).await,
+        Action::DestroyImportedKey { kv_path } => {
+            let kv = &targets.mesh.openbao.kv_mount;
+            targets.bao.kv_delete(kv, kv_path).await?;
+            Ok(format!(
+                "destroyed every version and the metadata of {kv}/{kv_path}"
+            ))
+        }
         Action::PublishTrustFacts { cluster, facts } => {
             crate::trust_facts::publish(bao, targets.mesh, run.snapshot(), cluster, facts).await
         }
@@ -111,9 +120,10 @@ async fn generate_root(
 ) -> Result<String, EngineError> {
     let request = root_request(targets.mesh, generation);
     let outcome = targets.bao.generate_root(mount, &request).await?;
-    let (roots, _, pems) = observe_roots(targets.bao, mount).await?;
-    run.roots_pem = Some(pems);
-    let root = roots
+    let found = observe_roots(targets.bao, targets.mesh, run.snapshot().facts.now).await?;
+    run.roots_pem = Some(found.pems);
+    let root = found
+        .roots
         .iter()
         .find(|r| r.generation == generation)
         .ok_or_else(|| {
@@ -131,6 +141,47 @@ async fn generate_root(
             "{} was created concurrently by another run; using it (serial {})",
             request.issuer_name, root.cert.serial
         ),
+    })
+}
+
+/// `ca.importRoot.kvPath`: the KV bundle, checked again as read, goes into the PKI mount as
+/// `meshtrust-root-1`; from then on the key lives in the engine.
+async fn import_root(
+    targets: &Targets<'_>,
+    run: &mut RunState<'_>,
+    mount: &str,
+    kv_path: &str,
+) -> Result<String, EngineError> {
+    let source = format!("KV {}/{kv_path}", targets.mesh.openbao.kv_mount);
+    let entry = run.snapshot().import_bundle.as_ref().ok_or_else(|| {
+        EngineError::Inconsistent(format!("{source} was not read; run apply again"))
+    })?;
+    let bundle = ImportBundle::from_kv(&entry.data, &source, run.snapshot().facts.now)
+        .map_err(|problems| EngineError::Inconsistent(problems.join("; ")))?;
+    let name = root_issuer_name(1);
+    let outcome = targets
+        .bao
+        .import_root(mount, &bundle.pem_bundle(), &name)
+        .await?;
+    let found = observe_roots(targets.bao, targets.mesh, run.snapshot().facts.now).await?;
+    if !found
+        .roots
+        .iter()
+        .any(|r| r.generation == 1 && r.cert.fingerprint == bundle.cert.facts.fingerprint)
+    {
+        return Err(EngineError::Inconsistent(format!(
+            "OpenBao reported importing {source} as {name} but does not list it so"
+        )));
+    }
+    run.roots_pem = Some(found.pems);
+    Ok(match outcome {
+        GenerateOutcome::Created => format!(
+            "imported {source} into {mount} as {name} (sha256 {}); its key now lives in the PKI engine",
+            bundle.cert.facts.fingerprint
+        ),
+        GenerateOutcome::AlreadyExists => {
+            format!("{source} was imported as {name} already (by another run); using it")
+        }
     })
 }
 
@@ -189,7 +240,7 @@ async fn issue_intermediate(
         .bao
         .sign_intermediate(
             &mesh.openbao.pki_mount,
-            &root_issuer_name(signing),
+            &mesh.ca.issuer_ref(signing),
             &request,
         )
         .await?;

@@ -42,6 +42,7 @@ pub(crate) fn api_only(cluster: &dyn Cluster, settings: &ClusterSettings) -> Clu
             desired_config_hash: desired_config_hash(cluster, settings),
             claims: BTreeMap::new(),
             legacy_reader_token: false,
+            unmanaged_roots: Vec::new(),
         },
         cacerts: None,
         reader: ReaderObjects::default(),
@@ -113,6 +114,10 @@ pub(crate) async fn observe_cluster(
         desired_config_hash: desired_config_hash(cluster, settings),
         claims,
         legacy_reader_token,
+        unmanaged_roots: match &cacerts {
+            Some(s) if !is_managed(&s.labels) => inspect(&s.data, now).trusted_roots,
+            _ => Vec::new(),
+        },
     };
     Ok(ClusterFound {
         name: settings.name.clone(),

@@ -71,6 +71,7 @@ pub async fn observe(
                 roots: vec![],
                 foreign_issuers: 0,
                 shared_root: None,
+                import: None,
                 config,
                 published: BTreeMap::new(),
                 departed: Default::default(),
@@ -82,6 +83,7 @@ pub async fn observe(
         roots_pem: BTreeMap::new(),
         cacerts: BTreeMap::new(),
         shared_root: None,
+        import_bundle: None,
         readers: BTreeMap::new(),
         remote_secrets: BTreeMap::new(),
         index_version: 0,
@@ -104,7 +106,7 @@ pub async fn observe(
         if let Some(listed) = &listed {
             snapshot.facts.openbao.departed = departed(mesh, listed);
         }
-        openbao::observe_ca(mesh, bao, &mut snapshot).await?;
+        openbao::observe_ca(mesh, bao, &mut snapshot, with_config).await?;
     }
     // Only connected clusters are observed: an agent connects to its own cluster alone.
     let lookups = mesh.clusters.iter().filter_map(|settings| {

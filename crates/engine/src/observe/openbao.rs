@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use meshtrust_core::auth_ownership::DepartedAuth;
 use meshtrust_core::bao_plan::AGENT_ROLE;
-use meshtrust_core::facts::{AuthFacts, BaoConfigFacts, MountFacts, RootIssuerFacts};
-use meshtrust_core::mesh::{CaMode, Mesh};
+use meshtrust_core::facts::{AuthFacts, BaoConfigFacts, ImportFacts, MountFacts, RootIssuerFacts};
+use meshtrust_core::mesh::{CaMode, ImportRoot, Mesh};
 use meshtrust_core::names::auth_mount_cluster;
 use meshtrust_core::policy::{ADMIN_POLICY, agent_policy_cluster, agent_policy_name};
 use meshtrust_core::ports::OpenBao;
 use meshtrust_core::ports::{AuthMountInfo, ErrorKind};
+use meshtrust_pki::import::{cert_problems, import_facts};
 use meshtrust_pki::parse_certs;
 
 use futures::{StreamExt, TryStreamExt};
@@ -30,18 +31,50 @@ fn mount_facts(mount: Option<meshtrust_core::ports::MountInfo>) -> MountFacts {
     }
 }
 
-/// meshtrust's root issuers (oldest first), the number of other issuers, and each root's PEM by generation.
+/// meshtrust's root issuers in the PKI mount, as one observation found them.
+pub(crate) struct RootsFound {
+    /// Oldest generation first.
+    pub roots: Vec<RootIssuerFacts>,
+    /// Issuers that are not meshtrust's.
+    pub foreign: usize,
+    /// Each root's PEM by generation.
+    pub pems: BTreeMap<u32, String>,
+    /// `ca.importRoot.issuer`: the named issuer as found (`None` without one).
+    pub import: Option<ImportFacts>,
+}
+
+/// meshtrust's root issuers: `meshtrust-root-<n>`, and under `ca.importRoot.issuer` the named issuer as
+/// generation 1 (while no issuer is named `meshtrust-root-1`), if it can be the mesh's root.
 pub(crate) async fn observe_roots(
     bao: &dyn OpenBao,
-    pki: &str,
-) -> Result<(Vec<RootIssuerFacts>, usize, BTreeMap<u32, String>), EngineError> {
-    let mut roots = Vec::new();
-    let mut pems = BTreeMap::new();
-    let mut foreign = 0;
-    for issuer in bao.list_issuers(pki).await? {
-        let Some(generation) = root_generation(&issuer.issuer_name) else {
-            foreign += 1;
-            continue;
+    mesh: &Mesh,
+    now: i64,
+) -> Result<RootsFound, EngineError> {
+    let pki = &mesh.openbao.pki_mount;
+    let import_ref = match &mesh.ca.import_root {
+        Some(ImportRoot::Issuer(reference)) => Some(reference.as_str()),
+        _ => None,
+    };
+    let issuers = bao.list_issuers(pki).await?;
+    let has_first = issuers
+        .iter()
+        .any(|i| root_generation(&i.issuer_name) == Some(1));
+    let mut found = RootsFound {
+        roots: Vec::new(),
+        foreign: 0,
+        pems: BTreeMap::new(),
+        import: import_ref.map(|_| ImportFacts::Missing),
+    };
+    for issuer in issuers {
+        let imported = import_ref
+            .is_some_and(|r| !has_first && (issuer.issuer_name == r || issuer.issuer_id == r));
+        let generation = match root_generation(&issuer.issuer_name) {
+            Some(generation) => generation,
+            None if imported => 1,
+            None => {
+                found.foreign += 1;
+                continue;
+            }
         };
         let cert = parse_certs(
             &issuer.certificate_pem,
@@ -49,21 +82,36 @@ pub(crate) async fn observe_roots(
         )
         .map_err(EngineError::pki("reading OpenBao's root"))?
         .remove(0);
+        if imported {
+            let what = format!("PKI issuer {pki}/{}", import_ref.unwrap_or_default());
+            let mut problems = cert_problems(&cert.facts, cert.self_signed, &what, now);
+            if issuer.key_id.is_empty() {
+                problems.push(format!("{what} has no private key in OpenBao, so it cannot sign intermediates; import the root with its key"));
+            }
+            if !problems.is_empty() {
+                found.foreign += 1;
+                found.import = Some(ImportFacts::Invalid { problems });
+                continue;
+            }
+            found.import = Some(ImportFacts::Ready {
+                cert: cert.facts.clone(),
+            });
+        }
         // A key OpenBao will not describe is treated as not internal, which the planner reports.
         let key_internal = match bao.key_info(pki, &issuer.key_id).await {
             Ok(info) => info.internal,
             Err(_) => false,
         };
-        pems.insert(generation, cert.pem.clone());
-        roots.push(RootIssuerFacts {
+        found.pems.insert(generation, cert.pem.clone());
+        found.roots.push(RootIssuerFacts {
             generation,
             issuer_id: issuer.issuer_id,
             cert: cert.facts,
             key_internal,
         });
     }
-    roots.sort_by_key(|r| r.generation);
-    Ok((roots, foreign, pems))
+    found.roots.sort_by_key(|r| r.generation);
+    Ok(found)
 }
 
 /// A mesh cluster's auth mount as `sys/auth` listed it (`mounted`), with its config and agent role.
@@ -225,26 +273,53 @@ pub(crate) async fn observe_config(
     Ok(config)
 }
 
-/// The CA as OpenBao holds it, in the mesh file's mode.
-pub(crate) async fn observe_ca(
+/// `ca.importRoot.kvPath`: the bundle in KV, checked (the admin only: an agent may not read it).
+async fn observe_import_bundle(
     mesh: &Mesh,
     bao: &dyn OpenBao,
     snapshot: &mut Snapshot,
 ) -> Result<(), EngineError> {
-    let openbao = &mut snapshot.facts.openbao;
+    let Some(ImportRoot::KvPath(path)) = &mesh.ca.import_root else {
+        return Ok(());
+    };
+    let kv = &mesh.openbao.kv_mount;
+    let entry = bao.kv_get(kv, path).await?;
+    snapshot.facts.openbao.import = Some(match &entry {
+        None => ImportFacts::Missing,
+        Some(entry) => import_facts(&entry.data, &format!("KV {kv}/{path}"), snapshot.facts.now),
+    });
+    snapshot.import_bundle = entry;
+    Ok(())
+}
+
+/// The CA as OpenBao holds it, in the mesh file's mode. `admin`: also the bundle `ca.importRoot.kvPath` names.
+pub(crate) async fn observe_ca(
+    mesh: &Mesh,
+    bao: &dyn OpenBao,
+    snapshot: &mut Snapshot,
+    admin: bool,
+) -> Result<(), EngineError> {
     match mesh.ca.mode {
         CaMode::BaoPki => {
             let mount = bao.mount(&mesh.openbao.pki_mount).await?;
             let is_pki = mount.as_ref().is_some_and(|m| m.kind == "pki");
-            openbao.pki_mount = mount_facts(mount);
+            snapshot.facts.openbao.pki_mount = mount_facts(mount);
             if is_pki {
-                let (roots, foreign, pems) = observe_roots(bao, &mesh.openbao.pki_mount).await?;
-                openbao.roots = roots;
-                openbao.foreign_issuers = foreign;
-                snapshot.roots_pem = pems;
+                let found = observe_roots(bao, mesh, snapshot.facts.now).await?;
+                let openbao = &mut snapshot.facts.openbao;
+                openbao.roots = found.roots;
+                openbao.foreign_issuers = found.foreign;
+                openbao.import = found.import;
+                snapshot.roots_pem = found.pems;
+            } else if matches!(mesh.ca.import_root, Some(ImportRoot::Issuer(_))) {
+                snapshot.facts.openbao.import = Some(ImportFacts::Missing);
+            }
+            if admin {
+                observe_import_bundle(mesh, bao, snapshot).await?;
             }
         }
         CaMode::SharedRoot => {
+            let openbao = &mut snapshot.facts.openbao;
             let entry = bao
                 .kv_get(&mesh.openbao.kv_mount, &mesh.ca.shared_root_kv_path)
                 .await?;

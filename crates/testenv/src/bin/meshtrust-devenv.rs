@@ -1,6 +1,7 @@
 //! The long-running half of `scripts/dev-env up`: starts the store (OpenBao, or Vault with `--store vault`) and
 //! N clusters, writes `env.sh`, kubeconfigs and
 //! `mesh.yaml` into DIR, then waits for SIGTERM/SIGINT and stops everything it started.
+//! `helm-values` serves `scripts/dev-env istio`: the values of one Flux HelmRelease from `render gitops`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -10,13 +11,18 @@ use meshtrust_testenv::{StoreKind, TestEnv, mesh_file};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha] [--store openbao|vault] [--nodes [--node-image TAR]...]"
+        "usage: meshtrust-devenv serve --clusters N --dir DIR [--openbao-ha] [--store openbao|vault] [--nodes [--node-image TAR]...]\n       meshtrust-devenv helm-values RELEASE CLUSTER < rendered.yaml"
     );
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [command, release, cluster] = args.as_slice()
+        && command == "helm-values"
+    {
+        return helm_values(release, cluster);
+    }
     if args.first().map(String::as_str) != Some("serve") {
         return usage();
     }
@@ -136,4 +142,33 @@ fn serve(
     drop(env);
     eprintln!("meshtrust-devenv: stopped");
     Ok(())
+}
+
+/// Prints (as JSON) the values of HelmRelease `<release>-<cluster>` from `meshtrust render gitops --flavor flux`
+/// read on stdin.
+fn helm_values(release: &str, cluster: &str) -> ExitCode {
+    let mut text = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+        eprintln!("meshtrust-devenv: cannot read the rendered YAML on stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let name = format!("{release}-{cluster}");
+    let found = text
+        .split("\n---")
+        .filter_map(|doc| {
+            serde_saphyr::from_str::<serde_json::Value>(doc.trim_start_matches("---")).ok()
+        })
+        .find(|doc| doc["kind"] == "HelmRelease" && doc["metadata"]["name"] == name.as_str());
+    match found {
+        Some(doc) => {
+            println!("{}", doc["spec"]["values"]);
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!(
+                "meshtrust-devenv: no HelmRelease {name} in the rendered YAML (render gitops --flavor flux)"
+            );
+            ExitCode::FAILURE
+        }
+    }
 }

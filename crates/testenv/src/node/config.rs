@@ -77,6 +77,10 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {{memory.available: "50Mi", nodefs.available: "100Mi", imagefs.available: "100Mi"}}
 protectKernelDefaults: false
+# A changed Secret reaches a pod's volume only when the kubelet syncs that pod: every syncFrequency (1m by
+# default; a renewed cacerts took 53-83 s to reach istiod's pod here). 10 s keeps the tests' rotations short;
+# docs/ca.md says what the default means for ca.rootRotation.phaseDwell.
+syncFrequency: 10s
 "#,
         ca = ca_file.display(),
         resolv = node_dir.join("resolv.conf").display(),
