@@ -338,7 +338,7 @@ fn http_client(config: &OpenBaoConfig, timeout: Duration) -> PortResult<reqwest:
         let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
             error(
                 ErrorKind::Invalid,
-                "load BAO_CACERT",
+                "load OpenBao's CA (BAO_CACERT, or openbao.caCert in the mesh file)",
                 format!("not a PEM CA bundle: {e}"),
             )
         })?;

@@ -127,6 +127,15 @@ impl OpenBaoConfig {
         })
     }
 
+    /// The mesh file's `openbao.caCert` (PEM text), unless `BAO_CACERT` or `VAULT_CACERT` named a CA file
+    /// already: the environment wins, as for the address.
+    pub fn with_mesh_ca_cert(mut self, pem: Option<&str>) -> Self {
+        if self.ca_cert_pem.is_none() {
+            self.ca_cert_pem = pem.map(str::to_string);
+        }
+        self
+    }
+
     /// Every address to try, in order: `address` first, then the other nodes of `addresses`.
     pub fn candidates(&self) -> Vec<String> {
         let mut all = vec![self.address.clone()];
@@ -266,6 +275,27 @@ mod tests {
             Err(ConfigError::NoToken)
         ));
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn the_mesh_files_ca_is_used_unless_the_environment_names_one() {
+        let file =
+            std::env::temp_dir().join(format!("meshtrust-cacert-env-{}", std::process::id()));
+        std::fs::write(&file, "ENV PEM").expect("write CA file");
+        let from_env = lookup(&[("BAO_CACERT", &file.display().to_string())]);
+        let c = OpenBaoConfig::from_lookup(&from_env, Some("https://mesh"), None)
+            .expect("config")
+            .with_mesh_ca_cert(Some("MESH PEM"));
+        assert_eq!(c.ca_cert_pem.as_deref(), Some("ENV PEM"), "BAO_CACERT wins");
+        let c = OpenBaoConfig::from_lookup(&lookup(&[]), Some("https://mesh"), None)
+            .expect("config")
+            .with_mesh_ca_cert(Some("MESH PEM"));
+        assert_eq!(c.ca_cert_pem.as_deref(), Some("MESH PEM"));
+        let c = OpenBaoConfig::from_lookup(&lookup(&[]), Some("https://mesh"), None)
+            .expect("config")
+            .with_mesh_ca_cert(None);
+        assert_eq!(c.ca_cert_pem, None, "the system's roots");
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub fn connect_openbao(mesh: &Mesh, global: &Global) -> Result<OpenBaoClient, Cl
     let mut config = OpenBaoConfig::from_env(
         mesh.openbao.address.as_deref(),
         mesh.openbao.namespace.as_deref(),
-    )?;
+    )?
+    .with_mesh_ca_cert(mesh.openbao.ca_cert.as_deref());
     config.allow_insecure_http = global.allow_insecure_http;
     Ok(OpenBaoClient::new(config)?.with_timeout(global.request_timeout)?)
 }

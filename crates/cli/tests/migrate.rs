@@ -890,7 +890,7 @@ async fn seed_000_moves_onto_meshtrust_keeping_its_pki_root_and_its_peers() {
     let test_start = Instant::now();
     let mesh = Mesh::start(
         2,
-        "  namespace: production\n  kvMount: kv\n  pkiMount: pki\nca:\n  secretFormat: tls\n  importRoot:\n    issuer: root-2025\nremoteSecrets:\n  readerIdentity: istio\n",
+        "  namespace: production\n  kvMount: kv\n  pkiMount: pki\nca:\n  secretFormat: tls\n  importRoot:\n    issuer: root-2025\n  intermediate:\n    ttl: 1h\n    renewBefore: 3555s\nremoteSecrets:\n  readerIdentity: istio\n",
     );
     let clusters = &mesh.env.clusters;
     seed_000_ca(&mesh).await;
@@ -1039,5 +1039,68 @@ async fn seed_000_moves_onto_meshtrust_keeping_its_pki_root_and_its_peers() {
     assert!(verify.contains("OK"), "{verify}");
     let plan = mesh.ok(&["plan"]);
     assert!(plan.contains("No changes"), "{plan}");
+
+    // Step 7: the agents take over. The mesh file makes intermediates fall due 45 s after issue, so each agent
+    // renews its cluster's under the seed's issuer, through its own policy (`pki/issuer/root-2025/...`).
+    let mut agents = Vec::new();
+    for (i, cluster) in clusters.iter().enumerate() {
+        cluster
+            .create_login_service_account("istio-system", "meshtrust-agent")
+            .await
+            .expect("agent identity");
+        // A resync every 5 s: renewals are found at the periodic resync (default 5 min).
+        agents.push(support::agent_process::AgentProcess::start_with(
+            &mesh.env,
+            i,
+            &mesh.file,
+            &mesh.env.bao.addr,
+            None,
+            &["--resync-interval", "5s"],
+        ));
+    }
+    watch.sampler.note("agents started");
+    let adopted: Vec<String> = {
+        let mut out = Vec::new();
+        for c in clusters {
+            out.push(field(
+                &get_secret(c, "cacerts").await.expect("cacerts"),
+                "tls.crt",
+            ));
+        }
+        out
+    };
+    let start = Instant::now();
+    for (i, cluster) in clusters.iter().enumerate() {
+        loop {
+            watch.sample().await;
+            let now = get_secret(cluster, "cacerts").await.expect("cacerts");
+            if field(&now, "tls.crt") != adopted[i] {
+                assert_eq!(
+                    field(&now, "ca.crt"),
+                    field(&before[i], "ca.crt"),
+                    "the same root"
+                );
+                signs_with(
+                    &istiods[i],
+                    cluster,
+                    &field(&now, "tls.crt"),
+                    &field(&now, "ca.crt"),
+                )
+                .await;
+                watch.sampler.note(&format!(
+                    "{}'s agent renewed its intermediate under root-2025",
+                    cluster.name
+                ));
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no renewal by the agent: {}",
+                agents[i].log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    drop(agents);
     watch.finish(test_start);
 }

@@ -34,8 +34,9 @@ fn image() -> &'static Path {
     IMAGE.get_or_init(|| PathBuf::from(script(&["build-image", "meshtrust"])))
 }
 
-/// `helm install|upgrade meshtrust-agent` as the chart's README says, plus OpenBao's private CA.
-fn helm_install(mesh: &Mesh, cluster: usize, verb: &str, sets: &[&str]) {
+/// `helm install|upgrade meshtrust-agent` exactly as the README says (OpenBao's private CA comes in the mesh
+/// file's `openbao.caCert`), plus `extra` arguments.
+fn helm_install(mesh: &Mesh, cluster: usize, verb: &str, extra: &[&str]) {
     let name = &mesh.env.clusters[cluster].name;
     let mut cmd = helm(mesh, cluster);
     cmd.args([verb, "meshtrust-agent"])
@@ -44,14 +45,7 @@ fn helm_install(mesh: &Mesh, cluster: usize, verb: &str, sets: &[&str]) {
         .args(["--set", &format!("cluster={name}")])
         .arg("--set-file")
         .arg(format!("mesh={}", mesh.file.display()))
-        .arg("--set-file")
-        .arg(format!(
-            "openbao.caCert={}",
-            mesh.env.dir().join("openbao-ca.pem").display()
-        ));
-    for s in sets {
-        cmd.args(["--set", s]);
-    }
+        .args(extra);
     run(cmd);
 }
 
@@ -326,10 +320,21 @@ fn agent_processes(cluster: &str, cgroup_root: &str) -> Vec<u32> {
     pids
 }
 
-/// `helm upgrade` with a changed value rolls the pods (text logs now); `helm uninstall` removes the chart's
+/// `helm upgrade` with changed values rolls the pods (text logs, OpenBao's CA from the chart's own value);
+/// `helm uninstall` removes the chart's
 /// objects and leaves the agents' work (`cacerts`, remote secrets) in place.
 async fn upgrade_rolls_and_uninstall_keeps_secrets(mesh: &Mesh) {
-    helm_install(mesh, 0, "upgrade", &["logFormat=text"]);
+    // The chart's own CA value too: BAO_CACERT from ConfigMap meshtrust-openbao-ca wins over the mesh file's.
+    let ca = format!(
+        "openbao.caCert={}",
+        mesh.env.dir().join("openbao-ca.pem").display()
+    );
+    helm_install(
+        mesh,
+        0,
+        "upgrade",
+        &["--set", "logFormat=text", "--set-file", &ca],
+    );
     let pods_now = pods(mesh, 0).await;
     let running: Vec<&Pod> = pods_now.iter().filter(|p| is_ready(p)).collect();
     assert_eq!(running.len(), 2, "two Ready pods after the upgrade");

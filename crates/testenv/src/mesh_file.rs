@@ -24,6 +24,16 @@ pub fn mesh_file_with(env: &TestEnv, extra: &str) -> String {
         (None, None) => out.push_str(&env.bao.addr),
     }
     out.push('\n');
+    // The private CA of that TLS listener, in the mesh file itself: the chart's `--set-file mesh=` carries it
+    // to the agents, so `helm install` needs nothing more.
+    if env.bao_ha.is_none()
+        && let Some(ca) = &env.bao.tls_ca_pem
+    {
+        out.push_str("  caCert: |\n");
+        for line in ca.lines() {
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
     out.push_str(extra);
     out.push_str("clusters:\n");
     for c in &env.clusters {

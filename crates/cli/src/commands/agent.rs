@@ -18,7 +18,8 @@ pub async fn run(global: &Global, args: AgentArgs) -> Result<ExitCode, CliError>
     let mut bao_config = OpenBaoConfig::from_env_for_login(
         mesh.openbao.address.as_deref(),
         mesh.openbao.namespace.as_deref(),
-    )?;
+    )?
+    .with_mesh_ca_cert(mesh.openbao.ca_cert.as_deref());
     bao_config.allow_insecure_http = global.allow_insecure_http;
     let address = bao_config.address.clone();
     let openbao = OpenBaoClient::new(bao_config)?.with_timeout(args.openbao_timeout)?;

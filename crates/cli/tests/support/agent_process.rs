@@ -27,6 +27,18 @@ impl AgentProcess {
         bao_addr: &str,
         bao_addrs: Option<&str>,
     ) -> AgentProcess {
+        Self::start_with(env, index, mesh_file, bao_addr, bao_addrs, &[])
+    }
+
+    /// The same with `extra` agent flags (`--resync-interval 5s`).
+    pub fn start_with(
+        env: &TestEnv,
+        index: usize,
+        mesh_file: &Path,
+        bao_addr: &str,
+        bao_addrs: Option<&str>,
+        extra: &[&str],
+    ) -> AgentProcess {
         let cluster = &env.clusters[index];
         let log = env.dir().join(format!("agent-{}.log", cluster.name));
         let mut cmd = Command::new("setpriv");
@@ -34,6 +46,7 @@ impl AgentProcess {
             .args(["agent", "--cluster", &cluster.name, "--token-request"])
             .args(["--poll-interval", "1s", "--openbao-timeout", "2s"])
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .arg("--kubeconfig")
             .arg(&cluster.kubeconfig)
             .arg("--mesh")

@@ -85,6 +85,9 @@ impl fmt::Display for KeySpec {
 pub struct OpenBaoSettings {
     /// `None`: take `BAO_ADDR`/`VAULT_ADDR` from the environment.
     pub address: Option<String>,
+    /// PEM of the CA that signed OpenBao's TLS certificate, when it is a private one; `BAO_CACERT` (a file)
+    /// wins over it. In the mesh file, every agent gets it with the mesh (the chart's `--set-file mesh=`).
+    pub ca_cert: Option<String>,
     /// OpenBao namespace (`X-Vault-Namespace`), such as seed 000's `production`.
     pub namespace: Option<String>,
     pub kv_mount: String,

@@ -13,6 +13,16 @@ pub(super) fn validate(ob: RawOpenBao, c: &mut Checker) -> OpenBaoSettings {
             format!("{addr:?} must start with https:// (or http:// for a local dev server)"),
         );
     }
+    let ca_cert = ob.ca_cert.filter(|pem| !pem.trim().is_empty());
+    if let Some(pem) = &ca_cert
+        && !(pem.contains("-----BEGIN CERTIFICATE-----")
+            && pem.contains("-----END CERTIFICATE-----"))
+    {
+        c.problem(
+            "openbao.caCert",
+            "is not a PEM certificate; give the CA that signed OpenBao's TLS certificate as a block, `caCert: |` then the lines from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE----- indented",
+        );
+    }
     let kv_mount = ob.kv_mount.unwrap_or_else(|| "secret".into());
     let pki_mount = ob.pki_mount.unwrap_or_else(|| "pki".into());
     for (path, value) in [
@@ -33,6 +43,7 @@ pub(super) fn validate(ob: RawOpenBao, c: &mut Checker) -> OpenBaoSettings {
     }
     OpenBaoSettings {
         address: ob.address,
+        ca_cert,
         namespace: ob.namespace,
         kv_mount,
         pki_mount,

@@ -44,6 +44,7 @@ pub(super) struct RawRemoteSecrets {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct RawOpenBao {
     pub(super) address: Option<String>,
+    pub(super) ca_cert: Option<String>,
     pub(super) namespace: Option<String>,
     pub(super) kv_mount: Option<String>,
     pub(super) pki_mount: Option<String>,

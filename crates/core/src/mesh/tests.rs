@@ -170,3 +170,26 @@ fn oversized_text_is_refused_before_parsing() {
     let e = problems_of(&text);
     assert!(e.contains("larger than 1 MiB"), "{e}");
 }
+
+#[test]
+fn openbao_ca_cert_is_a_pem_block_or_a_problem_naming_the_field() {
+    let with = |ca: &str| {
+        MINIMAL.replace(
+            "kind: Mesh\n",
+            &format!("kind: Mesh\nopenbao:\n  caCert: {ca}\n"),
+        )
+    };
+    let pem = "|\n    -----BEGIN CERTIFICATE-----\n    MIIB\n    -----END CERTIFICATE-----";
+    let mesh = parse(&with(pem)).expect("a PEM block");
+    assert_eq!(
+        mesh.openbao.ca_cert.as_deref(),
+        Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    );
+    assert_eq!(parse(MINIMAL).expect("valid").openbao.ca_cert, None);
+    assert_eq!(parse(&with("\"\"")).expect("empty").openbao.ca_cert, None);
+    let problems = problems_of(&with("/etc/ssl/openbao-ca.pem"));
+    assert!(
+        problems.contains("openbao.caCert") && problems.contains("BEGIN CERTIFICATE"),
+        "{problems}"
+    );
+}

@@ -290,3 +290,35 @@ fn adopting_a_cacerts_under_the_root_it_already_trusts_needs_no_istiod_restart()
     assert!(reason("cluster-a").contains("its root stays"), "{plan}");
     assert!(!reason("cluster-b").contains("its root stays"), "{plan}");
 }
+
+#[test]
+fn a_mesh_in_shared_root_mode_moves_to_intermediates_under_its_imported_root() {
+    // shared-root mode's cacerts: the root itself (RSA-4096) as the cluster's CA, managed by meshtrust.
+    let shared = |cluster: &str| {
+        let mut facts = intermediate(cluster, 1, &[1], 3000);
+        if let CacertsFacts::Managed(state) = &mut facts.cacerts {
+            state.ca_cert = Some(root(1).cert);
+        }
+        facts
+    };
+    let obs = observed(
+        vec![root(1)],
+        vec![
+            ("cluster-a", shared("cluster-a")),
+            ("cluster-b", shared("cluster-b")),
+        ],
+    );
+    let plan = plan_for(&mesh(KV_IMPORT), &obs, PlanOptions::default());
+    for cluster in ["cluster-a", "cluster-b"] {
+        assert!(
+            actions(&plan).contains(&&Action::IssueIntermediate {
+                cluster: cluster.into(),
+                signing: 1,
+                trust: vec![1],
+                keep: vec![],
+                adopt: false,
+            }),
+            "{plan}"
+        );
+    }
+}
