@@ -529,6 +529,8 @@ async fn seed_001_moves_onto_openbao_keeping_its_root_then_rotates_the_exposed_k
         pem_pubkey(&seed_root, true),
         "the seed's root, imported"
     );
+    let status = mesh.ok(&["status"]);
+    assert!(status.contains("(key internal: false)"), "{status}");
 
     // Step 2: ESO still writes cacerts: the plan names its object and nothing is written (nothing flaps).
     let out = watch
