@@ -645,9 +645,38 @@ async fn a_root_to_import_that_is_missing_or_unusable_blocks_by_name_and_nothing
             "{expected}: no cacerts"
         );
     }
-    // Fixed: imported as meshtrust-root-1, and the intermediate is signed under it.
+    // Fixed: imported as meshtrust-root-1, and the intermediate is signed under it, by a token holding only
+    // the admin policy (reading the bundle, importing it and naming the issuer are in it).
     put_bundle(&mesh, &ca, &ca_key);
-    mesh.ok(&["apply", "--adopt"]);
+    let admin = dir.join("admin.hcl");
+    std::fs::write(&admin, mesh.ok(&["bao", "policies", "--admin"])).expect("write");
+    mesh.bao(&[
+        "policy",
+        "write",
+        "meshtrust-admin",
+        admin.to_str().expect("path"),
+    ]);
+    let token = mesh.bao(&[
+        "token",
+        "create",
+        "-policy=meshtrust-admin",
+        "-no-default-policy",
+        "-field=token",
+    ]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        .args(["apply", "--adopt", "--mesh"])
+        .arg(&mesh.file)
+        .env("BAO_ADDR", &mesh.env.bao.addr)
+        .env("BAO_TOKEN", token.trim())
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .output()
+        .expect("meshtrust");
+    assert!(
+        out.status.success(),
+        "apply with the admin policy alone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cacerts = mesh.cacerts(0).await;
     assert_eq!(
         openssl_pubkey(&field(&cacerts, "root-cert.pem"), true),
