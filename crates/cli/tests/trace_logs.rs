@@ -121,3 +121,59 @@ async fn trace_logs_hold_no_key_or_token() {
     );
     assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn importing_a_root_from_kv_logs_no_part_of_its_key() {
+    let mesh = Mesh::start(1, "ca:\n  importRoot:\n    kvPath: istio/ca\n");
+    let dir = mesh.env.dir();
+    let (cert, key) = support::openssl_self_signed(
+        dir,
+        "root",
+        "/CN=Root CA",
+        "rsa:2048",
+        30,
+        &["basicConstraints=critical,CA:TRUE"],
+    );
+    mesh.bao(&[
+        "kv",
+        "put",
+        "secret/istio/ca",
+        &format!("root-cert.pem=@{}", cert.display()),
+        &format!("key.pem=@{}", key.display()),
+    ]);
+    let key_lines: Vec<String> = std::fs::read_to_string(&key)
+        .expect("key")
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .map(str::to_string)
+        .collect();
+    let mut logs = String::new();
+    for args in [
+        &["plan"][..],
+        &["apply"],
+        &["plan", "--destroy-imported-key"],
+    ] {
+        let out = traced(&mesh, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        logs.push_str(&String::from_utf8_lossy(&out.stdout));
+        logs.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(
+        logs.contains("imported KV secret/istio/ca"),
+        "the import ran"
+    );
+    assert!(
+        !logs.contains("PRIVATE KEY"),
+        "a private key PEM header was logged"
+    );
+    for line in &key_lines {
+        assert!(
+            !logs.contains(line.as_str()),
+            "a line of the imported key was logged"
+        );
+    }
+}

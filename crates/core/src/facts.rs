@@ -24,7 +24,8 @@ pub struct RootIssuerFacts {
     pub generation: u32,
     pub issuer_id: String,
     pub cert: CertFacts,
-    /// True when OpenBao holds the key internally (not exported, not importable back out).
+    /// True when OpenBao holds the key internally (not exported, not importable back out); false for a root
+    /// imported from the KV bundle `ca.importRoot.kvPath` still names (its key lived outside OpenBao).
     pub key_internal: bool,
 }
 

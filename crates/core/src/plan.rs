@@ -272,6 +272,9 @@ pub struct PlanOptions {
     /// Drop older roots as soon as every cluster signs with the newest, without `ca.rootRotation.phaseDwell`:
     /// `ca rotate-root`, where the operator paces the phases.
     pub skip_dwell: bool,
+    /// Plan only what needs the admin's OpenBao rights (`apply --openbao-only`): nothing inside the clusters,
+    /// so a 1,000-cluster mesh does not plan a million remote secrets only to drop them.
+    pub openbao_only: bool,
     /// Destroy the KV bundle a root was imported from once no cluster trusts that root (`apply
     /// --destroy-imported-key`); planned only then, never earlier.
     pub destroy_imported_key: bool,

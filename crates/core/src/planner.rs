@@ -26,6 +26,11 @@ pub fn plan(mesh: &Mesh, observed: &Observed, options: PlanOptions) -> Plan {
         CaMode::BaoPki => plan_bao_pki(mesh, observed, options, &mut plan),
         CaMode::SharedRoot => plan_shared_root(mesh, observed, options, &mut plan),
     }
+    if options.openbao_only {
+        crate::remote_plan::plan_unpublish(mesh, observed, &mut plan);
+        plan.changes.retain(|c| c.action.needs_openbao_admin());
+        return plan;
+    }
     crate::remote_plan::plan_remote_secrets(mesh, observed, options.adopt, &mut plan);
     crate::legacy_token::plan_legacy_tokens(mesh, observed, &mut plan);
     crate::handover::block_foreign_writes(mesh, observed, &mut plan);

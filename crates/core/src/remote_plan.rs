@@ -4,6 +4,8 @@
 //! Only clusters present in the observation are acted on, so an agent that observes just its own cluster plans
 //! just its own cluster's share.
 
+use std::collections::BTreeSet;
+
 use crate::duration::humanize;
 use crate::facts::{ClusterFacts, ObjectState, Observed};
 use crate::istio::remote_secret_name;
@@ -18,14 +20,15 @@ fn cluster_target(name: &str) -> Target {
 
 /// `adopt` (`apply --adopt`): take over remote secrets istioctl or a secrets operator wrote, in place.
 pub fn plan_remote_secrets(mesh: &Mesh, observed: &Observed, adopt: bool, plan: &mut Plan) {
-    let mut publishing: Vec<&str> = Vec::new();
+    // A set: every cluster asks it about every peer (a million times in a 1,000-cluster admin run).
+    let mut publishing: BTreeSet<&str> = BTreeSet::new();
     for cluster in &mesh.clusters {
         let Some(facts) = observed.clusters.get(&cluster.name) else {
             continue;
         };
         plan_reader(cluster, facts, plan);
         if plan_publish(mesh, observed, cluster, facts, plan) {
-            publishing.push(&cluster.name);
+            publishing.insert(&cluster.name);
         }
     }
     for cluster in &mesh.clusters {
@@ -135,7 +138,7 @@ fn plan_publish(
 
 /// What the peer-secret planning needs besides the observation: who publishes in this plan, and `--adopt`.
 struct Peers<'a> {
-    publishing: &'a [&'a str],
+    publishing: &'a BTreeSet<&'a str>,
     adopt: bool,
 }
 
@@ -151,7 +154,7 @@ fn plan_peer_secrets(
     let publishing = peers.publishing;
     for peer in mesh.clusters.iter().filter(|p| p.name != cluster.name) {
         let published = observed.openbao.published.get(&peer.name);
-        let fresh = publishing.contains(&peer.name.as_str());
+        let fresh = publishing.contains(peer.name.as_str());
         if published.is_none() && !fresh {
             continue;
         }
@@ -220,7 +223,7 @@ fn plan_stale_secrets(
     observed: &Observed,
     cluster: &ClusterSettings,
     facts: &ClusterFacts,
-    publishing: &[&str],
+    publishing: &BTreeSet<&str>,
     plan: &mut Plan,
 ) {
     for (peer, existing) in &facts.remote_secrets {
@@ -229,7 +232,7 @@ fn plan_stale_secrets(
         }
         let in_mesh = mesh.clusters.iter().any(|c| &c.name == peer) && peer != &cluster.name;
         let in_openbao =
-            observed.openbao.published.contains_key(peer) || publishing.contains(&peer.as_str());
+            observed.openbao.published.contains_key(peer) || publishing.contains(peer.as_str());
         if in_mesh {
             if !in_openbao {
                 plan.warnings.push(format!(
@@ -259,7 +262,7 @@ fn plan_stale_secrets(
 }
 
 /// Published kubeconfigs of clusters that left the mesh file.
-fn plan_unpublish(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
+pub(crate) fn plan_unpublish(mesh: &Mesh, observed: &Observed, plan: &mut Plan) {
     let rs = &mesh.remote_secrets;
     for gone in &observed.openbao.departed {
         plan.changes.push(Change {

@@ -126,6 +126,10 @@ impl Engine {
         options: PlanOptions,
     ) -> Result<(Plan, Snapshot), EngineError> {
         let snapshot = self.observe(now).await?;
+        let options = PlanOptions {
+            openbao_only: options.openbao_only || self.scope == Scope::OpenBaoOnly,
+            ..options
+        };
         let mut plan = plan(&self.mesh, snapshot.facts(), options);
         if self.scope != Scope::Agent {
             // Only a cluster's own agent may write its trust facts.

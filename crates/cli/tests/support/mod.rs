@@ -187,6 +187,60 @@ pub fn openssl_verify(secret: &Secret) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// A self-signed certificate made by `openssl req -x509` in `dir` (`<name>.pem`, its unencrypted key
+/// `<name>-key.pem`): `newkey` as openssl takes it (`rsa:4096`, `ec`), `extensions` as `-addext` values. Returns
+/// the two paths.
+pub fn openssl_self_signed(
+    dir: &std::path::Path,
+    name: &str,
+    subject: &str,
+    newkey: &str,
+    days: u32,
+    extensions: &[&str],
+) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["req", "-x509", "-sha256", "-nodes", "-newkey", newkey]);
+    if newkey == "ec" {
+        cmd.args(["-pkeyopt", "ec_paramgen_curve:P-256"]);
+    }
+    cmd.args(["-days", &days.to_string(), "-subj", subject]);
+    for ext in extensions {
+        cmd.args(["-addext", ext]);
+    }
+    let out = cmd
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// Seed 001's bootstrap Job's bundle: a 4096-bit RSA root for 10 years, made outside the store.
+pub fn seed_001_root(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    openssl_self_signed(
+        dir,
+        "seed-root",
+        "/O=Istio/CN=Root CA",
+        "rsa:4096",
+        3650,
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        ],
+    )
+}
+
 /// The public key of a PEM key or certificate, via openssl (independent of meshtrust's own check).
 pub fn openssl_pubkey(pem: &str, is_cert: bool) -> String {
     let dir = tempfile::tempdir().expect("tmp");

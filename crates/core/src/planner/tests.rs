@@ -1334,3 +1334,42 @@ fn only_one_domain_moves_while_the_other_waits_for_its_hand_over() {
         "{ca}"
     );
 }
+
+#[test]
+fn openbao_only_plans_exactly_the_admins_openbao_changes_and_nothing_inside_clusters() {
+    let mesh = mesh("");
+    let mut obs = observed(
+        vec![],
+        vec![
+            ("cluster-a", empty_cluster()),
+            ("cluster-b", empty_cluster()),
+        ],
+    );
+    obs.openbao.pki_mount = MountFacts::Absent;
+    obs.openbao.departed.insert("cluster-c".into());
+    let full = plan(&mesh, &obs, PlanOptions::default());
+    let only = plan(
+        &mesh,
+        &obs,
+        PlanOptions {
+            openbao_only: true,
+            ..Default::default()
+        },
+    );
+    let admin: Vec<&Change> = full
+        .changes
+        .iter()
+        .filter(|c| c.action.needs_openbao_admin())
+        .collect();
+    assert_eq!(only.changes.iter().collect::<Vec<_>>(), admin);
+    assert!(
+        only.changes
+            .iter()
+            .any(|c| matches!(c.action, Action::GenerateRoot { .. }))
+    );
+    assert!(only.changes.iter().any(|c| c.action
+        == Action::UnpublishRemoteSecret {
+            cluster: "cluster-c".into()
+        }));
+    assert!(full.changes.len() > only.changes.len(), "{full}");
+}

@@ -102,8 +102,10 @@ impl<'a> RunState<'a> {
 }
 
 /// How many independent OpenBao configuration changes run at once (1,000 clusters' auth mounts, roles and
-/// policies take seconds instead of a minute).
-const CONFIG_CONCURRENCY: usize = 16;
+/// policies take seconds instead of a minute). OpenBao enables auth mounts one at a time; more writes in flight
+/// keep its other work (roles, configs, policies) going meanwhile: measured with 1,001 clusters, 64 took 4.8 s
+/// where 16 took 6.0 s and 4 took 7.7 s on the loaded 2-core machine.
+const CONFIG_CONCURRENCY: usize = 64;
 
 /// The key that orders OpenBao configuration changes: changes with the same key run in plan order, different
 /// keys run concurrently. `None` is a barrier (the namespace and the KV mount come before anything else).
@@ -153,15 +155,25 @@ pub(crate) async fn apply(
             })
             .count();
         if batch > 1 {
-            for (change, detail) in apply_config_batch(targets, &run, &rest[..batch]).await? {
+            // The CA's setup right after the batch needs nothing from it: it runs alongside (generating an
+            // RSA-4096 root takes seconds, as long as a thousand clusters' auth mounts).
+            let alongside = rest[batch..]
+                .iter()
+                .take_while(|c| is_ca_setup(&c.action))
+                .count();
+            let (config, ca) = futures::join!(
+                apply_config_batch(targets, snapshot, &rest[..batch]),
+                apply_in_order(targets, &mut run, &rest[batch..batch + alongside]),
+            );
+            for (change, detail) in config?.into_iter().chain(ca?) {
                 done(change, detail);
             }
-            rest = &rest[batch..];
+            rest = &rest[batch + alongside..];
             continue;
         }
         let action = &change.action;
         let detail = match action.domain() {
-            Domain::OpenBaoConfig => openbao_config::apply(targets, &run, action).await?,
+            Domain::OpenBaoConfig => openbao_config::apply(targets, snapshot, action).await?,
             Domain::Trust => trust::apply(targets, &mut run, action).await?,
             Domain::RemoteSecrets => remote_secrets::apply(targets, &mut run, action).await?,
         };
@@ -171,39 +183,62 @@ pub(crate) async fn apply(
     Ok(report)
 }
 
+/// The CA's setup inside OpenBao (its PKI mount and root): independent of the auth mounts, roles and policies.
+fn is_ca_setup(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::EnablePkiMount { .. } | Action::TunePkiMount { .. } | Action::GenerateRoot { .. }
+    )
+}
+
+/// Trust changes one after another, stopping at the first failure.
+async fn apply_in_order<'c>(
+    targets: &Targets<'_>,
+    run: &mut RunState<'_>,
+    changes: &'c [Change],
+) -> Result<Vec<(&'c Change, String)>, EngineError> {
+    let mut out = Vec::new();
+    for change in changes {
+        out.push((change, trust::apply(targets, run, &change.action).await?));
+    }
+    Ok(out)
+}
+
 /// Independent OpenBao configuration changes, concurrently by key and in order within a key. Reported in plan
 /// order once all are done; the first failure is returned (the others have been made, which a re-run sees).
 async fn apply_config_batch<'c>(
     targets: &Targets<'_>,
-    run: &RunState<'_>,
+    snapshot: &Snapshot,
     changes: &'c [Change],
 ) -> Result<Vec<(&'c Change, String)>, EngineError> {
     // Groups in order of first appearance, so that the start order follows the plan.
-    let mut groups: Vec<(String, Vec<(usize, &'c Change)>)> = Vec::new();
+    let mut groups: Vec<Vec<(usize, &'c Change)>> = Vec::new();
+    let mut group_of: BTreeMap<String, usize> = BTreeMap::new();
     for (index, change) in changes.iter().enumerate() {
         let key = config_key(&change.action).unwrap_or_default();
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, group)) => group.push((index, change)),
-            None => groups.push((key, vec![(index, change)])),
+        let next = groups.len();
+        let group = *group_of.entry(key).or_insert(next);
+        if group == next {
+            groups.push(Vec::new());
         }
+        groups[group].push((index, change));
     }
-    let results: Vec<Vec<(usize, Result<String, EngineError>)>> =
-        futures::stream::iter(groups.into_iter().map(|(_, group)| group))
-            .map(|group| async move {
-                let mut out = Vec::new();
-                for (index, change) in group {
-                    let result = openbao_config::apply(targets, run, &change.action).await;
-                    let failed = result.is_err();
-                    out.push((index, result));
-                    if failed {
-                        break;
-                    }
+    let results: Vec<Vec<(usize, Result<String, EngineError>)>> = futures::stream::iter(groups)
+        .map(|group| async move {
+            let mut out = Vec::new();
+            for (index, change) in group {
+                let result = openbao_config::apply(targets, snapshot, &change.action).await;
+                let failed = result.is_err();
+                out.push((index, result));
+                if failed {
+                    break;
                 }
-                out
-            })
-            .buffer_unordered(CONFIG_CONCURRENCY)
-            .collect()
-            .await;
+            }
+            out
+        })
+        .buffer_unordered(CONFIG_CONCURRENCY)
+        .collect()
+        .await;
     let mut ordered: Vec<(usize, Result<String, EngineError>)> =
         results.into_iter().flatten().collect();
     ordered.sort_by_key(|(index, _)| *index);

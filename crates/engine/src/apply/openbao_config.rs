@@ -8,12 +8,13 @@ use meshtrust_core::plan::Action;
 use meshtrust_core::policy::{ADMIN_POLICY, admin_policy, agent_policy, agent_policy_name};
 use meshtrust_core::ports::{ErrorKind, KubernetesAuthConfig, PortError, System};
 
-use super::{RunState, Targets};
+use super::Targets;
 use crate::EngineError;
+use crate::snapshot::Snapshot;
 
 pub(super) async fn apply(
     targets: &Targets<'_>,
-    run: &RunState<'_>,
+    snapshot: &Snapshot,
     action: &Action,
 ) -> Result<String, EngineError> {
     let bao = targets.bao;
@@ -58,7 +59,7 @@ pub(super) async fn apply(
             Ok(format!("enabled Kubernetes auth at auth/{mount}/"))
         }
         Action::ConfigureAuth { cluster, mount } => {
-            configure_auth(targets, run, cluster, mount).await
+            configure_auth(targets, snapshot, cluster, mount).await
         }
         Action::WriteAgentRole { cluster, mount } => {
             let role = desired_role(targets.mesh, targets.settings(cluster)?);
@@ -70,7 +71,7 @@ pub(super) async fn apply(
             ))
         }
         Action::WritePolicy { name } => {
-            let roots = policy_roots(targets.mesh, &run.snapshot().facts().openbao.roots);
+            let roots = policy_roots(targets.mesh, &snapshot.facts().openbao.roots);
             bao.write_policy(name, &policy_text(targets, name, &roots)?)
                 .await?;
             Ok(format!("wrote policy {name}"))
@@ -107,13 +108,12 @@ async fn disable_auth_mount(
 
 async fn configure_auth(
     targets: &Targets<'_>,
-    run: &RunState<'_>,
+    snapshot: &Snapshot,
     cluster: &str,
     mount: &str,
 ) -> Result<String, EngineError> {
     let settings = targets.settings(cluster)?;
-    let api = run
-        .snapshot()
+    let api = snapshot
         .facts
         .clusters
         .get(cluster)

@@ -284,10 +284,19 @@ async fn observe_import_bundle(
     };
     let kv = &mesh.openbao.kv_mount;
     let entry = bao.kv_get(kv, path).await?;
-    snapshot.facts.openbao.import = Some(match &entry {
+    let facts = match &entry {
         None => ImportFacts::Missing,
         Some(entry) => import_facts(&entry.data, &format!("KV {kv}/{path}"), snapshot.facts.now),
-    });
+    };
+    // A root imported from that bundle had its key outside OpenBao, whatever OpenBao says of it now.
+    if let ImportFacts::Ready { cert } = &facts {
+        for root in &mut snapshot.facts.openbao.roots {
+            if root.cert.fingerprint == cert.fingerprint {
+                root.key_internal = false;
+            }
+        }
+    }
+    snapshot.facts.openbao.import = Some(facts);
     snapshot.import_bundle = entry;
     Ok(())
 }
