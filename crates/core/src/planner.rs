@@ -133,7 +133,7 @@ fn plan_bao_pki(mesh: &Mesh, observed: &Observed, options: PlanOptions, plan: &m
             names(&rotation.trust)
         ));
     }
-    rotation_warnings(&rotation, plan);
+    rotation_warnings(&rotation, mesh, plan);
     foreign_roots_warning(&rotation, mesh, plan);
     plan.warnings
         .extend(crate::root_end::root_end_warning(mesh, bao, observed.now));

@@ -34,9 +34,15 @@ fn newest_fingerprint(bao: &OpenBaoFacts, newest: u32) -> Option<&str> {
 
 /// Warnings about the rotation that the operator must act on: what the next phase waits for when an istiod
 /// did not take the new roots.
-pub fn rotation_warnings(rotation: &RotationState, plan: &mut Plan) {
+pub fn rotation_warnings(rotation: &RotationState, mesh: &Mesh, plan: &mut Plan) {
     if rotation.phase == RotationPhase::Settled {
         return;
+    }
+    if mesh.ca.phase_dwell.seconds() < KUBELET_SAFE_DWELL {
+        plan.warnings.push(format!(
+            "ca.rootRotation.phaseDwell is {}: an istiod running as a pod sees a changed cacerts only when the kubelet next syncs its pod (up to about 2 minutes with the kubelet's defaults), while the dwell counts from the change, so a dwell this short can drop the old root while an istiod still signs under it. Use 5m or more unless istiod reads cacerts directly (docs/ca.md)",
+            mesh.ca.phase_dwell
+        ));
     }
     for wait in &rotation.waiting {
         if wait.contains("istiod does not serve") {
@@ -44,6 +50,10 @@ pub fn rotation_warnings(rotation: &RotationState, plan: &mut Plan) {
         }
     }
 }
+
+/// The shortest dwell that outlasts the kubelet's delay in bringing a changed Secret into a pod: its sync
+/// period (1 min by default) plus its Secret cache's TTL (1 min), with margin.
+const KUBELET_SAFE_DWELL: u64 = 300;
 
 /// Each connected cluster publishes its trust facts once a second root exists, whenever they changed.
 pub fn plan_trust_facts(mesh: &Mesh, observed: &Observed, newest: u32, plan: &mut Plan) {

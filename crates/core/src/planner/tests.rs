@@ -624,6 +624,34 @@ fn root_rotation_runs_three_phases_without_a_trust_gap() {
     assert_eq!(done.trusted_roots, vec!["root-fp-2".to_string()]);
 }
 
+/// A dwell shorter than the kubelet's delay in bringing a changed cacerts into an istiod pod is said while a
+/// rotation runs; the default (24h) and anything from 5m up are not.
+#[test]
+fn a_rotation_with_a_dwell_shorter_than_the_kubelets_delay_is_warned_about() {
+    let obs = observed(
+        vec![root(1), root(2)],
+        vec![
+            ("cluster-a", intermediate("cluster-a", 1, &[1], 300)),
+            ("cluster-b", intermediate("cluster-b", 1, &[1], 300)),
+        ],
+    );
+    let warned = |dwell: &str| {
+        let text = if dwell.is_empty() {
+            String::new()
+        } else {
+            format!("ca:\n  rootRotation:\n    phaseDwell: {dwell}\n")
+        };
+        plan_for(&mesh(&text), &obs, PlanOptions::default())
+            .warnings
+            .iter()
+            .any(|w| w.contains("sees a changed cacerts only when the kubelet"))
+    };
+    assert!(warned("30s"));
+    assert!(warned("4m"));
+    assert!(!warned("5m"));
+    assert!(!warned(""));
+}
+
 #[test]
 fn new_cluster_during_rotation_is_signed_by_a_root_everyone_trusts() {
     let mut obs = observed(
