@@ -3,12 +3,13 @@
 //! `istio-ca-root-cert` (0 gaps), and each istiod must keep its peer in `/debug/clusterz`.
 //!
 //! * Seed 001 on OpenBao (and on Vault: `MESHTRUST_STORE=vault`, not in CI's Vault pass for its cost): a root bundle made by `openssl` kept in KV at `secret/istio/ca`, synced into every
-//!   cluster's `cacerts` (the root itself as signing CA) by the real External Secrets Operator; istioctl-style
-//!   remote secrets. The guide's steps: import (`ca.importRoot.kvPath`), hand-over, `apply --adopt`, agents,
+//!   cluster's `cacerts` (the root itself as signing CA) by the real External Secrets Operator; remote
+//!   secrets from the real `istioctl create-remote-secret`. The guide's steps: import (`ca.importRoot.kvPath`), hand-over, `apply --adopt`, agents,
 //!   rotation to a root generated inside OpenBao, `apply --destroy-imported-key`.
 //! * Seed 000: namespace `production`, a root made by hand in the PKI engine (`ca.importRoot.issuer`),
 //!   cert-manager's `cacerts` and the Vault Secrets Operator's remote secrets (neither controller builds here:
-//!   their objects are recreated from their sources), istioctl's long-lived reader tokens.
+//!   their objects are recreated from their sources), the real istioctl's kubeconfigs in KV and its long-lived
+//!   reader tokens (filled by kube-controller-manager's token controller).
 
 mod support;
 
