@@ -79,28 +79,34 @@ impl Mesh {
 
     /// Runs `<binary> <args> --mesh <file>`: another release's meshtrust (upgrade tests).
     pub fn meshtrust_from(&self, binary: &std::path::Path, args: &[&str]) -> Output {
-        std::process::Command::new(binary)
-            .args(args)
+        self.command(binary, args).output().expect("run meshtrust")
+    }
+
+    /// `<binary> <args> --mesh <file>` with the store's address and root token: the environment's 3-node
+    /// Raft cluster when it has one (every node in BAO_ADDRS), else its dev server.
+    fn command(&self, binary: &std::path::Path, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(binary);
+        cmd.args(args)
             .arg("--mesh")
             .arg(&self.file)
-            .env("BAO_ADDR", &self.env.bao.addr)
-            .env("BAO_TOKEN", &self.env.bao.root_token)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
-            .output()
-            .expect("run meshtrust")
+            .env_remove("BAO_ADDRS");
+        match &self.env.bao_ha {
+            Some(ha) => cmd
+                .env("BAO_ADDR", &ha.nodes[0].addr)
+                .env("BAO_ADDRS", ha.addrs().join(" "))
+                .env("BAO_TOKEN", &ha.root_token),
+            None => cmd
+                .env("BAO_ADDR", &self.env.bao.addr)
+                .env("BAO_TOKEN", &self.env.bao.root_token),
+        };
+        cmd
     }
 
     /// Starts `meshtrust <args> --mesh <file>` in the background, its output piped.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
-            .args(args)
-            .arg("--mesh")
-            .arg(&self.file)
-            .env("BAO_ADDR", &self.env.bao.addr)
-            .env("BAO_TOKEN", &self.env.bao.root_token)
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
+        self.command(std::path::Path::new(env!("CARGO_BIN_EXE_meshtrust")), args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
