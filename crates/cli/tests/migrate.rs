@@ -147,6 +147,17 @@ fn api(cluster_client: kube::Client, gvk: (&str, &str, &str), plural: &str) -> A
     Api::namespaced_with(cluster_client, "istio-system", &resource)
 }
 
+/// Deletes a controller's object `istio-system/<name>` of kind `gvk` in `cluster`: the hand-over (the guide's
+/// `kubectl delete --cascade=orphan`; this API server runs no garbage collector, so a plain delete leaves the
+/// Secret it wrote just the same).
+async fn delete_object(cluster: &TestCluster, gvk: (&str, &str, &str), plural: &str, name: &str) {
+    let client = cluster.client().await.expect("client");
+    api(client, gvk, plural)
+        .delete(name, &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete {} {name}: {e}", gvk.2));
+}
+
 /// The peer as `cluster`'s istiod lists it in `/debug/clusterz`: its sync status, or `None` when absent.
 async fn peer_status(istiod: &Istiod, peer: &str) -> Option<String> {
     let text = istiod.debug("/debug/clusterz").await.ok()?;
@@ -362,33 +373,6 @@ async fn signs_with(istiod: &Istiod, cluster: &TestCluster, intermediate: &str, 
     }
 }
 
-/// The seed 001 bootstrap job's bundle: a 4096-bit RSA root for 10 years, made outside the store.
-fn seed_001_bundle(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (key, cert) = (dir.join("seed-key.pem"), dir.join("seed-root.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:4096", "-sha256", "-days", "3650",
-        ])
-        .args(["-nodes", "-subj", "/O=Istio/CN=Root CA"])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .args([
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
 /// Seed 001's ESO objects in one cluster: the token Secret and SecretStore for the store (token auth here; the
 /// seed logs in with a Kubernetes auth role, which changes nothing of what ESO writes), and the
 /// ExternalSecret `istio-system/istio-cacerts` writing `cacerts` with the exact filenames Istio expects.
@@ -460,7 +444,7 @@ async fn seed_001_moves_onto_openbao_keeping_its_root_then_rotates_the_exposed_k
     let dir = mesh.env.dir();
 
     // Seed 001 as its own commands build it: the bundle in KV, ESO syncing it into every cluster's cacerts.
-    let (cert, key) = seed_001_bundle(dir);
+    let (cert, key) = support::seed_001_root(dir);
     let at = |p: &std::path::Path| format!("@{}", p.display());
     mesh.bao(&[
         "kv",
@@ -558,15 +542,13 @@ async fn seed_001_moves_onto_openbao_keeping_its_root_then_rotates_the_exposed_k
     // Step 3: hand cacerts over (the guide's orphaning delete; this API server has no garbage collector, so
     // a plain delete leaves the Secret just the same), then take everything over in place.
     for cluster in clusters {
-        let client = cluster.client().await.expect("client");
-        api(
-            client,
+        delete_object(
+            cluster,
             ("external-secrets.io", "v1", "ExternalSecret"),
             "externalsecrets",
+            "istio-cacerts",
         )
-        .delete("istio-cacerts", &Default::default())
-        .await
-        .expect("delete ExternalSecret");
+        .await;
     }
     watch.sampler.note("ExternalSecrets istio-cacerts deleted");
     let out = watch
@@ -935,18 +917,13 @@ async fn seed_000_moves_onto_meshtrust_keeping_its_pki_root_and_its_peers() {
 
     // Step 2: remote secrets first (the CA waits for cert-manager's hand-over): in place, peers kept.
     for (i, cluster) in clusters.iter().enumerate() {
-        let client = cluster.client().await.expect("client");
-        api(
-            client,
+        delete_object(
+            cluster,
             ("secrets.hashicorp.com", "v1beta1", "VaultStaticSecret"),
             "vaultstaticsecrets",
-        )
-        .delete(
             &format!("remote-{}", clusters[1 - i].name),
-            &Default::default(),
         )
-        .await
-        .expect("delete VaultStaticSecret");
+        .await;
     }
     watch.sampler.note("VaultStaticSecrets deleted");
     let out = watch
@@ -984,15 +961,13 @@ async fn seed_000_moves_onto_meshtrust_keeping_its_pki_root_and_its_peers() {
 
     // Step 3: the CA: cert-manager's Certificates go, and cacerts is taken over in place under the same root.
     for cluster in clusters {
-        let client = cluster.client().await.expect("client");
-        api(
-            client,
+        delete_object(
+            cluster,
             ("cert-manager.io", "v1", "Certificate"),
             "certificates",
+            "istiod-ca",
         )
-        .delete("istiod-ca", &Default::default())
-        .await
-        .expect("delete Certificate");
+        .await;
     }
     watch.sampler.note("Certificates deleted");
     let out = watch

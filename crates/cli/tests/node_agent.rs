@@ -18,7 +18,10 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 use support::Mesh;
 use support::istio::{pem_certs, workload_identity};
-use support::node::{helm, kubectl, mesh_with_nodes, port_forward_get, repo, run, script};
+use support::node::{
+    helm, kubectl, mesh_with_nodes, mesh_with_nodes_and_openbao_ha, port_forward_get, repo, run,
+    script,
+};
 use support::pod_istiod::{self, PodIstiod, pilot_image};
 use support::trust_sampler::{Sampler, WorkloadCa, settled_on};
 
@@ -372,27 +375,28 @@ async fn upgrade_rolls_and_uninstall_keeps_secrets(mesh: &Mesh) {
     );
 }
 
-/// The deploy files of `meshtrust render agent` with OpenBao's CA (`--openbao-cacert`) and node list
-/// (`--openbao-addr`), applied with kubectl as an operator would.
+/// Every Raft node's TLS address, as pods reach them.
+fn openbao_nodes(mesh: &Mesh) -> Vec<String> {
+    mesh.env.bao_ha.as_ref().expect("HA OpenBao").tls_addrs()
+}
+
+/// The deploy files of `meshtrust render agent` with OpenBao's CA (`--openbao-cacert`) and every Raft node
+/// (`--openbao-addr`, repeated), applied with kubectl as an operator would.
 fn deploy_rendered_agent(mesh: &Mesh, cluster: usize) {
     let name = mesh.env.clusters[cluster].name.clone();
-    let tls = mesh
-        .env
-        .bao
-        .tls_addr
-        .clone()
-        .expect("OpenBao's TLS address");
     let ca = mesh.env.dir().join("openbao-ca.pem");
-    let rendered = mesh.ok(&[
-        "render",
-        "agent",
-        "--cluster",
-        &name,
-        "--openbao-cacert",
-        ca.to_str().expect("utf-8 path"),
-        "--openbao-addr",
-        &tls,
-    ]);
+    let mut args = vec![
+        "render".to_string(),
+        "agent".to_string(),
+        "--cluster".to_string(),
+        name.clone(),
+        "--openbao-cacert".to_string(),
+        ca.display().to_string(),
+    ];
+    for node in openbao_nodes(mesh) {
+        args.extend(["--openbao-addr".to_string(), node]);
+    }
+    let rendered = mesh.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let file = mesh.env.dir().join(format!("agent-{name}.yaml"));
     std::fs::write(&file, rendered).expect("write rendered agent");
     run({
@@ -407,24 +411,42 @@ fn deploy_rendered_agent(mesh: &Mesh, cluster: usize) {
     });
 }
 
-/// Deletes the leader pod `KILLS` times: the other replica takes the Lease and repairs a remote secret deleted
-/// meanwhile. Prints the takeover times (deletion to a new holder that is a live pod). cluster-b's agents come
-/// from `render agent` with BAO_CACERT and BAO_ADDRS, cluster-a's from the chart.
-#[tokio::test(flavor = "multi_thread")]
-async fn standby_pod_takes_over_when_the_leader_pod_is_deleted() {
+/// OpenBao as users run it for the agent pods: a 3-node Raft cluster over TLS with a private CA. cluster-a's
+/// agents come from the chart (`openbao.addresses` lists the nodes), cluster-b's from `render agent` with
+/// BAO_CACERT and BAO_ADDRS. First the leader pod is deleted `MESHTRUST_NODE_KILLS` times (10): the other
+/// replica takes the Lease and repairs a remote secret deleted meanwhile; takeover times printed. Then the
+/// Raft leader is killed: the agents carry on through the new leader (a deleted `cacerts` re-issued, which
+/// needs OpenBao to sign, and a deleted remote secret restored in each cluster).
+#[test]
+fn agent_pods_survive_their_leader_pod_and_the_openbao_raft_leader() {
     // MESHTRUST_NODE_KILLS: more kills for a steadier p99 (10 take about 25 s here).
     let kills: usize = std::env::var("MESHTRUST_NODE_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(10);
-    let mesh = mesh_with_nodes(2, &[image()]);
+    // The Raft cluster's setup blocks: start it before the runtime, on this thread (pdeathsig follows it).
+    let mut mesh = mesh_with_nodes_and_openbao_ha(2, &[image()]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     mesh.json(&["apply", "--openbao-only"]);
-    helm_install(&mesh, 0, "install", &[]);
+    let addresses = format!("openbao.addresses={{{}}}", openbao_nodes(&mesh).join(","));
+    helm_install(&mesh, 0, "install", &["--set", &addresses]);
     deploy_rendered_agent(&mesh, 1);
-    eventually(90, "verify passes", || async {
-        mesh.meshtrust(&["verify"]).status.success()
-    })
-    .await;
+    runtime.block_on(async {
+        eventually(90, "verify passes", || async {
+            mesh.meshtrust(&["verify"]).status.success()
+        })
+        .await;
+        leader_pod_deletions(&mesh, kills).await;
+    });
+    openbao_raft_leader_killed(&mut mesh, &runtime);
+    drop(runtime);
+}
+
+/// Deletes the leader pod of cluster-a `kills` times; prints the takeover times (deletion to a new holder).
+async fn leader_pod_deletions(mesh: &Mesh, kills: usize) {
     let client = mesh.env.clusters[0].client().await.expect("client");
     let pods_api = Api::<Pod>::namespaced(client.clone(), NS);
     let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, NS);
@@ -433,10 +455,10 @@ async fn standby_pod_takes_over_when_the_leader_pod_is_deleted() {
     for kill in 0..kills {
         let round = Instant::now();
         eventually(120, "two Ready replicas before a kill", || async {
-            pods(&mesh, 0).await.iter().filter(|p| is_ready(p)).count() == 2
+            pods(mesh, 0).await.iter().filter(|p| is_ready(p)).count() == 2
         })
         .await;
-        let leader = lease_holder(&mesh, 0).await.expect("a leader");
+        let leader = lease_holder(mesh, 0).await.expect("a leader");
         secrets
             .delete(&remote, &DeleteParams::default())
             .await
@@ -446,7 +468,7 @@ async fn standby_pod_takes_over_when_the_leader_pod_is_deleted() {
             .delete(&leader, &DeleteParams::default())
             .await
             .expect("delete the leader pod");
-        while lease_holder(&mesh, 0).await.is_none_or(|h| h == leader) {
+        while lease_holder(mesh, 0).await.is_none_or(|h| h == leader) {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "kill {kill}: no other pod took the Lease within 60s"
@@ -475,4 +497,68 @@ async fn standby_pod_takes_over_when_the_leader_pod_is_deleted() {
         pick(0.99).as_secs_f64(),
         takeovers[kills - 1].as_secs_f64()
     );
+}
+
+/// SIGKILLs the Raft leader with the agent pods running, then deletes `cacerts` in cluster-b and a remote
+/// secret in each cluster: the agents re-issue and restore them through the new leader. Prints the times.
+fn openbao_raft_leader_killed(mesh: &mut Mesh, runtime: &tokio::runtime::Runtime) {
+    let ha = mesh.env.bao_ha.as_ref().expect("HA OpenBao");
+    // A node that joined moments ago may not vote yet: killing the leader then leaves no quorum.
+    ha.wait_for_voters(Duration::from_secs(60))
+        .expect("every node votes");
+    let leader = ha.wait_for_leader(Duration::from_secs(30)).expect("leader");
+    let old_intermediate =
+        runtime.block_on(async { support::field(&mesh.cacerts(1).await, "ca-cert.pem") });
+    let killed = Instant::now();
+    mesh.env.bao_ha.as_mut().expect("HA").kill(leader);
+    let ha = mesh.env.bao_ha.as_ref().expect("HA");
+    let new_leader = ha
+        .wait_for_leader(Duration::from_secs(30))
+        .expect("a new leader");
+    let elected = killed.elapsed();
+    runtime.block_on(async {
+        let client = mesh.env.clusters[1].client().await.expect("client");
+        let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, NS);
+        secrets
+            .delete("cacerts", &DeleteParams::default())
+            .await
+            .expect("delete cacerts");
+        for i in 0..2 {
+            let remote = format!("istio-remote-secret-{}", mesh.env.clusters[1 - i].name);
+            let client = mesh.env.clusters[i].client().await.expect("client");
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, NS)
+                .delete(&remote, &DeleteParams::default())
+                .await
+                .expect("delete the remote secret");
+        }
+        eventually(90, "cacerts re-issued through the new leader", || async {
+            mesh.secret(1, NS, "cacerts")
+                .await
+                .is_some_and(|s| support::field(&s, "ca-cert.pem") != old_intermediate)
+        })
+        .await;
+        let reissued = killed.elapsed();
+        eventually(60, "both remote secrets restored", || async {
+            mesh.secret(0, NS, &format!("istio-remote-secret-{}", mesh.env.clusters[1].name))
+                .await
+                .is_some()
+                && mesh
+                    .secret(1, NS, &format!("istio-remote-secret-{}", mesh.env.clusters[0].name))
+                    .await
+                    .is_some()
+        })
+        .await;
+        eprintln!(
+            "Raft leader node {} killed: node {} elected after {:.2}s; cacerts re-issued {:.2}s and both remote secrets restored {:.2}s after the kill",
+            leader + 1,
+            new_leader + 1,
+            elected.as_secs_f64(),
+            reissued.as_secs_f64(),
+            killed.elapsed().as_secs_f64()
+        );
+        eventually(90, "verify passes after the leader kill", || async {
+            mesh.meshtrust(&["verify"]).status.success()
+        })
+        .await;
+    });
 }

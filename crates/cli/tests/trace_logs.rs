@@ -126,27 +126,13 @@ async fn trace_logs_hold_no_key_or_token() {
 async fn importing_a_root_from_kv_logs_no_part_of_its_key() {
     let mesh = Mesh::start(1, "ca:\n  importRoot:\n    kvPath: istio/ca\n");
     let dir = mesh.env.dir();
-    let (cert, key) = (dir.join("root.pem"), dir.join("root-key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-        ])
-        .args([
-            "-subj",
-            "/CN=Root CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (cert, key) = support::openssl_self_signed(
+        dir,
+        "root",
+        "/CN=Root CA",
+        "rsa:2048",
+        30,
+        &["basicConstraints=critical,CA:TRUE"],
     );
     mesh.bao(&[
         "kv",

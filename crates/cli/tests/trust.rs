@@ -431,34 +431,9 @@ fn openssl_x509_text(pem: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// The seed 001 bootstrap job's bundle: a 4096-bit RSA root for 10 years, made outside the store.
+/// The seed 001 bootstrap job's bundle, as PEM text (certificate, key).
 fn seed_001_bundle(dir: &std::path::Path) -> (String, String) {
-    let (key, cert) = (dir.join("seed-key.pem"), dir.join("seed-root.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:4096", "-sha256", "-days", "3650", "-nodes",
-        ])
-        .args([
-            "-subj",
-            "/O=Istio/CN=Root CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-        ])
-        .args([
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) = support::seed_001_root(dir);
     let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("pem");
     (read(&cert), read(&key))
 }
@@ -591,43 +566,13 @@ fn put_bundle(mesh: &Mesh, cert: &std::path::Path, key: &std::path::Path) {
     ]);
 }
 
-/// A self-signed certificate and its key by `openssl`, with `extensions` (`-addext` values).
+/// A self-signed P-256 certificate and its key by `openssl`, with `extensions` (`-addext` values).
 fn openssl_cert(
     dir: &std::path::Path,
     name: &str,
     extensions: &[&str],
 ) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}-key.pem")),
-    );
-    let mut cmd = std::process::Command::new("openssl");
-    cmd.args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ])
-    .args(["-days", "30", "-subj", &format!("/CN={name}")]);
-    for ext in extensions {
-        cmd.args(["-addext", ext]);
-    }
-    let out = cmd
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
+    support::openssl_self_signed(dir, name, &format!("/CN={name}"), "ec", 30, extensions)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,9 +645,38 @@ async fn a_root_to_import_that_is_missing_or_unusable_blocks_by_name_and_nothing
             "{expected}: no cacerts"
         );
     }
-    // Fixed: imported as meshtrust-root-1, and the intermediate is signed under it.
+    // Fixed: imported as meshtrust-root-1, and the intermediate is signed under it, by a token holding only
+    // the admin policy (reading the bundle, importing it and naming the issuer are in it).
     put_bundle(&mesh, &ca, &ca_key);
-    mesh.ok(&["apply", "--adopt"]);
+    let admin = dir.join("admin.hcl");
+    std::fs::write(&admin, mesh.ok(&["bao", "policies", "--admin"])).expect("write");
+    mesh.bao(&[
+        "policy",
+        "write",
+        "meshtrust-admin",
+        admin.to_str().expect("path"),
+    ]);
+    let token = mesh.bao(&[
+        "token",
+        "create",
+        "-policy=meshtrust-admin",
+        "-no-default-policy",
+        "-field=token",
+    ]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        .args(["apply", "--adopt", "--mesh"])
+        .arg(&mesh.file)
+        .env("BAO_ADDR", &mesh.env.bao.addr)
+        .env("BAO_TOKEN", token.trim())
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .output()
+        .expect("meshtrust");
+    assert!(
+        out.status.success(),
+        "apply with the admin policy alone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cacerts = mesh.cacerts(0).await;
     assert_eq!(
         openssl_pubkey(&field(&cacerts, "root-cert.pem"), true),

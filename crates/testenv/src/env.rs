@@ -5,7 +5,7 @@ use crate::apiserver::TestCluster;
 use crate::binaries::NodeBinaries;
 use crate::etcd::Etcd;
 use crate::node::{NodeLink, TestNode};
-use crate::openbao::OpenBaoServer;
+use crate::openbao::{OpenBaoServer, TlsMaterial};
 use crate::openbao_ha::OpenBaoCluster;
 use crate::ports::retry_on_port_clash;
 use crate::{Binaries, StoreKind, TestEnvError};
@@ -100,16 +100,21 @@ impl TestEnvBuilder {
                 links.push(NodeLink::create()?);
             }
         }
-        let tls_host = links.first().map(|l| l.host_ip.as_str());
+        // With nodes, OpenBao (and each Raft node) also listens over TLS where pods reach it: the first node's
+        // host address, one private CA for all of them.
+        let tls = match links.first() {
+            Some(link) => Some(TlsMaterial::write(&dir, &link.host_ip)?),
+            None => None,
+        };
         let bao = retry_on_port_clash(|| {
             if self.persistent_openbao {
                 OpenBaoServer::start_persistent(&bins, store, &dir)
             } else {
-                OpenBaoServer::start(&bins, store, &dir, tls_host)
+                OpenBaoServer::start(&bins, store, &dir, tls.as_ref())
             }
         })?;
         let bao_ha = if self.openbao_ha {
-            Some(OpenBaoCluster::start(&bins, store, &dir, 3)?)
+            Some(OpenBaoCluster::start(&bins, store, &dir, 3, tls.as_ref())?)
         } else {
             None
         };

@@ -18,17 +18,16 @@ pub fn mesh_file_with(env: &TestEnv, extra: &str) -> String {
         env.bao.kind.name()
     );
     // With nodes, the address pods reach (TLS, private CA); tools on the host take BAO_ADDR from env.sh.
-    match (&env.bao_ha, &env.bao.tls_addr) {
-        (Some(ha), _) => out.push_str(&ha.nodes[0].addr),
+    let ha = env.bao_ha.as_ref().map(|ha| &ha.nodes[0]);
+    match (ha, &env.bao.tls_addr) {
+        (Some(node), _) => out.push_str(node.tls_addr.as_ref().unwrap_or(&node.addr)),
         (None, Some(tls)) => out.push_str(tls),
         (None, None) => out.push_str(&env.bao.addr),
     }
     out.push('\n');
-    // The private CA of that TLS listener, in the mesh file itself: the chart's `--set-file mesh=` carries it
-    // to the agents, so `helm install` needs nothing more.
-    if env.bao_ha.is_none()
-        && let Some(ca) = &env.bao.tls_ca_pem
-    {
+    // The private CA of that TLS listener (one for the dev server and the Raft nodes), in the mesh file itself:
+    // the chart's `--set-file mesh=` carries it to the agents, so `helm install` needs nothing more.
+    if let Some(ca) = &env.bao.tls_ca_pem {
         out.push_str("  caCert: |\n");
         for line in ca.lines() {
             out.push_str(&format!("    {line}\n"));

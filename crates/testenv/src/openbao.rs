@@ -31,13 +31,13 @@ pub struct OpenBaoServer {
 }
 
 impl OpenBaoServer {
-    /// A dev server on loopback; with `tls_host` (a test node's host address) also over TLS there, so that
-    /// pods reach it as users run it: https with a private CA.
+    /// A dev server on loopback; with `tls` (a certificate for a test node's host address) also over TLS
+    /// there, so that pods reach it as users run it: https with a private CA.
     pub(crate) fn start(
         bins: &Binaries,
         kind: StoreKind,
         dir: &Path,
-        tls_host: Option<&str>,
+        tls: Option<&TlsMaterial>,
     ) -> Result<Self, TestEnvError> {
         let port = free_port().map_err(TestEnvError::io(dir))?;
         let root_token: String = rand::rng()
@@ -46,8 +46,8 @@ impl OpenBaoServer {
             .map(char::from)
             .collect();
         let bin = kind.binary(bins)?;
-        let tls = match tls_host {
-            Some(ip) => Some(tls_listener(dir, ip)?),
+        let tls = match tls {
+            Some(material) => Some(tls_listener(dir, material)?),
             None => None,
         };
         let tls_config = tls.as_ref().map(|t| t.config.clone());
@@ -291,30 +291,55 @@ struct TlsListener {
     config: std::path::PathBuf,
 }
 
-/// A TLS listener on `ip` with a certificate from a private CA; writes the CA to `openbao-ca.pem`.
-fn tls_listener(dir: &Path, ip: &str) -> Result<TlsListener, TestEnvError> {
-    let port = free_port().map_err(TestEnvError::io(dir))?;
-    let (ca_pem, cert_pem, key_pem) =
-        crate::certs::private_ca_server("meshtrust-test-openbao-ca", &[ip.to_string()])?;
-    let write = |file: &str, text: &str| -> Result<std::path::PathBuf, TestEnvError> {
-        let path = dir.join(file);
-        std::fs::write(&path, text).map_err(TestEnvError::io(&path))?;
-        Ok(path)
-    };
-    write("openbao-ca.pem", &ca_pem)?;
-    let cert = write("openbao-tls.crt", &cert_pem)?;
-    let key = write("openbao-tls.key", &key_pem)?;
-    let config = write(
-        "openbao-tls.hcl",
-        &format!(
-            "listener \"tcp\" {{\n  address = \"{ip}:{port}\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n",
-            cert.display(),
-            key.display()
-        ),
-    )?;
+/// A private CA and a server certificate for one host address, written once per environment (`openbao-ca.pem`,
+/// `openbao-tls.crt`, `openbao-tls.key`) and shared by every TLS listener there (the dev server's and each
+/// Raft node's, on ports of their own).
+pub(crate) struct TlsMaterial {
+    pub(crate) ip: String,
+    pub(crate) ca_pem: String,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl TlsMaterial {
+    pub(crate) fn write(dir: &Path, ip: &str) -> Result<Self, TestEnvError> {
+        let (ca_pem, cert_pem, key_pem) =
+            crate::certs::private_ca_server("meshtrust-test-openbao-ca", &[ip.to_string()])?;
+        let write = |file: &str, text: &str| -> Result<std::path::PathBuf, TestEnvError> {
+            let path = dir.join(file);
+            std::fs::write(&path, text).map_err(TestEnvError::io(&path))?;
+            Ok(path)
+        };
+        write("openbao-ca.pem", &ca_pem)?;
+        Ok(Self {
+            ip: ip.to_string(),
+            cert: write("openbao-tls.crt", &cert_pem)?,
+            key: write("openbao-tls.key", &key_pem)?,
+            ca_pem,
+        })
+    }
+
+    /// A free port on the host address and the HCL `listener` stanza serving it over TLS.
+    pub(crate) fn listener(&self, dir: &Path) -> Result<(String, String), TestEnvError> {
+        let port = free_port().map_err(TestEnvError::io(dir))?;
+        let stanza = format!(
+            "listener \"tcp\" {{\n  address = \"{}:{port}\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n",
+            self.ip,
+            self.cert.display(),
+            self.key.display()
+        );
+        Ok((format!("https://{}:{port}", self.ip), stanza))
+    }
+}
+
+/// The dev server's TLS listener on the material's host address, as an extra config file.
+fn tls_listener(dir: &Path, material: &TlsMaterial) -> Result<TlsListener, TestEnvError> {
+    let (addr, stanza) = material.listener(dir)?;
+    let config = dir.join("openbao-tls.hcl");
+    std::fs::write(&config, stanza).map_err(TestEnvError::io(&config))?;
     Ok(TlsListener {
-        addr: format!("https://{ip}:{port}"),
-        ca_pem,
+        addr,
+        ca_pem: material.ca_pem.clone(),
         config,
     })
 }

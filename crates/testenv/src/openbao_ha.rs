@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::openbao::{spawn_persistent, write_raft_config};
+use crate::openbao::{TlsMaterial, spawn_persistent, write_raft_config};
 use crate::probe::{http_json, http_ok, http_status};
 use crate::process::ManagedProcess;
 use crate::{Binaries, StoreKind, TestEnvError, ports::free_port};
@@ -13,6 +13,9 @@ use crate::{Binaries, StoreKind, TestEnvError, ports::free_port};
 pub struct OpenBaoNode {
     /// `http://127.0.0.1:<port>`.
     pub addr: String,
+    /// With test nodes: `https://<host address>:<port>`, where pods reach this node (the environment's private
+    /// CA, `openbao-ca.pem`).
+    pub tls_addr: Option<String>,
     dir: PathBuf,
     process: Option<ManagedProcess>,
 }
@@ -32,12 +35,14 @@ fn err(message: String) -> TestEnvError {
 
 impl OpenBaoCluster {
     /// Starts `size` nodes under `dir`, initialises the first, joins and unseals the others, and mounts KV v2
-    /// at `secret/`. Returns once a leader serves requests.
+    /// at `secret/`. Returns once a leader serves requests. With `tls`, each node also listens over TLS on
+    /// the material's host address.
     pub(crate) fn start(
         bins: &Binaries,
         kind: StoreKind,
         dir: &Path,
         size: usize,
+        tls: Option<&TlsMaterial>,
     ) -> Result<Self, TestEnvError> {
         let mut nodes = Vec::with_capacity(size);
         for i in 1..=size {
@@ -45,6 +50,7 @@ impl OpenBaoCluster {
                 kind,
                 &dir.join(format!("{}-{i}", kind.slug())),
                 i,
+                tls,
             )?);
         }
         let mut cluster = Self {
@@ -137,6 +143,14 @@ impl OpenBaoCluster {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
+    /// Every node's TLS address (with test nodes), as pods reach them.
+    pub fn tls_addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.tls_addr.clone())
+            .collect()
+    }
+
     /// The index of the active node, if one answers as active now (`sys/health` 200; standbys answer 429).
     pub fn leader(&self) -> Option<usize> {
         self.nodes.iter().position(|n| {
@@ -219,7 +233,12 @@ impl OpenBaoCluster {
 
 impl OpenBaoNode {
     /// Writes node `n`'s config: Raft storage under its own directory, its own API and cluster ports.
-    fn configure(kind: StoreKind, dir: &Path, n: usize) -> Result<Self, TestEnvError> {
+    fn configure(
+        kind: StoreKind,
+        dir: &Path,
+        n: usize,
+        tls: Option<&TlsMaterial>,
+    ) -> Result<Self, TestEnvError> {
         let data = dir.join("data");
         std::fs::create_dir_all(&data).map_err(TestEnvError::io(&data))?;
         let port = free_port().map_err(TestEnvError::io(dir))?;
@@ -234,8 +253,21 @@ impl OpenBaoNode {
             cluster_port,
             "  performance_multiplier = 1\n",
         )?;
+        let tls_addr = match tls {
+            Some(material) => {
+                let (addr, stanza) = material.listener(dir)?;
+                let config = dir.join(format!("{}.hcl", kind.slug()));
+                let mut hcl =
+                    std::fs::read_to_string(&config).map_err(TestEnvError::io(&config))?;
+                hcl.push_str(&stanza);
+                std::fs::write(&config, hcl).map_err(TestEnvError::io(&config))?;
+                Some(addr)
+            }
+            None => None,
+        };
         Ok(Self {
             addr: format!("http://127.0.0.1:{port}"),
+            tls_addr,
             dir: dir.to_path_buf(),
             process: None,
         })

@@ -74,28 +74,34 @@ impl Mesh {
 
     /// Runs `<binary> <args> --mesh <file>`: another release's meshtrust (upgrade tests).
     pub fn meshtrust_from(&self, binary: &std::path::Path, args: &[&str]) -> Output {
-        std::process::Command::new(binary)
-            .args(args)
+        self.command(binary, args).output().expect("run meshtrust")
+    }
+
+    /// `<binary> <args> --mesh <file>` with the store's address and root token: the environment's 3-node
+    /// Raft cluster when it has one (every node in BAO_ADDRS), else its dev server.
+    fn command(&self, binary: &std::path::Path, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(binary);
+        cmd.args(args)
             .arg("--mesh")
             .arg(&self.file)
-            .env("BAO_ADDR", &self.env.bao.addr)
-            .env("BAO_TOKEN", &self.env.bao.root_token)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
-            .output()
-            .expect("run meshtrust")
+            .env_remove("BAO_ADDRS");
+        match &self.env.bao_ha {
+            Some(ha) => cmd
+                .env("BAO_ADDR", &ha.nodes[0].addr)
+                .env("BAO_ADDRS", ha.addrs().join(" "))
+                .env("BAO_TOKEN", &ha.root_token),
+            None => cmd
+                .env("BAO_ADDR", &self.env.bao.addr)
+                .env("BAO_TOKEN", &self.env.bao.root_token),
+        };
+        cmd
     }
 
     /// Starts `meshtrust <args> --mesh <file>` in the background, its output piped.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        std::process::Command::new(env!("CARGO_BIN_EXE_meshtrust"))
-            .args(args)
-            .arg("--mesh")
-            .arg(&self.file)
-            .env("BAO_ADDR", &self.env.bao.addr)
-            .env("BAO_TOKEN", &self.env.bao.root_token)
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
+        self.command(std::path::Path::new(env!("CARGO_BIN_EXE_meshtrust")), args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -179,6 +185,60 @@ pub fn openssl_verify(secret: &Secret) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A self-signed certificate made by `openssl req -x509` in `dir` (`<name>.pem`, its unencrypted key
+/// `<name>-key.pem`): `newkey` as openssl takes it (`rsa:4096`, `ec`), `extensions` as `-addext` values. Returns
+/// the two paths.
+pub fn openssl_self_signed(
+    dir: &std::path::Path,
+    name: &str,
+    subject: &str,
+    newkey: &str,
+    days: u32,
+    extensions: &[&str],
+) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["req", "-x509", "-sha256", "-nodes", "-newkey", newkey]);
+    if newkey == "ec" {
+        cmd.args(["-pkeyopt", "ec_paramgen_curve:P-256"]);
+    }
+    cmd.args(["-days", &days.to_string(), "-subj", subject]);
+    for ext in extensions {
+        cmd.args(["-addext", ext]);
+    }
+    let out = cmd
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// Seed 001's bootstrap Job's bundle: a 4096-bit RSA root for 10 years, made outside the store.
+pub fn seed_001_root(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    openssl_self_signed(
+        dir,
+        "seed-root",
+        "/O=Istio/CN=Root CA",
+        "rsa:4096",
+        3650,
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        ],
+    )
 }
 
 /// The public key of a PEM key or certificate, via openssl (independent of meshtrust's own check).

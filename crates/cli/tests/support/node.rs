@@ -38,11 +38,26 @@ pub fn run(mut cmd: Command) -> String {
 /// `clusters` clusters with a node each and `images` loaded; the mesh file points the pods at OpenBao over
 /// TLS (private CA in `openbao-ca.pem`).
 pub fn mesh_with_nodes(clusters: usize, images: &[&Path]) -> Mesh {
-    let env = TestEnv::builder()
-        .clusters(clusters)
-        .nodes(images.iter().map(|i| i.to_path_buf()).collect())
-        .start()
-        .expect("test environment with nodes");
+    mesh_on(
+        TestEnv::builder()
+            .clusters(clusters)
+            .nodes(images.iter().map(|i| i.to_path_buf()).collect()),
+    )
+}
+
+/// The same with OpenBao as a 3-node Raft cluster, each node over TLS where pods reach it; the mesh file
+/// names the first. Start it outside a tokio runtime (its setup blocks).
+pub fn mesh_with_nodes_and_openbao_ha(clusters: usize, images: &[&Path]) -> Mesh {
+    mesh_on(
+        TestEnv::builder()
+            .clusters(clusters)
+            .openbao_ha()
+            .nodes(images.iter().map(|i| i.to_path_buf()).collect()),
+    )
+}
+
+fn mesh_on(builder: meshtrust_testenv::TestEnvBuilder) -> Mesh {
+    let env = builder.start().expect("test environment with nodes");
     let file = env.dir().join("mesh.yaml");
     std::fs::write(&file, mesh_file(&env)).expect("write mesh file");
     Mesh { env, file }

@@ -110,6 +110,15 @@ fn serve(
     );
     std::fs::write(dir.join("env.sh"), env_sh)?;
     std::fs::write(dir.join("mesh.yaml"), mesh_file(&env))?;
+    // With --openbao-ha --nodes: the Raft nodes as pods reach them, as values for the agent chart
+    // (`helm install ... -f DIR/openbao-ha-values.yaml`).
+    if let Some(ha) = env.bao_ha.as_ref().filter(|ha| !ha.tls_addrs().is_empty()) {
+        let list: Vec<String> = ha.tls_addrs().iter().map(|a| format!("\"{a}\"")).collect();
+        std::fs::write(
+            dir.join("openbao-ha-values.yaml"),
+            format!("openbao:\n  addresses: [{}]\n", list.join(", ")),
+        )?;
+    }
     let pids: Vec<String> = env.pids().iter().map(u32::to_string).collect();
     std::fs::write(dir.join("children.pids"), pids.join("\n") + "\n")?;
     // `scripts/dev-env down` removes these if this process is killed before it can.
