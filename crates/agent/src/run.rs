@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use meshtrust_bao::OpenBaoClient;
 use meshtrust_core::mesh::Mesh;
+use meshtrust_core::plan::Action;
 use meshtrust_core::planner::PlanOptions;
 use meshtrust_core::ports::{Cluster, ErrorKind, PortError, System};
 use meshtrust_engine::published::PublishedCache;
@@ -194,6 +196,18 @@ pub async fn run(
     Ok(())
 }
 
+/// Whether a round's writes were only remote secrets in this cluster. They change nothing the rotation watch
+/// reads, and each echoes back through the watch on managed Secrets, whose round observes anyway: looking again
+/// at once would cost every agent a second observation (OpenBao and its API server) per peer's publication.
+fn wrote_only_remote_secrets(plan: &meshtrust_core::plan::Plan) -> bool {
+    plan.changes.iter().all(|c| {
+        matches!(
+            c.action,
+            Action::SyncRemoteSecret { .. } | Action::DeleteRemoteSecret { .. }
+        )
+    })
+}
+
 /// How a round ended: it finished, ran past its deadline, was cut short by SIGTERM, or lost the Lease.
 enum Ended<T> {
     Done(T),
@@ -240,7 +254,8 @@ fn round_timeout(config: &AgentConfig) -> EngineError {
 
 /// Every change to a Secret meshtrust manages in the Istio namespace (edit or deletion) triggers a round.
 async fn watch_managed_secrets(client: kube::Client, namespace: String, tx: mpsc::Sender<Trigger>) {
-    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    // Metadata only: a change is all it needs to see, and a thousand Secrets' data would sit in every re-list.
+    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client, &namespace);
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
     let mut stream = watcher(api, watcher::Config::default().labels(&selector)).boxed();
     while let Some(event) = stream.next().await {
@@ -445,7 +460,7 @@ impl Agent {
             .converge(&now, PlanOptions::default(), &mut progress)
             .await
         {
-            Ok((_, report, observation)) => {
+            Ok((plan, report, observation)) => {
                 self.failures = 0;
                 for warning in report
                     .warnings
@@ -470,7 +485,7 @@ impl Agent {
                     Round::Drift | Round::Resync => {}
                 }
                 // An idle round already saw the current state; only a round that wrote looks again.
-                let current = if report.applied.is_empty() {
+                let current = if report.applied.is_empty() || wrote_only_remote_secrets(&plan) {
                     Some(observation)
                 } else {
                     engine.observe(now()).await.ok()
@@ -539,5 +554,40 @@ impl Agent {
         let base = 2f64.powi(self.failures.min(6) as i32).min(60.0);
         let jitter = rand::rng().random_range(0.8..1.2);
         Duration::from_secs_f64(base * jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meshtrust_core::plan::{Change, Op, Plan, Target};
+
+    use super::*;
+
+    fn change(action: Action) -> Change {
+        Change {
+            target: Target::OpenBao,
+            op: Op::Update,
+            resource: String::new(),
+            summary: String::new(),
+            reason: String::new(),
+            action,
+        }
+    }
+
+    #[test]
+    fn only_a_round_that_wrote_nothing_but_remote_secrets_skips_the_second_look() {
+        let sync = change(Action::SyncRemoteSecret {
+            cluster: "a".into(),
+            peer: "b".into(),
+        });
+        let publish = change(Action::PublishRemoteSecret {
+            cluster: "a".into(),
+        });
+        let plan = |changes: Vec<Change>| Plan {
+            changes,
+            ..Default::default()
+        };
+        assert!(wrote_only_remote_secrets(&plan(vec![sync.clone()])));
+        assert!(!wrote_only_remote_secrets(&plan(vec![sync, publish])));
     }
 }

@@ -326,8 +326,9 @@ async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> (u64, u64, u64) {
     let kube = meshtrust_kube::connect("cluster-a", Some(&a.kubeconfig), None)
         .await
         .expect("connect");
+    let kube: Arc<dyn Cluster> = Arc::new(kube);
     let clusters: BTreeMap<String, Arc<dyn Cluster>> =
-        BTreeMap::from([("cluster-a".to_string(), Arc::new(kube) as Arc<dyn Cluster>)]);
+        BTreeMap::from([("cluster-a".to_string(), kube.clone())]);
     let agent = Engine::new(file, Arc::new(bao.clone()), clusters)
         .with_scope(meshtrust_engine::Scope::Agent)
         .with_published_cache(Default::default());
@@ -348,7 +349,31 @@ async fn idle_poll_requests(mesh: &Mesh, fake: usize) -> (u64, u64, u64) {
         fake,
         "every simulated peer is synced"
     );
+    metadata_list_matches_the_full_list(kube.as_ref()).await;
     (poll.0, poll.1, cost)
+}
+
+/// The agent lists its remote secrets without their data: the same objects, labels, annotations and
+/// resourceVersions as the full list, and no kubeconfig.
+async fn metadata_list_matches_the_full_list(kube: &dyn Cluster) {
+    let selector = "istio/multiCluster=true";
+    let full = kube
+        .list_secrets("istio-system", selector)
+        .await
+        .expect("list");
+    let meta = kube
+        .list_secret_metadata("istio-system", selector)
+        .await
+        .expect("list metadata");
+    assert!(!full.is_empty());
+    assert_eq!(full.len(), meta.len());
+    for (f, m) in full.iter().zip(&meta) {
+        assert_eq!(
+            (&f.name, &f.labels, &f.annotations, &f.resource_version),
+            (&m.name, &m.labels, &m.annotations, &m.resource_version)
+        );
+        assert!(!f.data.is_empty() && m.data.is_empty(), "{}", m.name);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,6 +236,29 @@ impl Cluster for KubeCluster {
         Ok(list.items.into_iter().map(to_object).collect())
     }
 
+    async fn list_secret_metadata(
+        &self,
+        namespace: &str,
+        label_selector: &str,
+    ) -> PortResult<Vec<SecretObject>> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let op = format!("list Secrets {namespace} -l {label_selector} (metadata)");
+        let list = api
+            .list_metadata(&ListParams::default().labels(label_selector))
+            .await
+            .map_err(|e| self.error(&op, e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|partial| {
+                to_object(Secret {
+                    metadata: partial.metadata,
+                    ..Default::default()
+                })
+            })
+            .collect())
+    }
+
     async fn request_token(
         &self,
         namespace: &str,

@@ -158,6 +158,20 @@ pub trait Cluster: Send + Sync {
         namespace: &str,
         label_selector: &str,
     ) -> PortResult<Vec<SecretObject>>;
+    /// As [`list_secrets`](Self::list_secrets), without the Secrets' data and type: what an agent needs to decide
+    /// (labels, annotations, owners, resourceVersion), without holding a thousand peers' kubeconfigs per round.
+    async fn list_secret_metadata(
+        &self,
+        namespace: &str,
+        label_selector: &str,
+    ) -> PortResult<Vec<SecretObject>> {
+        let mut secrets = self.list_secrets(namespace, label_selector).await?;
+        for secret in &mut secrets {
+            secret.data.clear();
+            secret.type_ = None;
+        }
+        Ok(secrets)
+    }
     /// A bound ServiceAccount token from the TokenRequest API.
     async fn request_token(
         &self,

@@ -64,10 +64,13 @@ fn desired_config_hash(cluster: &dyn Cluster, settings: &ClusterSettings) -> Str
     )
 }
 
+/// `with_data`: keep the remote secrets' kubeconfigs (the admin's `verify` checks them); an agent needs only their
+/// metadata to decide.
 pub(crate) async fn observe_cluster(
     cluster: &dyn Cluster,
     settings: &ClusterSettings,
     now: i64,
+    with_data: bool,
 ) -> Result<ClusterFound, EngineError> {
     let namespace_exists = cluster.namespace_exists(&settings.istio_namespace).await?;
     let cacerts = if namespace_exists {
@@ -84,7 +87,7 @@ pub(crate) async fn observe_cluster(
     };
     let (reader_facts, reader) = observe_reader(cluster, settings).await?;
     let remote_secrets = if namespace_exists {
-        observe_remote_secrets(cluster, settings).await?
+        observe_remote_secrets(cluster, settings, with_data).await?
     } else {
         BTreeMap::new()
     };
@@ -181,13 +184,15 @@ async fn observe_reader(
 async fn observe_remote_secrets(
     cluster: &dyn Cluster,
     settings: &ClusterSettings,
+    with_data: bool,
 ) -> Result<BTreeMap<String, SecretObject>, EngineError> {
-    let secrets = cluster
-        .list_secrets(
-            &settings.istio_namespace,
-            &format!("{MULTICLUSTER_LABEL}=true"),
-        )
-        .await?;
+    let namespace = &settings.istio_namespace;
+    let selector = format!("{MULTICLUSTER_LABEL}=true");
+    let secrets = if with_data {
+        cluster.list_secrets(namespace, &selector).await?
+    } else {
+        cluster.list_secret_metadata(namespace, &selector).await?
+    };
     Ok(secrets
         .into_iter()
         .filter_map(|s| {

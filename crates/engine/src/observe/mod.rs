@@ -115,7 +115,8 @@ pub async fn observe(
             if reads == Reads::OpenBaoOnly {
                 Ok(cluster::api_only(cluster.as_ref(), settings))
             } else {
-                cluster::observe_cluster(cluster.as_ref(), settings, now).await
+                cluster::observe_cluster(cluster.as_ref(), settings, now, reads == Reads::Admin)
+                    .await
             }
         })
     });
