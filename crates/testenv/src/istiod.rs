@@ -62,50 +62,24 @@ impl Istiod {
         )
         .await?;
 
-        let port = || free_port().map_err(TestEnvError::io(&dir));
-        let addr = |p: u16| format!("127.0.0.1:{p}");
-        let (http, grpc, secure_grpc, https, monitoring, ctrlz) =
-            (port()?, port()?, port()?, port()?, port()?, port()?);
-        let args = vec![
-            "discovery".to_string(),
-            format!("--kubeconfig={}", cluster.kubeconfig.display()),
-            format!("--clusterID={}", cluster.name),
-            "--meshConfig=./etc/istio/config/mesh".to_string(),
-            format!("--httpAddr={}", addr(http)),
-            format!("--grpcAddr={}", addr(grpc)),
-            format!("--secureGRPCAddr={}", addr(secure_grpc)),
-            format!("--httpsAddr={}", addr(https)),
-            format!("--monitoringAddr={}", addr(monitoring)),
-            "--ctrlz_address=127.0.0.1".to_string(),
-            format!("--ctrlz_port={ctrlz}"),
-            "--shutdownDuration=1s".to_string(),
-        ];
-        let mut env = vec![
-            ("POD_NAMESPACE", "istio-system".to_string()),
-            ("POD_NAME", format!("istiod-{}", cluster.name)),
-            ("CLUSTER_ID", cluster.name.clone()),
-            ("REVISION", "default".to_string()),
-            ("PILOT_CERT_PROVIDER", "istiod".to_string()),
-            ("ISTIOD_CUSTOM_HOST", istio_ca::ISTIOD_HOST.to_string()),
-        ];
-        if options.multiroot {
-            env.push(("ISTIO_MULTIROOT_MESH", "true".to_string()));
-        }
-        let log = dir.join("istiod.log");
-        let mut process = ManagedProcess::spawn_in(
-            &format!("istiod {}", cluster.name),
-            &bins.pilot_discovery,
-            &args,
-            &env,
-            &dir,
-            log.clone(),
-        )?;
-        let http = addr(http);
-        wait_ready(&mut process, &format!("http://{http}/ready")).await?;
+        // Another test can bind a port picked here before istiod does (it listens only after its caches
+        // synced, seconds later): start again on new ports then, as the other servers do.
+        let mut attempt = 1;
+        let (process, ports) = loop {
+            match spawn_ready(cluster, &bins, options, &dir).await {
+                Err(TestEnvError::ExitedEarly { log, .. })
+                    if attempt < 3 && crate::ports::port_was_taken(&log) =>
+                {
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
+        let log = process.log.clone();
         Ok(Self {
             cluster: cluster.name.clone(),
-            http,
-            secure_grpc: addr(secure_grpc),
+            http: ports.http,
+            secure_grpc: ports.secure_grpc,
             dir,
             log,
             process,
@@ -159,6 +133,68 @@ impl Drop for Istiod {
 }
 
 /// Polls `/ready` without blocking the runtime (the `cacerts` projection runs on it meanwhile).
+/// The addresses tests reach a started istiod at.
+struct IstiodPorts {
+    http: String,
+    secure_grpc: String,
+}
+
+/// Starts pilot-discovery on fresh loopback ports and waits until `/ready` answers.
+async fn spawn_ready(
+    cluster: &TestCluster,
+    bins: &IstioBinaries,
+    options: &IstiodOptions,
+    dir: &Path,
+) -> Result<(ManagedProcess, IstiodPorts), TestEnvError> {
+    let port = || free_port().map_err(TestEnvError::io(dir));
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let (http, grpc, secure_grpc, https, monitoring, ctrlz) =
+        (port()?, port()?, port()?, port()?, port()?, port()?);
+    let args = vec![
+        "discovery".to_string(),
+        format!("--kubeconfig={}", cluster.kubeconfig.display()),
+        format!("--clusterID={}", cluster.name),
+        "--meshConfig=./etc/istio/config/mesh".to_string(),
+        format!("--httpAddr={}", addr(http)),
+        format!("--grpcAddr={}", addr(grpc)),
+        format!("--secureGRPCAddr={}", addr(secure_grpc)),
+        format!("--httpsAddr={}", addr(https)),
+        format!("--monitoringAddr={}", addr(monitoring)),
+        "--ctrlz_address=127.0.0.1".to_string(),
+        format!("--ctrlz_port={ctrlz}"),
+        "--shutdownDuration=1s".to_string(),
+    ];
+    let mut env = vec![
+        ("POD_NAMESPACE", "istio-system".to_string()),
+        ("POD_NAME", format!("istiod-{}", cluster.name)),
+        ("CLUSTER_ID", cluster.name.clone()),
+        ("REVISION", "default".to_string()),
+        ("PILOT_CERT_PROVIDER", "istiod".to_string()),
+        ("ISTIOD_CUSTOM_HOST", istio_ca::ISTIOD_HOST.to_string()),
+    ];
+    if options.multiroot {
+        env.push(("ISTIO_MULTIROOT_MESH", "true".to_string()));
+    }
+    let log = dir.join("istiod.log");
+    let mut process = ManagedProcess::spawn_in(
+        &format!("istiod {}", cluster.name),
+        &bins.pilot_discovery,
+        &args,
+        &env,
+        dir,
+        log.clone(),
+    )?;
+    let http = addr(http);
+    wait_ready(&mut process, &format!("http://{http}/ready")).await?;
+    Ok((
+        process,
+        IstiodPorts {
+            http,
+            secure_grpc: addr(secure_grpc),
+        },
+    ))
+}
+
 async fn wait_ready(process: &mut ManagedProcess, url: &str) -> Result<(), TestEnvError> {
     let timeout = Duration::from_secs(120);
     let start = Instant::now();

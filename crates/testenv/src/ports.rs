@@ -39,7 +39,7 @@ pub(crate) fn retry_on_port_clash<T>(
     }
 }
 
-fn port_was_taken(log: &Path) -> bool {
+pub(crate) fn port_was_taken(log: &Path) -> bool {
     std::fs::read_to_string(log).is_ok_and(|text| text.contains("address already in use"))
 }
 
