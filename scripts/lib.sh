@@ -29,7 +29,7 @@ ensure_servers() {
   ensure_devenv_servers
   ensure_vault
   step "helm (built from its Go module once; cold a few minutes)" "$REPO_ROOT/scripts/build-helm"
-  step "istiod and Istio's CRDs (built from the istio.io/istio module once; cold ~4 min)" "$REPO_ROOT/scripts/build-istio" all
+  step "istiod, istioctl and Istio's CRDs (built from the istio.io/istio module once; cold ~8 min)" "$REPO_ROOT/scripts/build-istio" all
   step "promtool (built from the Prometheus module once; cold ~4 min)" "$REPO_ROOT/scripts/build-promtool"
   step "meshtrust's previous release (built from git history once, for the upgrade test; cold ~8 min)" \
     "$REPO_ROOT/scripts/build-previous-release"

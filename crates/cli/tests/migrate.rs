@@ -3,23 +3,23 @@
 //! `istio-ca-root-cert` (0 gaps), and each istiod must keep its peer in `/debug/clusterz`.
 //!
 //! * Seed 001 on OpenBao (and on Vault: `MESHTRUST_STORE=vault`, not in CI's Vault pass for its cost): a root bundle made by `openssl` kept in KV at `secret/istio/ca`, synced into every
-//!   cluster's `cacerts` (the root itself as signing CA) by the real External Secrets Operator; istioctl-style
-//!   remote secrets. The guide's steps: import (`ca.importRoot.kvPath`), hand-over, `apply --adopt`, agents,
+//!   cluster's `cacerts` (the root itself as signing CA) by the real External Secrets Operator; remote
+//!   secrets from the real `istioctl create-remote-secret`. The guide's steps: import (`ca.importRoot.kvPath`), hand-over, `apply --adopt`, agents,
 //!   rotation to a root generated inside OpenBao, `apply --destroy-imported-key`.
 //! * Seed 000: namespace `production`, a root made by hand in the PKI engine (`ca.importRoot.issuer`),
 //!   cert-manager's `cacerts` and the Vault Secrets Operator's remote secrets (neither controller builds here:
-//!   their objects are recreated from their sources), istioctl's long-lived reader tokens.
+//!   their objects are recreated from their sources), the real istioctl's kubeconfigs in KV and its long-lived
+//!   reader tokens (filled by kube-controller-manager's token controller).
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
-use meshtrust_testenv::{Istiod, IstiodOptions, TestCluster};
+use meshtrust_testenv::{IstioBinaries, Istiod, IstiodOptions, TestCluster, TestEnv};
 use serde_json::json;
 use support::istio::workload_identity;
 use support::trust_sampler::{Sampler, cacerts_label, settled_on};
@@ -52,64 +52,43 @@ async fn istio_reader(cluster: &TestCluster) {
     .await;
 }
 
-/// What `istioctl create-remote-secret --name <cluster>` leaves and prints: the never-expiring token Secret
-/// `istio-reader-service-account-istio-remote-secret-token` in the cluster, and a kubeconfig with that token.
-/// This API server runs no token controller to fill the Secret, so the test fills it with a day-long token
-/// from the TokenRequest API (istioctl is not built here).
-async fn istioctl_kubeconfig(cluster: &TestCluster) -> String {
-    let client = cluster.client().await.expect("client");
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(86_400),
-            bound_object_ref: None,
-        },
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), "istio-system")
-        .create_token_request(
-            "istio-reader-service-account",
-            &PostParams::default(),
-            &request,
-        )
-        .await
-        .expect("token")
-        .status
-        .expect("status")
-        .token;
-    let legacy: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "istio-reader-service-account-istio-remote-secret-token",
-            "annotations": {"kubernetes.io/service-account.name": "istio-reader-service-account"}},
-        "type": "kubernetes.io/service-account-token",
-        "stringData": {"token": token}
-    }))
-    .expect("token secret");
-    Api::<Secret>::namespaced(client, "istio-system")
-        .create(&PostParams::default(), &legacy)
-        .await
-        .expect("legacy token secret");
-    let ca = base64_encode(cluster.ca_pem.as_bytes());
-    let name = &cluster.name;
-    format!(
-        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: {name}\ncontexts:\n- context:\n    cluster: {name}\n    user: {name}\n  name: {name}\ncurrent-context: {name}\nkind: Config\nusers:\n- name: {name}\n  user:\n    token: {token}\n",
-        server = cluster.server
-    )
+/// `istioctl --context=<cluster> create-remote-secret --name=<cluster>`, the seeds' own command, run against
+/// `cluster` (this istioctl has no `--dry-run` flag: it only ever prints). It takes the reader ServiceAccount,
+/// creates the never-expiring token Secret `istio-reader-service-account-istio-remote-secret-token` (filled by
+/// the environment's token controller) and prints Secret `istio-remote-secret-<cluster>` holding a kubeconfig
+/// with that token, which is returned as printed.
+fn istioctl_remote_secret(cluster: &TestCluster) -> serde_json::Value {
+    let istioctl = IstioBinaries::istioctl().expect("istioctl");
+    let out = std::process::Command::new(istioctl)
+        .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+        .arg(format!("--context={}", cluster.name))
+        .arg("create-remote-secret")
+        .arg(format!("--name={}", cluster.name))
+        .output()
+        .expect("run istioctl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "istioctl create-remote-secret: {stderr}"
+    );
+    // It ends the document with `---`.
+    let mut printed = support::yaml_documents(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(printed.len(), 1, "istioctl prints one Secret");
+    printed.remove(0)
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// The kubeconfig in istioctl's remote secret for `cluster` (what seed 000 puts into KV).
+fn istioctl_kubeconfig(printed: &serde_json::Value, cluster: &TestCluster) -> String {
+    printed["stringData"][&cluster.name]
+        .as_str()
+        .expect("istioctl's kubeconfig")
+        .to_string()
 }
 
-/// istioctl's remote secret for `peer` (its label, annotation and `stringData` key), with `extra` metadata a
-/// secrets operator adds when it writes the Secret instead.
-fn remote_secret(peer: &str, kubeconfig: &str, extra: serde_json::Value) -> Secret {
-    let mut value = json!({
-        "metadata": {"name": format!("istio-remote-secret-{peer}"),
-            "labels": {"istio/multiCluster": "true"},
-            "annotations": {"networking.istio.io/cluster": peer}},
-        "stringData": {peer: kubeconfig}
-    });
+/// istioctl's remote secret as printed, with `extra` metadata a secrets operator adds when it writes the
+/// Secret instead.
+fn remote_secret(printed: &serde_json::Value, extra: serde_json::Value) -> Secret {
+    let mut value = printed.clone();
     merge(&mut value, extra);
     serde_json::from_value(value).expect("remote secret")
 }
@@ -436,8 +415,8 @@ fn pem_pubkey(pem: &str, is_cert: bool) -> String {
 async fn seed_001_moves_onto_openbao_keeping_its_root_then_rotates_the_exposed_key_away() {
     let test_start = Instant::now();
     let (eso_bin, eso_crds) = support::eso::locate().expect("External Secrets Operator");
-    let mesh = Mesh::start(
-        2,
+    let mesh = Mesh::start_with(
+        TestEnv::builder().clusters(2).token_controller(),
         "ca:\n  importRoot:\n    kvPath: istio/ca\n  rootRotation:\n    phaseDwell: 5s\nremoteSecrets:\n  readerIdentity: istio\n",
     );
     let clusters = &mesh.env.clusters;
@@ -478,12 +457,8 @@ async fn seed_001_moves_onto_openbao_keeping_its_root_then_rotates_the_exposed_k
     // istioctl's remote secrets (the seed's discovery), then istiods.
     for (i, cluster) in clusters.iter().enumerate() {
         istio_reader(cluster).await;
-        let kubeconfig = istioctl_kubeconfig(cluster).await;
-        create_secret(
-            &clusters[1 - i],
-            &remote_secret(&cluster.name, &kubeconfig, json!({})),
-        )
-        .await;
+        let printed = istioctl_remote_secret(cluster);
+        create_secret(&clusters[1 - i], &remote_secret(&printed, json!({}))).await;
         cluster
             .create_login_service_account("istio-system", "meshtrust-agent")
             .await
@@ -825,7 +800,8 @@ async fn seed_000_remote_secrets(mesh: &Mesh) {
     let clusters = &mesh.env.clusters;
     for (i, cluster) in clusters.iter().enumerate() {
         istio_reader(cluster).await;
-        let kubeconfig = istioctl_kubeconfig(cluster).await;
+        let printed = istioctl_remote_secret(cluster);
+        let kubeconfig = istioctl_kubeconfig(&printed, cluster);
         let file = mesh.env.dir().join(format!("{}-remote.yaml", cluster.name));
         std::fs::write(&file, &kubeconfig).expect("kubeconfig");
         bao_in(
@@ -865,15 +841,15 @@ async fn seed_000_remote_secrets(mesh: &Mesh) {
             "annotations": {"secrets.hashicorp.com/vso-ownerRefUID": uid},
             "ownerReferences": [{"apiVersion": "secrets.hashicorp.com/v1beta1", "kind": "VaultStaticSecret",
                 "name": format!("remote-{}", cluster.name), "uid": uid, "controller": true}]}});
-        create_secret(peer, &remote_secret(&cluster.name, &kubeconfig, vso)).await;
+        create_secret(peer, &remote_secret(&printed, vso)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_000_moves_onto_meshtrust_keeping_its_pki_root_and_its_peers() {
     let test_start = Instant::now();
-    let mesh = Mesh::start(
-        2,
+    let mesh = Mesh::start_with(
+        TestEnv::builder().clusters(2).token_controller(),
         "  namespace: production\n  kvMount: kv\n  pkiMount: pki\nca:\n  secretFormat: tls\n  importRoot:\n    issuer: root-2025\n  intermediate:\n    ttl: 1h\n    renewBefore: 3555s\nremoteSecrets:\n  readerIdentity: istio\n",
     );
     let clusters = &mesh.env.clusters;

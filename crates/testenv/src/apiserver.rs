@@ -187,6 +187,35 @@ impl TestCluster {
         self.process.pid()
     }
 
+    /// kube-controller-manager running only its `serviceaccount-token` controller for this cluster: it fills
+    /// legacy `kubernetes.io/service-account-token` Secrets (a never-expiring token signed with the key this
+    /// API server verifies, and `ca.crt`), as `istioctl create-remote-secret` waits for. Nothing else runs.
+    pub(crate) fn start_token_controller(
+        &self,
+        bin: &Path,
+        dir: &Path,
+    ) -> Result<ManagedProcess, TestEnvError> {
+        let cdir = dir.join(&self.name);
+        let args = vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            "--controllers=serviceaccount-token".to_string(),
+            "--leader-elect=false".to_string(),
+            "--secure-port=0".to_string(),
+            format!("--root-ca-file={}", cdir.join("ca.crt").display()),
+            format!(
+                "--service-account-private-key-file={}",
+                cdir.join("sa.key").display()
+            ),
+            "--v=1".to_string(),
+        ];
+        ManagedProcess::spawn(
+            &format!("kube-controller-manager (tokens) {}", self.name),
+            bin,
+            &args,
+            cdir.join("kube-controller-manager.log"),
+        )
+    }
+
     /// One GET of `path` on this API server as admin, off any async runtime; `None` on any failure.
     pub(crate) fn get_json(&self, path: &str) -> Option<serde_json::Value> {
         let url = format!("{}{path}", self.server);

@@ -92,6 +92,26 @@ impl IstioBinaries {
             crds,
         })
     }
+
+    /// `istioctl` of the same module (`scripts/build-istio istioctl`), for the tests that run the seeds' own
+    /// `istioctl create-remote-secret`.
+    pub fn istioctl() -> Result<PathBuf, TestEnvError> {
+        let path = Binaries::cache_dir()
+            .join("bin")
+            .join(format!("istioctl-{ISTIO_VERSION}"));
+        require(&path, "istioctl", "scripts/build-istio istioctl")?;
+        Ok(path)
+    }
+}
+
+/// kube-controller-manager alone (`scripts/build-k8s node`), for environments that run only some of its
+/// controllers without a node ([`crate::TestEnvBuilder::token_controller`]).
+pub(crate) fn kube_controller_manager() -> Result<PathBuf, TestEnvError> {
+    let path = Binaries::cache_dir()
+        .join("bin")
+        .join(format!("kube-controller-manager-{K8S_VERSION}"));
+    require(&path, "kube-controller-manager", "scripts/build-k8s node")?;
+    Ok(path)
 }
 
 /// What a test node runs (`scripts/build-k8s node`, same version as the API server) and the pod sandbox image

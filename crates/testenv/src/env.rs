@@ -8,6 +8,7 @@ use crate::node::{NodeLink, TestNode};
 use crate::openbao::{OpenBaoServer, TlsMaterial};
 use crate::openbao_ha::OpenBaoCluster;
 use crate::ports::retry_on_port_clash;
+use crate::process::ManagedProcess;
 use crate::{Binaries, StoreKind, TestEnvError};
 
 /// `cluster-a`, `cluster-b`, ... for index 0, 1, ...
@@ -28,6 +29,7 @@ pub struct TestEnvBuilder {
     store: Option<StoreKind>,
     /// Some: a real node per cluster, with these images (OCI layout tarballs) imported besides the pause image.
     nodes: Option<Vec<PathBuf>>,
+    token_controller: bool,
 }
 
 impl TestEnvBuilder {
@@ -37,6 +39,14 @@ impl TestEnvBuilder {
     /// (`scripts/build-image`) imported into every node. Needs root.
     pub fn nodes(mut self, images: Vec<PathBuf>) -> Self {
         self.nodes = Some(images);
+        self
+    }
+
+    /// Also kube-controller-manager's `serviceaccount-token` controller per cluster (and nothing else of it):
+    /// legacy service-account token Secrets get their token and `ca.crt`, as `istioctl create-remote-secret`
+    /// needs. Node environments run the whole controller manager already.
+    pub fn token_controller(mut self) -> Self {
+        self.token_controller = true;
         self
     }
 
@@ -126,6 +136,13 @@ impl TestEnvBuilder {
                 TestCluster::start(&bins, &dir, &cluster_name(i), &etcd.url, host_ip)
             })?);
         }
+        let mut token_controllers = Vec::new();
+        if self.token_controller && node_bins.is_none() {
+            let bin = crate::binaries::kube_controller_manager()?;
+            for cluster in &clusters {
+                token_controllers.push(cluster.start_token_controller(&bin, &dir)?);
+            }
+        }
         let nodes = match node_bins {
             Some(node_bins) => start_nodes(
                 &node_bins,
@@ -137,6 +154,7 @@ impl TestEnvBuilder {
         };
         Ok(TestEnv {
             nodes,
+            token_controllers,
             clusters,
             bao,
             bao_ha,
@@ -152,6 +170,8 @@ pub struct TestEnv {
     // Field order is drop order: nodes stop before their API servers, API servers before the etcd they use.
     /// With [`TestEnvBuilder::nodes`]: one node per cluster, in the same order.
     pub nodes: Vec<TestNode>,
+    /// With [`TestEnvBuilder::token_controller`]: one per cluster.
+    token_controllers: Vec<ManagedProcess>,
     pub clusters: Vec<TestCluster>,
     /// The store: OpenBao, or Vault with `MESHTRUST_STORE=vault` (its `kind` says which).
     pub bao: OpenBaoServer,
@@ -171,6 +191,7 @@ impl TestEnv {
             openbao_ha: false,
             store: None,
             nodes: None,
+            token_controller: false,
         }
     }
 
@@ -189,6 +210,11 @@ impl TestEnv {
         pids.extend(self.bao_ha.iter().flat_map(OpenBaoCluster::pids));
         pids.extend(self.etcd.process.pid());
         pids.extend(self.nodes.iter().flat_map(TestNode::pids));
+        pids.extend(
+            self.token_controllers
+                .iter()
+                .filter_map(ManagedProcess::pid),
+        );
         pids
     }
 

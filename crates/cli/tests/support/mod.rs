@@ -35,6 +35,11 @@ impl Mesh {
         )
     }
 
+    /// From `builder` (an environment with extra parts, e.g. the token controller).
+    pub fn start_with(builder: meshtrust_testenv::TestEnvBuilder, extra: &str) -> Mesh {
+        Self::from_env(builder.start().expect("test environment"), extra)
+    }
+
     /// On `store` whatever `MESHTRUST_STORE` says: for tests of one server's own behaviour.
     pub fn start_on(store: StoreKind, clusters: usize, extra: &str) -> Mesh {
         Self::from_env(
