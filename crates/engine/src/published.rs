@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use meshtrust_core::facts::PublishedFacts;
@@ -24,7 +25,12 @@ use sha2::{Digest, Sha256};
 use crate::EngineError;
 use crate::names::{FORMAT_FIELD, FORMAT_VERSION};
 
-const MARKER_RETRIES: usize = 8;
+/// A bump that loses its check-and-set to another is tried again, after a random pause that doubles each time
+/// (up to [`MARKER_PAUSE_CAP`]): the agents of a large mesh, woken by the same change, all bump at once, and
+/// retrying in step let only one of them through per round; a bump lost here hides the write from peers until
+/// their next full re-read.
+const MARKER_RETRIES: u32 = 12;
+const MARKER_PAUSE_CAP: Duration = Duration::from_secs(1);
 /// How many entries are read at once: enough to read 1,000 peers in a second, few enough for OpenBao.
 pub(crate) const READ_CONCURRENCY: usize = 32;
 /// A gap longer than this in the marker's versions means a full re-read (KV keeps about 10 versions).
@@ -268,10 +274,21 @@ pub(crate) async fn bump_marker(
         let version = marker_version(bao, mesh).await?;
         match bao.kv_put(kv, path, &data, version).await {
             Ok(_) => return Ok(()),
-            Err(e) if e.kind == ErrorKind::Conflict && attempt < MARKER_RETRIES => attempt += 1,
+            Err(e) if e.kind == ErrorKind::Conflict && attempt < MARKER_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(marker_pause(attempt)).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// A random pause of up to 20 ms × 2^attempt, at most [`MARKER_PAUSE_CAP`].
+fn marker_pause(attempt: u32) -> Duration {
+    let cap = Duration::from_millis(20)
+        .saturating_mul(1 << attempt.min(10))
+        .min(MARKER_PAUSE_CAP);
+    cap.mul_f64(rand::random_range(0.0..1.0))
 }
 
 /// The marker's current version (0: none yet). One small read.
@@ -544,6 +561,37 @@ impl PublishedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pause_between_marker_bumps_grows_and_stays_under_its_cap() {
+        for attempt in 1..=MARKER_RETRIES {
+            let cap = Duration::from_millis(20 << attempt.min(10)).min(MARKER_PAUSE_CAP);
+            assert!(marker_pause(attempt) <= cap, "attempt {attempt}");
+        }
+        assert!(marker_pause(40) <= MARKER_PAUSE_CAP);
+    }
+
+    /// Fifty agents woken by one change bump the marker at once: every bump gets through, each its own version.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn fifty_bumps_at_once_all_get_through() {
+        let yaml = "apiVersion: meshtrust.dev/v1\nkind: Mesh\nmeshID: m\nopenbao:\n  address: https://bao.example:8200\nclusters:\n  - name: a\n    network: network-a\n";
+        let mesh = Arc::new(
+            Mesh::from_yaml(yaml, "mesh.yaml", std::path::PathBuf::from(".")).expect("mesh"),
+        );
+        let bao = meshtrust_fakes::FakeOpenBao::new(0);
+        let bumps: Vec<_> = (0..50)
+            .map(|i| {
+                let (bao, mesh) = (bao.clone(), mesh.clone());
+                tokio::spawn(async move {
+                    bump_marker(&bao, &mesh, &format!("c{i}"), Wrote::Entry).await
+                })
+            })
+            .collect();
+        for bump in bumps {
+            bump.await.expect("task").expect("bump");
+        }
+        assert_eq!(marker_version(&bao, &mesh).await.expect("version"), 50);
+    }
 
     #[test]
     fn a_rewrite_keeps_the_fields_a_newer_release_added() {
