@@ -179,6 +179,7 @@ impl Metrics {
 pub fn error_kind(error: &EngineError) -> &'static str {
     match error {
         EngineError::Port(p) if p.kind == ErrorKind::Conflict => "conflict",
+        EngineError::MarkerNotMoved { source, .. } => error_kind(source),
         EngineError::Port(p) => match p.system {
             System::OpenBao => "openbao",
             System::Cluster(_) => "kubernetes",

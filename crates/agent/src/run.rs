@@ -19,7 +19,7 @@ use meshtrust_core::mesh::Mesh;
 use meshtrust_core::plan::Action;
 use meshtrust_core::planner::PlanOptions;
 use meshtrust_core::ports::{Cluster, ErrorKind, PortError, System};
-use meshtrust_engine::published::PublishedCache;
+use meshtrust_engine::published::{PublishedCache, Wrote};
 use meshtrust_engine::trust_facts::served_roots;
 use meshtrust_engine::{Engine, EngineError, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Scope, Snapshot};
 use meshtrust_kube::KubeCluster;
@@ -133,6 +133,7 @@ pub async fn run(
         failures: 0,
         leader: false,
         last_failure: None,
+        owed_bump: None,
     };
     let mut poll = tokio::time::interval(agent.config.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -331,6 +332,9 @@ struct Agent {
     leader: bool,
     /// The last failure reported at warn level; the same one again is logged at debug only.
     last_failure: Option<String>,
+    /// A write of this agent landed but its bump of the change marker was lost: made at the next poll, since a
+    /// round that finds nothing to write bumps nothing.
+    owed_bump: Option<(String, Wrote)>,
 }
 
 impl Agent {
@@ -390,6 +394,12 @@ impl Agent {
             Ok(bao) => self.engine(bao),
             Err(e) => return self.note_failure(&e),
         };
+        if let Some((cluster, wrote)) = self.owed_bump.clone() {
+            match engine.bump_marker(&cluster, wrote).await {
+                Ok(()) => self.owed_bump = None,
+                Err(e) => return self.note_failure(&e),
+            }
+        }
         let current = match engine.index_version().await {
             Ok(v) => v,
             Err(e) => return self.note_failure(&e),
@@ -525,6 +535,9 @@ impl Agent {
         {
             // The token may have been revoked or expired early: log in again next time.
             self.session = None;
+        }
+        if let EngineError::MarkerNotMoved { cluster, wrote, .. } = e {
+            self.owed_bump = Some((cluster.clone(), *wrote));
         }
         self.failures += 1;
         // Whatever failed is retried in full at the next poll that reaches OpenBao.

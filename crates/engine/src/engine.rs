@@ -88,6 +88,16 @@ impl Engine {
         }
     }
 
+    /// Moves the change marker for a write whose bump was lost ([`EngineError::MarkerNotMoved`]), so peers
+    /// learn of it at their next poll rather than at their next full re-read.
+    pub async fn bump_marker(
+        &self,
+        cluster: &str,
+        wrote: crate::published::Wrote,
+    ) -> Result<(), EngineError> {
+        crate::published::bump_marker(self.bao.as_ref(), &self.mesh, cluster, wrote).await
+    }
+
     pub async fn observe(&self, now: i64) -> Result<Snapshot, EngineError> {
         let reads = match self.scope {
             Scope::Admin => Reads::Admin,

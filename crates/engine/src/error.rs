@@ -15,11 +15,26 @@ pub enum EngineError {
     Inconsistent(String),
     #[error("cluster {0} is in the plan but not connected")]
     UnknownCluster(String),
+    /// A write landed but the change marker could not be bumped after it: peers do not learn of the write until
+    /// the bump is made (an agent makes it at its next poll) or their periodic full re-read.
+    #[error(
+        "{what} landed, but the change marker could not be moved to say so (peers learn of it at the next bump or their full re-read): {source}"
+    )]
+    MarkerNotMoved {
+        cluster: String,
+        wrote: crate::published::Wrote,
+        what: &'static str,
+        source: Box<EngineError>,
+    },
 }
 
 impl EngineError {
     pub fn is_conflict(&self) -> bool {
-        matches!(self, EngineError::Port(e) if e.kind == ErrorKind::Conflict)
+        match self {
+            EngineError::Port(e) => e.kind == ErrorKind::Conflict,
+            EngineError::MarkerNotMoved { source, .. } => source.is_conflict(),
+            _ => false,
+        }
     }
 
     pub(crate) fn pki(context: impl Into<String>) -> impl FnOnce(PkiError) -> Self {

@@ -270,17 +270,29 @@ pub(crate) async fn bump_marker(
         );
     }
     let mut attempt = 0;
-    loop {
-        let version = marker_version(bao, mesh).await?;
+    let outcome = loop {
+        let version = match marker_version(bao, mesh).await {
+            Ok(v) => v,
+            Err(e) => break Err(e),
+        };
         match bao.kv_put(kv, path, &data, version).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => break Ok(()),
             Err(e) if e.kind == ErrorKind::Conflict && attempt < MARKER_RETRIES => {
                 attempt += 1;
                 tokio::time::sleep(marker_pause(attempt)).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => break Err(e.into()),
         }
-    }
+    };
+    outcome.map_err(|source| EngineError::MarkerNotMoved {
+        cluster: cluster.to_string(),
+        wrote,
+        what: match wrote {
+            Wrote::Entry => "the published entry",
+            Wrote::Trust => "the trust facts",
+        },
+        source: Box::new(source),
+    })
 }
 
 /// A random pause of up to 20 ms × 2^attempt, at most [`MARKER_PAUSE_CAP`].
@@ -569,6 +581,24 @@ mod tests {
             assert!(marker_pause(attempt) <= cap, "attempt {attempt}");
         }
         assert!(marker_pause(40) <= MARKER_PAUSE_CAP);
+    }
+
+    /// A bump that keeps losing names the writer and what it wrote, so an agent can make it later.
+    #[tokio::test]
+    async fn a_bump_lost_for_good_says_whose_write_it_hides() {
+        let yaml = "apiVersion: meshtrust.dev/v1\nkind: Mesh\nmeshID: m\nopenbao:\n  address: https://bao.example:8200\nclusters:\n  - name: a\n    network: network-a\n";
+        let mesh = Mesh::from_yaml(yaml, "mesh.yaml", std::path::PathBuf::from(".")).expect("mesh");
+        let bao = meshtrust_fakes::FakeOpenBao::new(0);
+        bao.fail("kv_put", usize::MAX, ErrorKind::Conflict);
+        let err = bump_marker(&bao, &mesh, "a", Wrote::Trust)
+            .await
+            .expect_err("every bump conflicts");
+        let EngineError::MarkerNotMoved { cluster, wrote, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!((cluster.as_str(), *wrote), ("a", Wrote::Trust));
+        assert!(err.is_conflict());
+        assert!(err.to_string().contains("the trust facts landed"), "{err}");
     }
 
     /// Fifty agents woken by one change bump the marker at once: every bump gets through, each its own version.
