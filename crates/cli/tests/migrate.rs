@@ -228,6 +228,13 @@ impl<'a> Watch<'a> {
         }
     }
 
+    /// Runs `meshtrust <args>` while sampling, notes the command, checks it succeeded and returns its stdout.
+    async fn meshtrust_ok(&mut self, mesh: &Mesh, args: &[&str]) -> String {
+        let what = args.join(" ");
+        let out = self.around(&what, run(mesh, args)).await;
+        ok(&out, &what)
+    }
+
     /// Samples while `work` runs on a blocking thread (a `meshtrust` command), then notes `what`.
     async fn around<T: Send + 'static>(
         &mut self,
@@ -474,13 +481,9 @@ async fn seed_001_moves_onto_openbao_keeping_its_root_then_rotates_the_exposed_k
         .note("seed 001 running: ESO's cacerts, istioctl's remote secrets");
 
     // Step 1: OpenBao's side, which imports the root the clusters trust.
-    let out = watch
-        .around(
-            "apply --openbao-only",
-            run(&mesh, &["apply", "--openbao-only"]),
-        )
+    let text = watch
+        .meshtrust_ok(&mesh, &["apply", "--openbao-only"])
         .await;
-    let text = ok(&out, "apply --openbao-only");
     assert!(text.contains("meshtrust-root-1"), "{text}");
     let issuer = mesh.bao(&["read", "-field=certificate", "pki/issuer/meshtrust-root-1"]);
     assert_eq!(
@@ -526,19 +529,13 @@ async fn seed_001_moves_onto_openbao_keeping_its_root_then_rotates_the_exposed_k
         .await;
     }
     watch.sampler.note("ExternalSecrets istio-cacerts deleted");
-    let out = watch
-        .around("plan --adopt", run(&mesh, &["plan", "--adopt"]))
-        .await;
-    let plan = ok(&out, "plan --adopt");
+    let plan = watch.meshtrust_ok(&mesh, &["plan", "--adopt"]).await;
     assert!(
         plan.contains("its root stays, so istiod takes the new intermediate without a restart")
             && !plan.contains("restart it after apply"),
         "{plan}"
     );
-    let out = watch
-        .around("apply --adopt", run(&mesh, &["apply", "--adopt"]))
-        .await;
-    ok(&out, "apply --adopt");
+    watch.meshtrust_ok(&mesh, &["apply", "--adopt"]).await;
     for (i, cluster) in clusters.iter().enumerate() {
         let cacerts = get_secret(cluster, "cacerts").await.expect("cacerts");
         assert_eq!(
@@ -597,30 +594,21 @@ async fn seed_001_moves_onto_openbao_keeping_its_root_then_rotates_the_exposed_k
         })
         .collect();
     watch.during(Duration::from_secs(3)).await;
-    let out = watch
-        .around(
-            "ca rotate-root --start",
-            run(&mesh, &["ca", "rotate-root", "--start"]),
-        )
+    watch
+        .meshtrust_ok(&mesh, &["ca", "rotate-root", "--start"])
         .await;
-    ok(&out, "ca rotate-root --start");
     watch.until_settled_on(2, Duration::from_secs(120)).await;
     watch.sampler.note("settled on meshtrust-root-2");
 
     // Step 6: the KV copy of the exposed key, destroyed only now.
-    let out = watch.around("plan", run(&mesh, &["plan"])).await;
-    let plan = ok(&out, "plan");
+    let plan = watch.meshtrust_ok(&mesh, &["plan"]).await;
     assert!(
         plan.contains("destroy it with `meshtrust apply --destroy-imported-key`"),
         "{plan}"
     );
-    let out = watch
-        .around(
-            "apply --destroy-imported-key",
-            run(&mesh, &["apply", "--destroy-imported-key"]),
-        )
+    let text = watch
+        .meshtrust_ok(&mesh, &["apply", "--destroy-imported-key"])
         .await;
-    let text = ok(&out, "apply --destroy-imported-key");
     assert!(text.contains("secret/istio/ca"), "{text}");
     let gone = mesh
         .env
@@ -872,13 +860,9 @@ async fn seed_000_moves_onto_meshtrust_keeping_its_pki_root_and_its_peers() {
     };
 
     // Step 1: OpenBao's side. The seed's root is generation 1 as it is: nothing imported, nothing renamed.
-    let out = watch
-        .around(
-            "apply --openbao-only",
-            run(&mesh, &["apply", "--openbao-only"]),
-        )
+    watch
+        .meshtrust_ok(&mesh, &["apply", "--openbao-only"])
         .await;
-    ok(&out, "apply --openbao-only");
     let out = watch
         .around("plan --adopt (blocked)", run(&mesh, &["plan", "--adopt"]))
         .await;
@@ -902,20 +886,12 @@ async fn seed_000_moves_onto_meshtrust_keeping_its_pki_root_and_its_peers() {
         .await;
     }
     watch.sampler.note("VaultStaticSecrets deleted");
-    let out = watch
-        .around(
-            "apply --adopt --only remote-secrets",
-            run(&mesh, &["apply", "--adopt", "--only", "remote-secrets"]),
-        )
+    watch
+        .meshtrust_ok(&mesh, &["apply", "--adopt", "--only", "remote-secrets"])
         .await;
-    ok(&out, "apply --adopt --only remote-secrets");
-    let out = watch
-        .around(
-            "apply --only remote-secrets",
-            run(&mesh, &["apply", "--only", "remote-secrets"]),
-        )
+    watch
+        .meshtrust_ok(&mesh, &["apply", "--only", "remote-secrets"])
         .await;
-    ok(&out, "apply --only remote-secrets");
     for (i, cluster) in clusters.iter().enumerate() {
         assert!(
             get_secret(
@@ -946,13 +922,9 @@ async fn seed_000_moves_onto_meshtrust_keeping_its_pki_root_and_its_peers() {
         .await;
     }
     watch.sampler.note("Certificates deleted");
-    let out = watch
-        .around(
-            "apply --adopt --only ca",
-            run(&mesh, &["apply", "--adopt", "--only", "ca"]),
-        )
+    watch
+        .meshtrust_ok(&mesh, &["apply", "--adopt", "--only", "ca"])
         .await;
-    ok(&out, "apply --adopt --only ca");
     for (i, cluster) in clusters.iter().enumerate() {
         let cacerts = get_secret(cluster, "cacerts").await.expect("cacerts");
         assert_eq!(
