@@ -408,6 +408,10 @@ async fn main() {
         rows.extend(scale_rows(count, &settings, rotated.contains(&count)).await);
     }
     print_rows(&rows);
+    // An apply-only run measures one column: it must not replace the full results or the pictures drawn from them.
+    if std::env::var_os("MESHTRUST_SCALE_APPLY_ONLY").is_some() {
+        return;
+    }
     write_json("scale.json", &rows);
     redraw();
 }
