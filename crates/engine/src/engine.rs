@@ -205,7 +205,13 @@ impl Engine {
     ) -> Result<(Plan, ApplyReport, Snapshot), EngineError> {
         let mut attempt = 0;
         let mut earlier: Vec<AppliedChange> = Vec::new();
+        // A write that landed but whose marker bump lost every try: the next plan has nothing left to write
+        // for it and so would bump nothing, and peers would learn of it only at their hourly re-read.
+        let mut owed_bump: Option<(String, Wrote)> = None;
         loop {
+            if let Some((cluster, wrote)) = owed_bump.take() {
+                self.bump_marker(&cluster, wrote).await?;
+            }
             let (plan, snapshot) = self.plan(clock(), options).await?;
             planned(&plan);
             let mut recorder = |change: &Change, applied: &AppliedChange| {
@@ -220,6 +226,9 @@ impl Engine {
                 }
                 Err(e) if e.is_conflict() && attempt < CONFLICT_RETRIES => {
                     tracing::info!(error = %e, attempt, "a conditional write lost a race; observing again");
+                    if let EngineError::MarkerNotMoved { cluster, wrote, .. } = e {
+                        owed_bump = Some((cluster, wrote));
+                    }
                     attempt += 1;
                 }
                 Err(e) => return Err(e),

@@ -144,7 +144,9 @@ pub async fn start_agents(
             .port();
         let log = std::fs::File::create(logs.join(format!("{}.log", m.name)))
             .map_err(|e| e.to_string())?;
-        let child = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+        // Under `setpriv --pdeathsig`, like the environment's servers: a bench stopped with Ctrl-C leaves no agent.
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_meshtrust")])
             .args(["agent", "--cluster", &m.name, "--token-request"])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))

@@ -106,7 +106,9 @@ pub fn start_with(env: &TestEnv, mesh: &Path, bao_addr: &str, extra: &[&str]) ->
         .expect("free port")
         .port();
     let log = std::fs::File::create(env.dir().join("agent.log")).expect("agent log");
-    let child = Command::new(env!("CARGO_BIN_EXE_meshtrust"))
+    // Under `setpriv --pdeathsig`, like the environment's servers: a bench stopped with Ctrl-C leaves no agent.
+    let child = Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_meshtrust")])
         .args(["agent", "--cluster", "cluster-a", "--token-request"])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))

@@ -44,6 +44,28 @@ async fn lost_cas_race_on_the_index_is_retried() {
     h.assert_verified().await;
 }
 
+/// A write lands, then every try to bump the marker after it loses (fifty agents woken by one change, on a
+/// loaded Raft cluster). Planning again finds nothing left to write, so the run must make the bump it owes
+/// before it does, or peers would learn of the write only at their hourly full re-read.
+#[tokio::test]
+async fn a_write_whose_marker_bump_lost_every_try_is_bumped_before_planning_again() {
+    let h = Harness::fresh(&["c1"]);
+    // The first bump's every try (the first and its 12 retries).
+    h.bao.fail(
+        "kv_put secret/istio/meshtrust-index",
+        13,
+        meshtrust_core::ports::ErrorKind::Conflict,
+    );
+    h.converge().await.expect("converges");
+    let engine = h.engine();
+    assert_eq!(
+        engine.index_version().await.expect("index"),
+        1,
+        "the owed bump was made"
+    );
+    h.assert_verified().await;
+}
+
 #[tokio::test]
 async fn lost_cas_race_on_a_published_kubeconfig_observes_again() {
     let h = Harness::fresh(&["c1", "c2"]);
