@@ -44,6 +44,15 @@ ensure_node() {
   "$REPO_ROOT/scripts/build-image" pause >/dev/null
 }
 
+# Everything the suite runs besides meshtrust itself: the servers, the node's packages and binaries, External
+# Secrets Operator (the migration tests run it) and istiod's image (the node tests run istiod as a pod).
+ensure_test_tools() {
+  ensure_servers
+  ensure_node
+  step "External Secrets Operator (built from its Go module once; cold ~5 min)" "$REPO_ROOT/scripts/build-eso"
+  step "istiod's image" "$REPO_ROOT/scripts/build-image" pilot >/dev/null
+}
+
 # Builds the meshtrust CLI and the dev-environment supervisor.
 build_binaries() {
   step "meshtrust and meshtrust-devenv (cargo build; cold ~5 min)" \
