@@ -287,7 +287,9 @@ pub(crate) async fn bump_marker(
     outcome.map_err(|source| EngineError::MarkerNotMoved {
         cluster: cluster.to_string(),
         wrote,
+        // A bump naming no cluster is the one `ca rotate-root --start` makes after it created the next root.
         what: match wrote {
+            _ if cluster.is_empty() => "the new root",
             Wrote::Entry => "the published entry",
             Wrote::Trust => "the trust facts",
         },
@@ -599,6 +601,11 @@ mod tests {
         assert_eq!((cluster.as_str(), *wrote), ("a", Wrote::Trust));
         assert!(err.is_conflict());
         assert!(err.to_string().contains("the trust facts landed"), "{err}");
+        // The rotation's start names no cluster: what landed is the new root.
+        let err = bump_marker(&bao, &mesh, "", Wrote::Entry)
+            .await
+            .expect_err("every bump conflicts");
+        assert!(err.to_string().contains("the new root landed"), "{err}");
     }
 
     /// Fifty agents woken by one change bump the marker at once: every bump gets through, each its own version.
