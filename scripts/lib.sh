@@ -24,10 +24,10 @@ ensure_vault() {
   step "HashiCorp Vault 1.21.0 (built from its Go module once; cold ~5 min, more on a busy machine)" "$REPO_ROOT/scripts/build-vault"
 }
 
-# Installs every real server and tool the tests use (cached; a warm run takes a second).
+# Installs every real server and tool the tests on OpenBao use (cached; a warm run takes a second). Vault is
+# separate: only the Vault pass needs it, so scripts/test builds it last, while the OpenBao tests already run.
 ensure_servers() {
   ensure_devenv_servers
-  ensure_vault
   step "helm (built from its Go module once; cold a few minutes)" "$REPO_ROOT/scripts/build-helm"
   step "istiod, istioctl and Istio's CRDs (built from the istio.io/istio module once; cold ~8 min)" "$REPO_ROOT/scripts/build-istio" all
   step "promtool (built from the Prometheus module once; cold ~4 min)" "$REPO_ROOT/scripts/build-promtool"
@@ -44,8 +44,8 @@ ensure_node() {
   "$REPO_ROOT/scripts/build-image" pause >/dev/null
 }
 
-# Everything the suite runs besides meshtrust itself: the servers, the node's packages and binaries, External
-# Secrets Operator (the migration tests run it) and istiod's image (the node tests run istiod as a pod).
+# Everything the suite runs besides meshtrust itself and Vault: the servers, the node's packages and binaries,
+# External Secrets Operator (the migration tests run it) and istiod's image (the node tests run istiod as a pod).
 ensure_test_tools() {
   ensure_servers
   ensure_node
