@@ -44,11 +44,50 @@ impl OpenBaoCluster {
         size: usize,
         tls: Option<&TlsMaterial>,
     ) -> Result<Self, TestEnvError> {
+        // A node whose API, cluster or TLS port another test took between picking and binding keeps answering
+        // on its other ports but never joins: start the whole cluster again, on new ports, in fresh directories.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(bins, kind, dir, size, tls) {
+                Err(e) if attempt < 3 && Self::port_was_taken(kind, dir, size) => {
+                    eprintln!(
+                        "a store node's port was taken ({e}); starting the cluster again (attempt {attempt})"
+                    );
+                    for i in 1..=size {
+                        let node_dir = Self::node_dir(kind, dir, i);
+                        std::fs::remove_dir_all(&node_dir).map_err(TestEnvError::io(&node_dir))?;
+                    }
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn node_dir(kind: StoreKind, dir: &Path, i: usize) -> std::path::PathBuf {
+        dir.join(format!("{}-{i}", kind.slug()))
+    }
+
+    fn port_was_taken(kind: StoreKind, dir: &Path, size: usize) -> bool {
+        (1..=size).any(|i| {
+            crate::ports::port_was_taken(
+                &Self::node_dir(kind, dir, i).join(format!("{}.log", kind.slug())),
+            )
+        })
+    }
+
+    fn start_once(
+        bins: &Binaries,
+        kind: StoreKind,
+        dir: &Path,
+        size: usize,
+        tls: Option<&TlsMaterial>,
+    ) -> Result<Self, TestEnvError> {
         let mut nodes = Vec::with_capacity(size);
         for i in 1..=size {
             nodes.push(OpenBaoNode::configure(
                 kind,
-                &dir.join(format!("{}-{i}", kind.slug())),
+                &Self::node_dir(kind, dir, i),
                 i,
                 tls,
             )?);
@@ -134,7 +173,14 @@ impl OpenBaoCluster {
                         .unwrap_or(true);
                 (!sealed).then_some(())
             },
-            "unseal",
+            &format!(
+                "unseal of node {} (log: {})",
+                i + 1,
+                self.nodes[i]
+                    .dir
+                    .join(format!("{}.log", self.kind.slug()))
+                    .display()
+            ),
         )
     }
 
