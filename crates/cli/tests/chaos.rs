@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
-use meshtrust_testenv::{TestEnv, mesh_file_with};
+use meshtrust_testenv::{TestEnv, dying_with_owner, mesh_file_with};
 use support::{Mesh, field, openssl_pubkey};
 
 /// Intermediates live an hour; the base file renews 10 minutes ahead, the renewal file 3599 s ahead (due after
@@ -177,9 +177,8 @@ impl Chaos {
             .dir()
             .join(format!("agent-{}-{}.log", cluster.name, self.agent_logs));
         let log = std::fs::File::create(&log).expect("agent log");
-        // setpriv: the agent dies with the test even if the test is killed without unwinding.
-        Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_meshtrust")])
+        // The agent dies with the test even if the test is killed without unwinding.
+        dying_with_owner(env!("CARGO_BIN_EXE_meshtrust"))
             .args(["agent", "--cluster", &cluster.name, "--token-request"])
             .args(["--poll-interval", "1s", "--listen", "127.0.0.1:0"])
             .arg("--kubeconfig")

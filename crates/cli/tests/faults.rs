@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
-use meshtrust_testenv::{FaultProxy, ProxyMode, TestEnv, mesh_file_with};
+use meshtrust_testenv::{FaultProxy, ProxyMode, TestEnv, dying_with_owner, mesh_file_with};
 use support::Mesh;
 
 /// Each test runs real servers and agents; one at a time keeps a shared 2-core machine responsive.
@@ -52,10 +52,9 @@ fn start_agent(env: &TestEnv, index: usize, to: &AgentTarget<'_>) -> Agent {
     let port = free_port();
     let cluster = &env.clusters[index];
     let log = env.dir().join(format!("agent-{}-{port}.log", cluster.name));
-    // setpriv: the agent dies with the test even if the test is killed without unwinding.
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_meshtrust")])
-        .args(["agent", "--cluster", &cluster.name, "--token-request"])
+    // The agent dies with the test even if the test is killed without unwinding.
+    let mut cmd = dying_with_owner(env!("CARGO_BIN_EXE_meshtrust"));
+    cmd.args(["agent", "--cluster", &cluster.name, "--token-request"])
         .args(["--poll-interval", "1s", "--openbao-timeout", "2s"])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))

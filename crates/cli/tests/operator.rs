@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use meshtrust_testenv::dying_with_owner;
 use support::Mesh;
 
 #[test]
@@ -174,9 +175,8 @@ async fn the_agent_runs_outside_a_cluster_and_names_the_fix_for_a_missing_servic
     let log = mesh.env.dir().join("agent.log");
     let stderr = std::fs::File::create(&log).expect("log file");
     // No --kubeconfig, no token flag: outside a pod the mesh file's kubeconfig and TokenRequest are the defaults.
-    // setpriv: the agent dies with the test even when an assertion fails before the test kills it.
-    let mut child = Command::new("setpriv")
-        .args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_meshtrust")])
+    // The agent dies with the test even when an assertion fails before the test kills it.
+    let mut child = dying_with_owner(env!("CARGO_BIN_EXE_meshtrust"))
         .args(["agent", "--cluster", "cluster-a", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--mesh")

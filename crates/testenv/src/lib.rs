@@ -39,5 +39,6 @@ pub use node::TestNode;
 pub use openbao::OpenBaoServer;
 pub use openbao_ha::{OpenBaoCluster, OpenBaoNode};
 pub use ports::free_port;
+pub use process::dying_with_owner;
 pub use proxy::{FaultProxy, ProxyMode};
 pub use store::{STORE_ENV, StoreKind};

@@ -252,12 +252,7 @@ pub(crate) fn spawn_persistent(
             dir.join(format!("{}.hcl", kind.slug())).display()
         ),
     ];
-    ManagedProcess::spawn(
-        kind.slug(),
-        bin,
-        &args,
-        dir.join(format!("{}.log", kind.slug())),
-    )
+    ManagedProcess::spawn(kind.slug(), bin, &args, kind.log_in(dir))
 }
 
 fn spawn(
@@ -277,12 +272,7 @@ fn spawn(
     ];
     // Dev mode merges a config file's listeners with its own.
     args.extend(extra_config.map(|c| format!("-config={}", c.display())));
-    ManagedProcess::spawn(
-        kind.slug(),
-        bin,
-        &args,
-        dir.join(format!("{}.log", kind.slug())),
-    )
+    ManagedProcess::spawn(kind.slug(), bin, &args, kind.log_in(dir))
 }
 
 struct TlsListener {

@@ -69,11 +69,8 @@ impl OpenBaoCluster {
     }
 
     fn port_was_taken(kind: StoreKind, dir: &Path, size: usize) -> bool {
-        (1..=size).any(|i| {
-            crate::ports::port_was_taken(
-                &Self::node_dir(kind, dir, i).join(format!("{}.log", kind.slug())),
-            )
-        })
+        (1..=size)
+            .any(|i| crate::ports::port_was_taken(&kind.log_in(&Self::node_dir(kind, dir, i))))
     }
 
     fn start_once(
@@ -176,10 +173,7 @@ impl OpenBaoCluster {
             &format!(
                 "unseal of node {} (log: {})",
                 i + 1,
-                self.nodes[i]
-                    .dir
-                    .join(format!("{}.log", self.kind.slug()))
-                    .display()
+                self.kind.log_in(&self.nodes[i].dir).display()
             ),
         )
     }
@@ -215,10 +209,7 @@ impl OpenBaoCluster {
                 return Err(err(format!(
                     "no {} node became active within {limit:?}; see {}",
                     self.kind.name(),
-                    self.nodes[0]
-                        .dir
-                        .join(format!("{}.log", self.kind.slug()))
-                        .display()
+                    self.kind.log_in(&self.nodes[0].dir).display()
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));

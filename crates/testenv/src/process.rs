@@ -1,9 +1,18 @@
+use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::TestEnvError;
+
+/// A command that runs `program` under `setpriv --pdeathsig KILL`: it dies with the thread that spawned it,
+/// even when a test or benchmark is killed without unwinding (Ctrl-C, a failed assertion before its cleanup).
+pub fn dying_with_owner(program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new("setpriv");
+    command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    command
+}
 
 /// A server process owned by the test environment. Dropping it kills it and reaps it, so no test leaves an
 /// orphan behind. It is started under `setpriv --pdeathsig SIGKILL`, so it also dies if its owner is killed
@@ -21,7 +30,7 @@ impl ManagedProcess {
         args: &[String],
         log: PathBuf,
     ) -> Result<Self, TestEnvError> {
-        Self::spawn_with(name, Command::new("setpriv"), program, args, log)
+        Self::spawn_with(name, dying_with_owner(program), program, args, log)
     }
 
     /// The same, with extra environment variables and a working directory (istiod reads `./etc/...`).
@@ -33,7 +42,7 @@ impl ManagedProcess {
         cwd: &Path,
         log: PathBuf,
     ) -> Result<Self, TestEnvError> {
-        let mut command = Command::new("setpriv");
+        let mut command = dying_with_owner(program);
         command.current_dir(cwd);
         for (key, value) in env {
             command.env(key, value);
@@ -41,6 +50,7 @@ impl ManagedProcess {
         Self::spawn_with(name, command, program, args, log)
     }
 
+    /// `command` runs `program` already ([`dying_with_owner`]); `program` names it in errors.
     fn spawn_with(
         name: &str,
         mut command: Command,
@@ -51,10 +61,6 @@ impl ManagedProcess {
         let out = File::create(&log).map_err(TestEnvError::io(&log))?;
         let err = out.try_clone().map_err(TestEnvError::io(&log))?;
         let child = command
-            .arg("--pdeathsig")
-            .arg("KILL")
-            .arg("--")
-            .arg(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)

@@ -36,6 +36,11 @@ impl StoreKind {
         }
     }
 
+    /// The server's log in its directory `dir` (`openbao.log` or `vault.log`).
+    pub fn log_in(self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.log", self.slug()))
+    }
+
     /// `OpenBao` or `Vault`, for messages.
     pub fn name(self) -> &'static str {
         match self {

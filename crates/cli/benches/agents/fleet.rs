@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meshtrust_testenv::TestEnv;
+use meshtrust_testenv::{TestEnv, dying_with_owner};
 
 /// A cluster of the fleet.
 pub struct Member {
@@ -144,9 +144,8 @@ pub async fn start_agents(
             .port();
         let log = std::fs::File::create(logs.join(format!("{}.log", m.name)))
             .map_err(|e| e.to_string())?;
-        // Under `setpriv --pdeathsig`, like the environment's servers: a bench stopped with Ctrl-C leaves no agent.
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_meshtrust")])
+        // Like the environment's servers: a bench stopped with Ctrl-C leaves no agent.
+        let child = dying_with_owner(env!("CARGO_BIN_EXE_meshtrust"))
             .args(["agent", "--cluster", &m.name, "--token-request"])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))

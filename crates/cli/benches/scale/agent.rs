@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meshtrust_testenv::TestEnv;
+use meshtrust_testenv::{TestEnv, dying_with_owner};
 
 use crate::measure::{self, Idle};
 use crate::{cluster, peers};
@@ -106,9 +106,8 @@ pub fn start_with(env: &TestEnv, mesh: &Path, bao_addr: &str, extra: &[&str]) ->
         .expect("free port")
         .port();
     let log = std::fs::File::create(env.dir().join("agent.log")).expect("agent log");
-    // Under `setpriv --pdeathsig`, like the environment's servers: a bench stopped with Ctrl-C leaves no agent.
-    let child = Command::new("setpriv")
-        .args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_meshtrust")])
+    // Like the environment's servers: a bench stopped with Ctrl-C leaves no agent.
+    let child = dying_with_owner(env!("CARGO_BIN_EXE_meshtrust"))
         .args(["agent", "--cluster", "cluster-a", "--token-request"])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))

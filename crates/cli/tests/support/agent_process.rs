@@ -1,9 +1,9 @@
 //! A real `meshtrust agent` process for one test cluster, out of cluster, with its own ServiceAccount token.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
-use meshtrust_testenv::TestEnv;
+use meshtrust_testenv::{TestEnv, dying_with_owner};
 
 pub struct AgentProcess {
     child: Child,
@@ -41,9 +41,8 @@ impl AgentProcess {
     ) -> AgentProcess {
         let cluster = &env.clusters[index];
         let log = env.dir().join(format!("agent-{}.log", cluster.name));
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_meshtrust")])
-            .args(["agent", "--cluster", &cluster.name, "--token-request"])
+        let mut cmd = dying_with_owner(env!("CARGO_BIN_EXE_meshtrust"));
+        cmd.args(["agent", "--cluster", &cluster.name, "--token-request"])
             .args(["--poll-interval", "1s", "--openbao-timeout", "2s"])
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{ApiResource, Patch, PatchParams};
+use meshtrust_testenv::dying_with_owner;
 
 /// The ESO binary and its CRD directory, built on first use.
 pub fn locate() -> Result<(PathBuf, PathBuf), String> {
@@ -119,9 +120,7 @@ pub fn start(bin: &Path, kubeconfig: &Path, log: &Path) -> EsoProcess {
         .expect("free port")
         .port();
     let log = std::fs::File::create(log).expect("eso log");
-    let child = Command::new("setpriv")
-        .args(["--pdeathsig", "KILL", "--"])
-        .arg(bin)
+    let child = dying_with_owner(bin)
         .arg(format!("--metrics-addr=127.0.0.1:{port}"))
         .arg("--enable-leader-election=false")
         .arg("--loglevel=error")
